@@ -1,0 +1,147 @@
+"""The Arithmetic Temporal Module: reduce -> pair -> operate -> domain transfer -> residual.
+
+One block class serves the four operations; ``ATM`` applies several blocks in order
+(the paper's best setting is ``("mul", "sub")``).
+
+The reference writes its per-frame convolutions as Conv3d with ``(1, 3, 3)`` kernels
+over ``(N, C, T, h, w)`` volumes. Such a kernel never mixes frames, so here they are
+Conv2d over the frames folded into the batch: the same weights (one fewer singleton
+dimension), the same BatchNorm statistics, and parameter counts equal to the
+reference's.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from .ops import OP_NAMES, check_frames, get_op, pair_frames
+
+RESIDUAL_MODES = ("relu", "identity")
+
+
+def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, padding: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SimilarityEncoder(nn.Sequential):
+    """Encodes each ``W x W`` similarity patch to 64 channels: 9x9 -> 9 -> 5 -> 3 -> 1.
+
+    Stride-2 layers halve the patch, the last 3x3 valid conv collapses it, so this
+    encoder is specific to ``window=9`` as in the reference.
+    """
+
+    def __init__(self, out_channels: int = 64):
+        super().__init__(
+            conv_bn_relu(1, 4),
+            conv_bn_relu(4, 16, stride=2),
+            conv_bn_relu(16, out_channels, stride=2),
+            conv_bn_relu(out_channels, out_channels, padding=0),
+        )
+
+
+class ATMBlock(nn.Module):
+    """One arithmetic operation between each frame and its ``context`` temporal neighbours.
+
+    Input and output ``(B*T, C, H, W)``. ``residual="relu"`` returns ``ReLU(x + branch)``
+    as the reference does (not the identity at initialisation on signed ViT tokens);
+    ``residual="identity"`` returns ``x + branch``, exactly ``x`` at initialisation
+    because the output projection starts at zero.
+
+    Set ``capture = True`` to keep the last ``cue`` (``(B, T, K, D', h, w)``; for ``mul``
+    ``D' = W*W``, the similarity volume) and ``branch`` (``(B*T, C, H, W)``) as detached
+    tensors in ``last_cue`` / ``last_branch`` for visualisation.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_frames: int,
+        op: str,
+        hidden: int = 64,
+        context: int = 5,
+        window: int = 9,
+        downsample: bool = False,
+        residual: str = "relu",
+    ):
+        super().__init__()
+        self.op_fn = get_op(op)
+        if residual not in RESIDUAL_MODES:
+            raise ValueError(f"unknown residual {residual!r}; choose from {RESIDUAL_MODES}")
+        if op == "mul" and window != 9:
+            raise ValueError(f"the similarity encoder needs window=9, got window={window}")
+        self.op, self.num_frames, self.context, self.window = op, num_frames, context, window
+        self.downsample, self.residual = downsample, residual
+        self.capture = False
+        self.last_cue: torch.Tensor | None = None
+        self.last_branch: torch.Tensor | None = None
+
+        self.reduce = conv_bn_relu(channels, hidden, stride=2 if downsample else 1)
+        self.encoder = SimilarityEncoder() if op == "mul" else None
+        transfer_in = 64 if op == "mul" else hidden
+        self.transfer = nn.Sequential(conv_bn_relu(transfer_in, 64), conv_bn_relu(64, 64))
+        self.fuse = conv_bn_relu(context * 64, 64)
+        if downsample:
+            self.proj = nn.ConvTranspose2d(64, channels, 1, stride=2, output_padding=1, bias=False)
+        else:
+            self.proj = nn.Conv2d(64, channels, 1, bias=False)
+        nn.init.zeros_(self.proj.weight)
+
+    def extra_repr(self) -> str:
+        return f"op={self.op}, num_frames={self.num_frames}, context={self.context}, residual={self.residual}"
+
+    def cue(self, x: torch.Tensor) -> torch.Tensor:
+        """The arithmetic cue of the reduced map: ``(B, T, K, D', h, w)``."""
+        anchor, neighbour = pair_frames(x, self.num_frames, self.context)
+        if self.op == "mul":
+            return self.op_fn(anchor, neighbour, self.window)
+        return self.op_fn(anchor, neighbour)
+
+    def encode_similarity(self, volume: torch.Tensor) -> torch.Tensor:
+        """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, 64, h, w)``."""
+        b, t, k, _, h, w = volume.shape
+        patches = volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, 1, self.window, self.window)
+        encoded = self.encoder(patches).reshape(b, t, k, h, w, -1)
+        return encoded.permute(0, 1, 2, 5, 3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_frames(x.shape[0], self.num_frames)
+        if self.downsample and (x.shape[-1] % 2 or x.shape[-2] % 2):
+            raise ValueError(f"downsample=True needs an even feature map, got {tuple(x.shape[-2:])}")
+        cue = self.cue(self.reduce(x))
+        features = self.encode_similarity(cue) if self.encoder is not None else cue
+        b, t, k, d, h, w = features.shape
+        transferred = self.transfer(features.reshape(b * t * k, d, h, w))
+        branch = self.proj(self.fuse(transferred.reshape(b * t, k * 64, h, w)))
+        if self.capture:
+            self.last_cue, self.last_branch = cue.detach(), branch.detach()
+        out = x + branch
+        return torch.relu(out) if self.residual == "relu" else out
+
+
+class ATM(nn.Sequential):
+    """ATM blocks applied in order, each one's output feeding the next."""
+
+    def __init__(
+        self,
+        channels: int,
+        num_frames: int,
+        ops: Sequence[str] = ("mul", "sub"),
+        hidden: int = 64,
+        context: int = 5,
+        window: int = 9,
+        downsample: bool = False,
+        residual: str = "relu",
+    ):
+        if isinstance(ops, str) or not ops:
+            raise ValueError(f"ops must be a non-empty sequence of names from {OP_NAMES}, got {ops!r}")
+        super().__init__(*[
+            ATMBlock(channels, num_frames, op, hidden, context, window, downsample, residual)
+            for op in ops
+        ])
+        self.ops = tuple(ops)
