@@ -62,10 +62,10 @@ def div(anchor: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
 
 
 def l2_normalize(x: torch.Tensor, dim: int = -3) -> torch.Tensor:
-    """``v / sqrt(sum(v^2) + 1e-6)`` over ``dim``, computed in float32 (fp16 squares overflow)."""
-    x32 = x.float()
-    norm = torch.sqrt(x32.square().sum(dim, keepdim=True) + NORM_EPS)
-    return (x32 / norm).to(x.dtype)
+    """``v / sqrt(sum(v^2) + 1e-6)`` over ``dim``, in at least float32 (fp16 squares overflow)."""
+    wide = x.to(torch.promote_types(x.dtype, torch.float32))
+    norm = torch.sqrt(wide.square().sum(dim, keepdim=True) + NORM_EPS)
+    return (wide / norm).to(x.dtype)
 
 
 def local_correlation(anchor: torch.Tensor, neighbour: torch.Tensor, window: int) -> torch.Tensor:
