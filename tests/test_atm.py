@@ -1,0 +1,175 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from atm_core import ATM, ATMBlock
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(
+    "channels, ops, expected",
+    [
+        (768, ("mul",), 797_068),
+        (768, ("sub",), 750_080),
+        (768, ("add",), 750_080),
+        (768, ("div",), 750_080),
+        (768, ("mul", "sub"), 1_547_148),
+        (1024, ("mul", "sub"), 1_874_828),
+    ],
+)
+def test_parameter_counts_equal_the_reference(channels, ops, expected):
+    assert n_params(ATM(channels, num_frames=8, ops=ops)) == expected
+
+
+# --- an independent formulation of DESIGN §2: Conv3d (1,3,3) over (N, C, T, h, w) volumes,
+# explicit (b, t, o) pairing, correlation through a full (hw)x(hw) product per pair.
+
+def bn_relu(x, bn):
+    return torch.relu(F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+
+
+def conv3d_bn_relu(x, stage, padding):
+    conv, bn = stage[0], stage[1]
+    return bn_relu(F.conv3d(x, conv.weight.unsqueeze(2), stride=(1, *conv.stride), padding=padding), bn)
+
+
+def global_correlation(a, b, window):
+    n, d, h, w = a.shape
+    r = window // 2
+    a = a / torch.sqrt(a.pow(2).sum(1, keepdim=True) + 1e-6)
+    b = b / torch.sqrt(b.pow(2).sum(1, keepdim=True) + 1e-6)
+    full = torch.einsum("ndp,ndq->npq", a.flatten(2), b.flatten(2))  # (n, hw, hw)
+    out = a.new_zeros(n, window, window, h, w)
+    for i in range(window):
+        for j in range(window):
+            for y in range(h):
+                for x in range(w):
+                    yy, xx = y + i - r, x + j - r
+                    if 0 <= yy < h and 0 <= xx < w:
+                        out[:, i, j, y, x] = full[:, y * w + x, yy * w + xx]
+    return out
+
+
+def reference_block(block: ATMBlock, x: torch.Tensor) -> torch.Tensor:
+    T, K, W = block.num_frames, block.context, block.window
+    r_t = K // 2
+    reduced = bn_relu(
+        F.conv2d(x, block.reduce[0].weight, stride=block.reduce[0].stride, padding=1), block.reduce[1]
+    )
+    bt, d, h, w = reduced.shape
+    B = bt // T
+    clips = reduced.reshape(B, T, d, h, w)
+    anchors, neighbours = [], []
+    for b in range(B):
+        for t in range(T):
+            for o in range(-r_t, r_t + 1):
+                anchors.append(clips[b, t])
+                s = t + o
+                neighbours.append(clips[b, s] if 0 <= s < T else torch.zeros_like(clips[b, t]))
+    a, nb = torch.stack(anchors), torch.stack(neighbours)  # (B*T*K, d, h, w)
+    if block.op == "mul":
+        sim = global_correlation(a, nb, W).reshape(B, T, K, W, W, h, w)
+        volumes = sim.permute(0, 1, 5, 6, 2, 3, 4).reshape(B * T * h * w, 1, K, W, W)
+        for stage, pad in zip(block.encoder, [(0, 1, 1), (0, 1, 1), (0, 1, 1), 0]):
+            volumes = conv3d_bn_relu(volumes, stage, pad)
+        cue = volumes.reshape(B, T, h, w, 64, K).permute(0, 5, 4, 1, 2, 3).reshape(B * K, 64, T, h, w)
+    else:
+        elementwise = {"add": nb + a, "sub": nb - a, "div": torch.log1p(nb.abs()) - torch.log1p(a.abs())}
+        cue = elementwise[block.op].reshape(B, T, K, d, h, w).permute(0, 2, 3, 1, 4, 5)
+        cue = cue.reshape(B * K, d, T, h, w)
+    y = conv3d_bn_relu(cue, block.transfer[0], (0, 1, 1))
+    y = conv3d_bn_relu(y, block.transfer[1], (0, 1, 1))
+    y = y.reshape(B, K * 64, T, h, w)  # offsets regrouped into channels, offset-major
+    y = conv3d_bn_relu(y, block.fuse, (0, 1, 1))
+    weight = block.proj.weight.reshape(*block.proj.weight.shape[:2], 1, 1, 1)
+    if block.downsample:
+        y = F.conv_transpose3d(y, weight, stride=(1, 2, 2), output_padding=(0, 1, 1))
+    else:
+        y = F.conv3d(y, weight)
+    branch = y.permute(0, 2, 1, 3, 4).reshape(x.shape)
+    out = x + branch
+    return torch.relu(out) if block.residual == "relu" else out
+
+
+def randomise(module: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * 0.2 + (1.0 if p.dim() == 1 else 0.0))
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
+@pytest.mark.parametrize("downsample", [False, True])
+def test_block_equals_independent_conv3d_formulation(op, downsample):
+    block = ATMBlock(12, num_frames=3, op=op, hidden=8, downsample=downsample).double()
+    randomise(block)
+    x = torch.randn(2 * 3, 12, 6, 6, dtype=torch.float64)
+    torch.testing.assert_close(block(x), reference_block(block, x), rtol=1e-9, atol=1e-9)
+
+
+def test_identity_residual_is_exact_identity_at_init_and_relu_clips():
+    x = torch.randn(2 * 4, 16, 5, 5)
+    assert torch.equal(ATM(16, 4, ("mul", "sub", "add", "div"), residual="identity")(x), x)
+    assert torch.equal(ATM(16, 4, ("sub",), residual="relu")(x), torch.relu(x))
+
+
+def test_blocks_compose_in_order():
+    atm = ATM(8, 2, ("mul", "sub"), hidden=4, residual="identity")
+    randomise(atm)
+    x = torch.randn(4, 8, 4, 4)
+    torch.testing.assert_close(atm(x), atm[1](atm[0](x)))
+    assert [b.op for b in atm] == ["mul", "sub"]
+
+
+def test_backward_reaches_every_parameter():
+    atm = ATM(16, 4, ("mul", "sub", "add", "div"), hidden=8, residual="identity")
+    for block in atm:
+        torch.nn.init.normal_(block.proj.weight, std=0.1)  # zero-init would zero upstream gradients
+    x = torch.randn(2 * 4, 16, 6, 6, requires_grad=True)
+    atm(x).square().sum().backward()
+    for name, p in atm.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_zero_initialised_projection_still_gets_gradient():
+    atm = ATM(16, 4, ("mul",), hidden=8, residual="identity")
+    atm(torch.randn(8, 16, 6, 6)).sum().backward()
+    assert atm[0].proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_with_large_activations_stays_finite(dtype):
+    atm = ATM(16, 4, ("mul", "sub", "add", "div"), hidden=8)
+    for block in atm:
+        torch.nn.init.normal_(block.proj.weight, std=0.1)
+    x = torch.randn(8, 16, 6, 6) * 1e4
+    with torch.autocast("cpu", dtype=dtype):
+        y = atm(x)
+    assert torch.isfinite(y).all()
+
+
+def test_capture_keeps_cue_and_branch():
+    block = ATMBlock(16, 4, "mul", hidden=8)
+    block(torch.randn(8, 16, 6, 6))
+    assert block.last_cue is None
+    block.capture = True
+    block(torch.randn(8, 16, 6, 6))
+    assert block.last_cue.shape == (2, 4, 5, 81, 6, 6)
+    assert block.last_branch.shape == (8, 16, 6, 6)
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match="unknown ATM op 'mod'"):
+        ATM(8, 4, ("mul", "mod"))
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        ATM(8, 4, ())
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        ATM(8, 4, "mul")
+    with pytest.raises(ValueError, match="unknown residual 'gelu'"):
+        ATM(8, 4, ("sub",), residual="gelu")
+    with pytest.raises(ValueError, match="not divisible by num_frames=4"):
+        ATM(8, 4, ("sub",))(torch.zeros(6, 8, 4, 4))
+    with pytest.raises(ValueError, match="even feature map"):
+        ATM(8, 2, ("sub",), downsample=True)(torch.zeros(4, 8, 7, 7))
