@@ -1,0 +1,128 @@
+"""Dataset presets: the published recipe of each dataset, overridable field by field."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dataset import VideoDataset
+from .errors import DataError
+from .lists import read_labels, read_list
+from .synthetic import FLIP_LABELS as SYNTHETIC_FLIP_LABELS
+from .transforms import CLIP_MEAN, CLIP_STD, SS_FLIP_LABELS, TrainTransform, ViewTransform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything about a dataset except where it lives. Paths are relative to the root."""
+
+    num_classes: int | None = None
+    label_file: str | None = "labels.csv"
+    train_list: str = "train.txt"
+    val_list: str = "val.txt"  # also used by the "test" split
+    frame_template: str = "{:05d}.jpg"
+    frame_start: int = 1
+    reader: str = "auto"
+    sampling: str = "segment"  # or "dense"
+    dense_stride: int = 8
+    input_size: int = 224
+    scale: int | tuple[int, int] = 256  # int: short side; (h, w): exact size
+    crop: str = "rrc"  # rrc | multiscale | random | center
+    crop_area: tuple[float, float] = (0.08, 1.0)
+    flip: bool = False
+    flip_labels: dict[int, int] | None = None
+    randaugment: str | None = None
+    grayscale_p: float = 0.0
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+    num_sample: int = 1
+    test_num_segment: int = 1
+    test_num_crop: int = 1
+    test_scale: int | tuple[int, int] | None = None  # None: same as scale
+
+
+_SS = Recipe(num_classes=174, scale=(256, 320), flip=True, flip_labels=SS_FLIP_LABELS,
+             randaugment="rand-m7-n4-mstd0.5-inc1", num_sample=2, test_num_segment=2,
+             test_num_crop=3)
+
+PRESETS: dict[str, Recipe] = {
+    # SS-V1: JPEG frame folders 00001.jpg, ...
+    "ssv1": _SS,
+    # SS-V2: .webm videos (or frame folders 000001.jpg, ... as extracted by the reference)
+    "ssv2": dataclasses.replace(_SS, frame_template="{:06d}.jpg"),
+    # Kinetics-400: .mp4 videos or frame folders img_00001.jpg, ...; 4 clips x 3 crops at test
+    "k400": Recipe(num_classes=400, frame_template="img_{:05d}.jpg", scale=256, flip=True,
+                   grayscale_p=0.2, num_sample=2, test_num_segment=4, test_num_crop=3),
+    # The built-in benchmark (atm_core.data.synthetic): 96 px frames scaled to 72, cropped to 64.
+    # Horizontal flip swaps moving left/right and clockwise/anticlockwise -- the only classes
+    # whose meaning a mirror image changes -- exactly like the SS label swap.
+    "synthetic": Recipe(num_classes=12, input_size=64, scale=72, crop="random", flip=True,
+                        flip_labels=SYNTHETIC_FLIP_LABELS),
+    # Your own data in the same list formats. Flip is off: whether a mirror changes a class is
+    # yours to say (flip=True, flip_labels={...}).
+    "custom": Recipe(),
+}
+
+
+def _recipe(name: str, overrides: dict) -> Recipe:
+    if name not in PRESETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(Recipe)}
+    for key in overrides:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"unknown dataset option {key!r}{hint}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+def _classes(recipe: Recipe, root: Path, explicit_label_file: bool) -> list[str]:
+    label_path = root / recipe.label_file if recipe.label_file else None
+    if label_path is not None and (label_path.is_file() or explicit_label_file):
+        names = read_labels(label_path)
+        if recipe.num_classes is not None and recipe.num_classes != len(names):
+            raise DataError(f"{label_path}: {len(names)} labels but num_classes is {recipe.num_classes}")
+        return names
+    if recipe.num_classes is None:
+        raise ValueError("the number of classes is unknown: give num_classes=... or a label_file")
+    log.info("no label file at %s; classes are named by their ids", label_path)
+    return [str(i) for i in range(recipe.num_classes)]
+
+
+def build_dataset(name: str, split: str, root: str | Path, list_file: str | Path | None = None, *,
+                  num_frames: int = 8, on_error: str = "raise", **overrides) -> VideoDataset:
+    """A dataset for ``name`` in {ssv1, ssv2, k400, synthetic, custom} and ``split`` in
+    {train, val, test}, with the published recipe unless ``overrides`` (fields of
+    :class:`Recipe`, e.g. ``input_size=160, test_num_crop=1``) say otherwise.
+
+    ``list_file`` defaults to the recipe's train/val list under ``root``; a relative path is
+    taken relative to ``root``. Clip paths inside the list are relative to ``root``.
+    """
+    recipe = _recipe(name, overrides)
+    root = Path(root)
+    classes = _classes(recipe, root, "label_file" in overrides)
+    if list_file is None:
+        list_file = recipe.train_list if split == "train" else recipe.val_list
+    records, skipped = read_list(root / list_file, len(classes), on_error)
+    if split == "train":
+        transform = TrainTransform(recipe.input_size, recipe.scale, recipe.crop, recipe.crop_area,
+                                   recipe.flip, recipe.flip_labels, recipe.randaugment,
+                                   recipe.grayscale_p, recipe.mean, recipe.std)
+    else:
+        if split == "test" and recipe.test_num_crop == 10 and recipe.flip_labels:
+            raise ValueError(f"{name}: 10-crop test views include mirror images, which change the "
+                             "meaning of flip-swapped classes; use 1, 3 or 5 crops")
+        crops = recipe.test_num_crop if split == "test" else 1
+        scale = recipe.test_scale if split == "test" and recipe.test_scale is not None else recipe.scale
+        transform = ViewTransform(recipe.input_size, scale, crops, recipe.mean, recipe.std)
+    return VideoDataset(records, root, split=split, num_frames=num_frames, transform=transform,
+                        sampling=recipe.sampling, dense_stride=recipe.dense_stride,
+                        test_num_segment=recipe.test_num_segment, num_sample=recipe.num_sample,
+                        reader=recipe.reader, frame_template=recipe.frame_template,
+                        frame_start=recipe.frame_start, on_error=on_error, classes=classes,
+                        skipped_lines=skipped)

@@ -1,0 +1,203 @@
+"""Frame sources: video files (decord, PyAV fallback) and JPEG frame folders.
+
+Every source answers ``len(source)`` and ``source.read(indices) -> (N, H, W, 3) uint8 RGB``
+for 0-based frame indices, whatever the stored format (grayscale, RGBA or CMYK JPEGs,
+any pixel format of a video stream).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from .errors import DataError
+
+try:
+    import decord
+except ImportError:  # decord has no wheels for some platforms (e.g. aarch64, macOS arm64)
+    decord = None
+
+log = logging.getLogger(__name__)
+READERS = ("auto", "decord", "pyav")
+_announced: set[str] = set()
+
+
+def _log_once(key: str, message: str, level: int = logging.INFO) -> None:
+    if key not in _announced:
+        _announced.add(key)
+        log.log(level, message)
+
+
+def _check_indices(path: Path, indices: Sequence[int], length: int) -> list[int]:
+    indices = [int(i) for i in indices]
+    bad = [i for i in indices if not 0 <= i < length]
+    if bad:
+        raise DataError(f"{path}: frame indices {bad} out of range for {length} frames")
+    return indices
+
+
+class DecordVideo:
+    """A video file read with decord; only the requested frames are decoded (``get_batch``)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if decord is None:
+            raise DataError(f"{self.path}: decord is not installed")
+        try:
+            self._reader = decord.VideoReader(str(self.path), num_threads=1)
+        except Exception as e:  # decord raises its own DECORDError / RuntimeError types
+            raise DataError(f"{self.path}: decord cannot open the video ({e})") from e
+        self._length = len(self._reader)
+        if self._length == 0:
+            raise DataError(f"{self.path}: video has no frames")
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        indices = _check_indices(self.path, indices, self._length)
+        try:
+            frames = self._reader.get_batch(indices).asnumpy()
+        except Exception as e:
+            raise DataError(f"{self.path}: decord cannot decode frames {indices} ({e})") from e
+        if frames.shape[0] != len(indices):
+            raise DataError(f"{self.path}: decord returned {frames.shape[0]} of {len(indices)} frames")
+        return frames
+
+
+class PyAVVideo:
+    """A video file read with PyAV: frames are decoded in order up to the last one requested."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: video file not found")
+        try:
+            with av.open(str(self.path)) as container:
+                if not container.streams.video:
+                    raise DataError(f"{self.path}: no video stream")
+                stream = container.streams.video[0]
+                # Containers such as .webm do not store a frame count: count the packets instead.
+                self._length = stream.frames or sum(
+                    1 for p in container.demux(stream) if p.size
+                )
+        except av.FFmpegError as e:
+            raise DataError(f"{self.path}: PyAV cannot open the video ({e})") from e
+        if self._length == 0:
+            raise DataError(f"{self.path}: video has no frames")
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        indices = _check_indices(self.path, indices, self._length)
+        wanted, last = set(indices), max(indices)
+        decoded: dict[int, np.ndarray] = {}
+        count = 0
+        try:
+            with av.open(str(self.path)) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for frame in container.decode(stream):
+                    if count in wanted:
+                        decoded[count] = frame.to_ndarray(format="rgb24")
+                    count += 1
+                    if count > last:
+                        break
+        except av.FFmpegError as e:
+            raise DataError(f"{self.path}: PyAV cannot decode the video ({e})") from e
+        if count <= last:
+            raise DataError(
+                f"{self.path}: truncated video, decoded {count} frames but the container "
+                f"declares {self._length} and frame {last} was requested"
+            )
+        return np.stack([decoded[i] for i in indices])
+
+
+class FrameFolder:
+    """A folder of image files named by ``template.format(start + index)``."""
+
+    def __init__(self, path: str | Path, template: str, start: int = 1, length: int | None = None):
+        self.path = Path(path)
+        self.template, self.start = template, start
+        if not self.path.is_dir():
+            raise DataError(f"{self.path}: frame folder not found")
+        if length is None:
+            suffix = Path(template.format(start)).suffix
+            length = sum(1 for p in self.path.iterdir() if p.suffix == suffix)
+        if length <= 0:
+            raise DataError(f"{self.path}: frame folder has no frames")
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _load(self, index: int) -> np.ndarray:
+        file = self.path / self.template.format(self.start + index)
+        if not file.is_file():
+            raise DataError(f"{file}: missing frame {index} of {self._length}")
+        try:
+            with Image.open(file) as image:
+                return np.asarray(image.convert("RGB"))
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DataError(f"{file}: unreadable image ({e})") from e
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        indices = _check_indices(self.path, indices, self._length)
+        loaded = {i: self._load(i) for i in dict.fromkeys(indices)}
+        shapes = {a.shape for a in loaded.values()}
+        if len(shapes) > 1:
+            raise DataError(f"{self.path}: frames have different sizes {sorted(shapes)}")
+        return np.stack([loaded[i] for i in indices])
+
+
+def open_video(path: str | Path, reader: str = "auto") -> DecordVideo | PyAVVideo:
+    """Open a video file with decord (``reader="auto"`` falls back to PyAV when decord is
+    missing or cannot open the file)."""
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: video file not found")
+    if reader == "pyav" or (reader == "auto" and decord is None):
+        _log_once("pyav", "reading videos with PyAV" + (" (decord not installed)" if decord is None else ""))
+        return PyAVVideo(path)
+    try:
+        video = DecordVideo(path)
+    except DataError as e:
+        if reader == "decord":
+            raise
+        _log_once("fallback", f"decord cannot open {path} ({e}); falling back to PyAV for such files",
+                  logging.WARNING)
+        return PyAVVideo(path)
+    _log_once("decord", "reading videos with decord")
+    return video
+
+
+def read_clip(video: DecordVideo | PyAVVideo | FrameFolder, indices: Sequence[int],
+              reader: str = "auto") -> np.ndarray:
+    """Read frames; with ``reader="auto"`` a decord decode failure is retried with PyAV before
+    it is reported."""
+    try:
+        return video.read(indices)
+    except DataError:
+        if reader != "auto" or not isinstance(video, DecordVideo):
+            raise
+        _log_once("fallback-read", f"decord cannot decode {video.path}; retrying such files with PyAV",
+                  logging.WARNING)
+        return PyAVVideo(video.path).read(indices)
+
+
+def open_source(path: str | Path, *, reader: str = "auto", frame_template: str = "{:05d}.jpg",
+                frame_start: int = 1, num_frames: int | None = None):
+    """A frame folder if ``path`` is a directory, otherwise a video file."""
+    path = Path(path)
+    if path.is_dir():
+        _log_once("frames", f"reading frame folders ({frame_template}, first index {frame_start})")
+        return FrameFolder(path, frame_template, frame_start, num_frames)
+    return open_video(path, reader)

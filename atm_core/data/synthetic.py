@@ -1,0 +1,329 @@
+"""The built-in temporal benchmark: 12 classes in 6 time-reversal pairs.
+
+    python -m atm_core.data.synthetic --out data/synthetic --seed 0 [--frames]
+
+Every clip of the first class of a pair is rendered forward with a random appearance; the
+second class of the pair is *the same clip played backwards* (clip ``k`` of class ``2p + 1`` is
+clip ``k`` of class ``2p`` reversed, in both splits). So the two classes share exactly the same
+frames and only their order tells them apart: any order-blind model (TSN: mean of per-frame
+scores) gives both members of a reversed pair the same score and cannot exceed 50 % within a
+pair, while a temporal model can reach ~100 %.
+
+Difficulty choices (defaults, at 96 px; the ``synthetic`` preset scales to 72 and crops 64):
+  * objects: disk, square, triangle, hexagon, ellipse or bar, radius 9-14 % of the frame
+    (6-10 px after scaling), colour kept away from the background's mean colour;
+  * motion spans a good part of the frame: translations travel 40-65 % of the width,
+    approaching objects grow 2-3x, rotations turn 120-200 degrees (bars, triangles, ellipses),
+    appearing objects fade in from fully transparent, two converging objects close a gap of
+    55-75 % of the frame to a few pixels;
+  * backgrounds: flat, gradient, low-frequency texture or stripes, plus fixed fine texture,
+    0-3 static distractor shapes, and per-frame Gaussian noise (sigma 0-8 grey levels).
+The reversal-pair property is not a tunable: it holds for any :class:`Difficulty`.
+
+Storage is exactly like real data: H.264 ``.mp4`` (``videos/``), optionally JPEG frame folders
+(``frames/``, ``00001.jpg`` ...), SS-format lists ``train.txt`` / ``val.txt``
+(``relative_path num_frames label``; ``train_frames.txt`` / ``val_frames.txt`` for the
+folders) and ``labels.csv`` (``id,name``). Videos are intra-only with a constant quantiser and
+a single-threaded encoder: every frame is coded on its own, so the files are reproducible
+byte for byte, and a reversed clip decodes to exactly the reversed frames (the pair property
+survives compression). With 24 source frames and T = 8 the TSN segments (3 frames each) are
+symmetric under reversal too; keep ``num_frames`` an odd multiple of T for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+CLASSES = (
+    "moving_left", "moving_right",
+    "moving_up", "moving_down",
+    "approaching", "receding",
+    "rotating_clockwise", "rotating_anticlockwise",
+    "appearing", "disappearing",
+    "converging", "diverging",
+)
+MOTIONS = ("left", "up", "approach", "clockwise", "appear", "converge")  # forward class of each pair
+# Labels a horizontal mirror image changes (the other pairs are mirror-invariant).
+FLIP_LABELS = {0: 1, 1: 0, 6: 7, 7: 6}
+SHAPES = ("disk", "square", "triangle", "hexagon", "ellipse", "bar")
+ROTATING_SHAPES = ("triangle", "ellipse", "bar")
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """Ranges are (low, high), drawn uniformly per clip; lengths are fractions of the frame."""
+
+    radius: tuple[float, float] = (0.09, 0.14)
+    travel: tuple[float, float] = (0.40, 0.65)
+    growth: tuple[float, float] = (2.0, 3.0)
+    rotation_deg: tuple[float, float] = (120.0, 200.0)
+    gap: tuple[float, float] = (0.55, 0.75)
+    distractors: tuple[int, int] = (0, 3)
+    noise: tuple[float, float] = (0.0, 8.0)
+    min_contrast: float = 90.0  # L1 distance (0-765) between object and background mean colour
+
+
+def _polygon(n: int, aspect: float = 1.0) -> np.ndarray:
+    angles = 2 * np.pi * np.arange(n) / n - np.pi / 2
+    return np.stack([np.cos(angles), aspect * np.sin(angles)], 1)
+
+
+_POLYGONS = {
+    "square": np.array([[-0.85, -0.85], [0.85, -0.85], [0.85, 0.85], [-0.85, 0.85]]),
+    "triangle": _polygon(3, aspect=1.3),
+    "hexagon": _polygon(6),
+    "bar": np.array([[-1.0, -0.28], [1.0, -0.28], [1.0, 0.28], [-1.0, 0.28]]),
+}
+
+
+def _coverage(shape: str, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, angle: np.ndarray,
+              size: int) -> np.ndarray:
+    """Anti-aliased coverage in [0, 1] of one shape in every frame: (N, size, size).
+    Centre, radius and angle are per-frame arrays (N,). Angles grow clockwise on screen."""
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    dx = grid[None, None, :] - cx[:, None, None]
+    dy = grid[None, :, None] - cy[:, None, None]
+    r = radius[:, None, None]
+    cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    u, v = cos * dx + sin * dy, -sin * dx + cos * dy  # shape-local coordinates, in pixels
+    if shape == "disk":
+        inside = r - np.hypot(u, v)
+    elif shape == "ellipse":
+        inside = r * 0.45 * (1 - np.hypot(u / r, v / (0.45 * r)))
+    else:
+        vertices = _POLYGONS[shape]
+        inside = np.full(u.shape, np.inf, dtype=np.float32)
+        for a, b in zip(vertices, np.roll(vertices, -1, axis=0)):
+            edge = b - a
+            normal = np.array([edge[1], -edge[0]]) / np.hypot(*edge)
+            if normal @ a > 0:  # make it point inwards, whatever the vertex order
+                normal = -normal
+            inside = np.minimum(inside, u * normal[0] + v * normal[1] - r * (normal @ a))
+    return np.clip(inside + 0.5, 0, 1).astype(np.float32)
+
+
+def _colour_away_from(rng: np.random.Generator, reference: np.ndarray, contrast: float) -> np.ndarray:
+    for _ in range(50):
+        colour = rng.uniform(0, 255, 3)
+        if np.abs(colour - reference).sum() >= contrast:
+            return colour
+    return 255 - reference  # the complement is always far enough
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A static (size, size, 3) float background: flat, gradient, texture or stripes."""
+    base, other = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    kind = rng.integers(4)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    if kind == 0:
+        mix = np.zeros((size, size), np.float32)
+    elif kind == 1:
+        theta = rng.uniform(0, 2 * np.pi)
+        mix = (np.cos(theta) * xx + np.sin(theta) * yy)
+        mix = (mix - mix.min()) / (mix.max() - mix.min())
+    elif kind == 2:
+        cells = int(rng.integers(3, 9))
+        coarse = torch.from_numpy(rng.uniform(0, 1, (1, 1, cells, cells)).astype(np.float32))
+        mix = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0, 0].numpy()
+        mix = np.clip(mix, 0, 1)
+    else:
+        theta, period = rng.uniform(0, np.pi), rng.uniform(0.08, 0.25)
+        mix = (np.sin(2 * np.pi * (np.cos(theta) * xx + np.sin(theta) * yy) / period) > 0)
+        mix = mix.astype(np.float32) * rng.uniform(0.2, 0.6)
+    image = base + mix[..., None] * (other - base)
+    image += rng.normal(0, rng.uniform(0, 10), (size, size, 1))  # fixed fine texture
+    return image.astype(np.float32)
+
+
+def _paint(frames: np.ndarray, coverage: np.ndarray, colour: np.ndarray) -> None:
+    alpha = coverage[..., None]
+    frames *= 1 - alpha
+    frames += alpha * colour.astype(np.float32)
+
+
+@dataclass
+class _Object:
+    """One moving shape; every geometric field is a per-frame array (N,)."""
+
+    shape: str
+    cx: np.ndarray
+    cy: np.ndarray
+    radius: np.ndarray
+    angle: np.ndarray
+    alpha: np.ndarray
+
+
+def _trajectory(motion: str, rng: np.random.Generator, size: int, n: int,
+                d: Difficulty) -> list[_Object]:
+    """The objects of one forward clip of ``motion``."""
+    t = np.linspace(0, 1, n, dtype=np.float32)
+
+    def const(value: float) -> np.ndarray:
+        return np.full(n, value, np.float32)
+
+    radius = rng.uniform(*d.radius) * size
+    margin = radius + 3
+    shape = str(rng.choice(ROTATING_SHAPES if motion == "clockwise" else SHAPES))
+    angle = const(rng.uniform(0, 2 * np.pi))
+    if motion in ("left", "up"):
+        travel = min(rng.uniform(*d.travel) * size, size - 2 * margin)
+        start = rng.uniform(margin + travel, size - margin)
+        along = start - travel * t  # decreasing coordinate: leftwards / upwards
+        across = const(rng.uniform(margin, size - margin))
+        cx, cy = (along, across) if motion == "left" else (across, along)
+        return [_Object(shape=shape, cx=cx, cy=cy, radius=const(radius), angle=angle, alpha=const(1))]
+    if motion == "approach":
+        r0 = radius * 0.6
+        r1 = min(r0 * rng.uniform(*d.growth), 0.3 * size)
+        centre = rng.uniform(r1 + 3, size - r1 - 3, 2)
+        return [_Object(shape=shape, cx=const(centre[0]), cy=const(centre[1]),
+                     radius=r0 + (r1 - r0) * t, angle=angle, alpha=const(1))]
+    if motion == "clockwise":
+        radius = radius * 1.8  # long bars / triangles make the turn easy to see
+        reach = 1.3 * radius + 2  # the triangle's tip sticks out to 1.3 radii
+        centre = rng.uniform(reach, size - reach, 2)
+        turn = np.deg2rad(rng.uniform(*d.rotation_deg))
+        return [_Object(shape=shape, cx=const(centre[0]), cy=const(centre[1]), radius=const(radius),
+                     angle=angle + turn * t, alpha=const(1))]
+    if motion == "appear":
+        centre = rng.uniform(margin, size - margin, 2)
+        t0, t1 = rng.uniform(0, 0.3), rng.uniform(0.6, 1.0)
+        alpha = np.clip((t - t0) / (t1 - t0), 0, 1)
+        return [_Object(shape=shape, cx=const(centre[0]), cy=const(centre[1]), radius=const(radius),
+                     angle=angle, alpha=alpha)]
+    # converge: two objects on a random axis close the gap between them
+    radius = radius * 0.8
+    theta = rng.uniform(0, np.pi)
+    axis = np.array([np.cos(theta), np.sin(theta)])
+    reach = (size - 2 * (radius + 3)) / max(abs(axis[0]), abs(axis[1]))
+    gap0 = min(rng.uniform(*d.gap) * size, reach)
+    gap1 = 2 * radius + rng.uniform(2, 6)
+    gap = gap0 + (gap1 - gap0) * t
+    half = gap0 / 2 * np.abs(axis) + radius + 3
+    centre = rng.uniform(half, size - half)
+    second = str(rng.choice(SHAPES))
+    return [_Object(shape=s, cx=centre[0] + sign * gap / 2 * axis[0], cy=centre[1] + sign * gap / 2 * axis[1],
+                 radius=const(radius), angle=angle, alpha=const(1))
+            for s, sign in ((shape, -1), (second, 1))]
+
+
+def render_clip(motion: str, rng: np.random.Generator, size: int = 96, num_frames: int = 24,
+                difficulty: Difficulty = Difficulty()) -> np.ndarray:
+    """One forward clip of ``motion`` (an entry of MOTIONS) as (num_frames, size, size, 3) uint8.
+    The reversed class of the pair is ``render_clip(...)[::-1]``."""
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+    d = difficulty
+    background = _background(rng, size)
+    for _ in range(int(rng.integers(d.distractors[0], d.distractors[1] + 1))):
+        r = rng.uniform(0.04, 0.09) * size
+        cx, cy = rng.uniform(r, size - r, 2)
+        cover = _coverage(str(rng.choice(SHAPES)), np.array([cx]), np.array([cy]), np.array([r]),
+                          np.array([rng.uniform(0, 2 * np.pi)]), size)
+        background = background.copy()
+        _paint(background[None], cover, rng.uniform(0, 255, 3))
+    frames = np.repeat(background[None], num_frames, axis=0)
+    reference = background.reshape(-1, 3).mean(0)
+    for obj in _trajectory(motion, rng, size, num_frames, d):
+        cover = _coverage(obj.shape, obj.cx, obj.cy, obj.radius, obj.angle, size)
+        _paint(frames, cover * obj.alpha[:, None, None], _colour_away_from(rng, reference, d.min_contrast))
+    frames += rng.normal(0, rng.uniform(*d.noise), frames.shape).astype(np.float32)
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 12, qp: int = 20, gop: int = 1) -> None:
+    """H.264 (yuv420p) through PyAV, single-threaded so that the bytes are reproducible.
+    ``gop = 1`` codes every frame on its own (intra-only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.thread_count = 1
+        stream.options = {"qp": str(qp), "preset": "medium", "threads": "1",
+                          "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"}
+        container.metadata.clear()
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def write_frames(folder: str | Path, frames: np.ndarray, template: str = "{:05d}.jpg") -> None:
+    """A JPEG frame folder, numbered from 1 like SS-V1."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames, start=1):
+        Image.fromarray(frame).save(folder / template.format(i), quality=95)
+
+
+def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int = 100,
+                       val_per_class: int = 25, size: int = 96, num_frames: int = 24,
+                       frames: bool = False, difficulty: Difficulty = Difficulty()) -> dict:
+    """Write the benchmark under ``out``; returns a summary (counts, seconds)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if size % 2:
+        raise ValueError(f"size must be even for H.264 yuv420p, got {size}")
+    started = time.perf_counter()
+    with (out / "labels.csv").open("w") as f:
+        f.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
+    for split_id, (split, per_class) in enumerate((("train", train_per_class), ("val", val_per_class))):
+        video_lines, frame_lines = [], []
+        for pair, motion in enumerate(MOTIONS):
+            for k in range(per_class):
+                clip = render_clip(motion, np.random.default_rng([seed, split_id, pair, k]),
+                                   size, num_frames, difficulty)
+                for label, ordered in ((2 * pair, clip), (2 * pair + 1, clip[::-1])):
+                    name = f"{label:02d}_{CLASSES[label]}_{k:04d}"
+                    write_mp4(out / "videos" / split / f"{name}.mp4", ordered)
+                    video_lines.append(f"videos/{split}/{name}.mp4 {num_frames} {label}\n")
+                    if frames:
+                        write_frames(out / "frames" / split / name, ordered)
+                        frame_lines.append(f"frames/{split}/{name} {num_frames} {label}\n")
+        (out / f"{split}.txt").write_text("".join(video_lines))
+        if frames:
+            (out / f"{split}_frames.txt").write_text("".join(frame_lines))
+    summary = {"out": str(out), "seed": seed, "classes": len(CLASSES),
+               "train": train_per_class * len(CLASSES), "val": val_per_class * len(CLASSES),
+               "size": size, "num_frames": num_frames, "difficulty": dataclasses.asdict(difficulty),
+               "seconds": round(time.perf_counter() - started, 1)}
+    log.info("benchmark written: %s", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-per-class", type=int, default=100)
+    parser.add_argument("--val-per-class", type=int, default=25)
+    parser.add_argument("--size", type=int, default=96, help="frame height and width (even)")
+    parser.add_argument("--num-frames", type=int, default=24, help="source frames per clip")
+    parser.add_argument("--frames", action="store_true", help="also write JPEG frame folders")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    summary = generate_benchmark(args.out, args.seed, train_per_class=args.train_per_class,
+                                 val_per_class=args.val_per_class, size=args.size,
+                                 num_frames=args.num_frames, frames=args.frames)
+    print(f"wrote {summary['train']} train + {summary['val']} val clips to {summary['out']} "
+          f"in {summary['seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
