@@ -20,10 +20,6 @@ import yaml
 from ..ops import OP_NAMES
 from ..temporal import TEMPORAL_MODULES
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
 class ConfigError(ValueError):
     """A configuration problem, reported before any training starts."""
 
@@ -32,10 +28,10 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "atm_vit_tiny_patch8_64"  # a timm-registered video model
     num_frames: int = 8
-    img_size: int = 224
+    img_size: Optional[int] = None  # null = the dataset's input size
     temporal: Literal["tsn", "tsm", "tokenshift", "tokent1d"] = "tokent1d"
     atm_ops: tuple[str, ...] = ("mul", "sub")  # () = no ATM
-    atm_layer: int = 7  # 1-based transformer block before which ATM runs
+    atm_layer: Optional[int] = None  # 1-based block before which ATM runs; null = model default
     atm_residual: Literal["relu", "identity"] = "relu"
     dropout: float = 0.0  # before the classifier
     drop_path_rate: float = 0.0
@@ -49,17 +45,14 @@ class ModelConfig:
 class DataConfig:
     dataset: Literal["ssv1", "ssv2", "k400", "synthetic", "custom"] = "synthetic"
     root: str = "data/synthetic"
-    train_list: Optional[str] = None  # default: the dataset's own list file under root
+    train_list: Optional[str] = None  # default: the preset's list file under root
     val_list: Optional[str] = None
-    labels: Optional[str] = None
     num_frames: int = 8
-    num_classes: int = 0  # 0 = the number of rows in the label file
+    num_sample: Optional[int] = None  # repeated augmentation (clips per video per step); null = preset
     num_workers: int = 2
-    num_sample: int = 1  # repeated augmentation: clips drawn from each video per step
-    mean: tuple[float, ...] = CLIP_MEAN
-    std: tuple[float, ...] = CLIP_STD
-    kwargs: dict = field(default_factory=dict)  # extra keyword arguments for build_dataset
-    generate: Optional[dict] = None  # synthetic only: generator kwargs, written to root if absent
+    on_error: Literal["raise", "skip"] = "raise"
+    options: dict = field(default_factory=dict)  # dataset preset overrides (atm_core.data Recipe fields)
+    generate: Optional[dict] = None  # synthetic only: generator kwargs, used to create root if absent
 
 
 @dataclass
@@ -108,12 +101,13 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    num_clips: int = 1  # temporal clips per video at test time
-    num_crops: int = 1  # spatial crops per clip at test time
+    num_clips: Optional[int] = None  # temporal clips per video at test time; null = preset
+    num_crops: Optional[int] = None  # spatial crops per clip at test time; null = preset
     batch_size: int = 8  # videos per device
     use_ema: bool = False
     checkpoint: str = "best"  # "best", "last" or a path, for python -m atm_core.evaluate
     out_dir: Optional[str] = None  # default: <train.output_dir>/eval
+    after_train: bool = True  # evaluate best/ when training ends
 
 
 @dataclass
@@ -355,15 +349,17 @@ def check_values(cfg: Config) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    for key in ("model.num_frames", "model.img_size", "data.num_frames", "data.num_sample",
-                "train.batch_size", "train.grad_accum", "optim.epochs", "eval.num_clips",
-                "eval.num_crops", "eval.batch_size", "train.eval_every", "train.keep_last",
-                "train.log_every"):
+    for key in ("model.num_frames", "model.img_size", "model.atm_layer", "data.num_frames",
+                "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs",
+                "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
+                "train.keep_last", "train.log_every"):
         section, name = key.split(".")
-        positive(key, getattr(getattr(cfg, section), name))
+        value = getattr(getattr(cfg, section), name)
+        if value is not None:
+            positive(key, value)
     for key in ("optim.lr", "optim.warmup_lr", "optim.min_lr", "optim.weight_decay",
                 "optim.warmup_epochs", "loss.label_smoothing", "loss.mixup", "loss.cutmix",
-                "data.num_workers", "data.num_classes", "train.save_every_steps", "train.threads",
+                "data.num_workers", "train.save_every_steps", "train.threads",
                 "model.dropout", "model.drop_path_rate"):
         section, name = key.split(".")
         positive(key, getattr(getattr(cfg, section), name), allow_zero=True)
@@ -379,9 +375,10 @@ def check_values(cfg: Config) -> None:
         raise ConfigError(f"key 'model.atm_ops' has unknown op(s) {bad}; valid: {list(OP_NAMES)}")
     if cfg.model.temporal not in TEMPORAL_MODULES:
         raise ConfigError(f"key 'model.temporal' must be one of {list(TEMPORAL_MODULES)}")
-    for key in ("data.mean", "data.std"):
-        if len(getattr(cfg.data, key.split(".")[1])) != 3:
-            raise ConfigError(f"key '{key}' needs three values (RGB)")
+    if cfg.train.save_every_steps % cfg.train.grad_accum:
+        raise ConfigError(f"key 'train.save_every_steps' ({cfg.train.save_every_steps}) must be a "
+                          f"multiple of 'train.grad_accum' ({cfg.train.grad_accum}): a checkpoint "
+                          "cannot hold half-accumulated gradients")
     if cfg.model.num_frames != cfg.data.num_frames:
         raise ConfigError(
             f"model.num_frames={cfg.model.num_frames} but data.num_frames={cfg.data.num_frames}: "

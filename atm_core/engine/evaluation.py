@@ -1,0 +1,74 @@
+"""Evaluation of a checkpoint: multi-view testing, metrics and the ``eval/`` artefacts."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch.nn as nn
+from accelerate import Accelerator
+from torch.utils.data import DataLoader, Dataset
+
+from .builders import build_model, build_split, check_sample
+from .checkpoint import load_weights, resolve_checkpoint
+from .config import Config, as_config
+from .inference import IndexedDataset, predict
+from .metrics import classification_metrics, write_eval
+from .runtime import make_accelerator, release_accelerator
+
+
+def evaluate_model(accelerator: Accelerator, model: nn.Module, dataset: Dataset, out_dir: str | Path,
+                   batch_size: int, num_workers: int = 0, class_names: Sequence[str] = (),
+                   paths: Sequence[str] | None = None, extra: dict | None = None,
+                   progress: bool = True) -> dict:
+    """Evaluate ``model`` on ``dataset`` (items ``(clip or views, label, ...)``) over all
+    processes; the main process writes ``out_dir``. Returns the summary on every process.
+
+    ``batch_size`` is per process; the loader's global batch is split across processes and
+    ``gather_for_metrics`` drops the padding of the last batch, so each video counts once.
+    """
+    model = model.to(accelerator.device)
+    loader = DataLoader(IndexedDataset(dataset), batch_size=batch_size * accelerator.num_processes,
+                        shuffle=False, num_workers=num_workers)
+    loader = accelerator.prepare_data_loader(loader)
+    probs, labels, indices = predict(accelerator, model, loader, progress=progress)
+    probs, labels, indices = probs.numpy(), labels.numpy(), indices.numpy()
+    extra = dict(extra or {})
+    if accelerator.is_main_process:
+        summary = write_eval(Path(out_dir), probs, labels, indices, class_names, paths, extra)
+    else:
+        summary = {k: v for k, v in classification_metrics(probs, labels).items() if k != "confusion"}
+        summary.update(extra)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+def run_evaluation(accelerator: Accelerator, cfg: Config, checkpoint: str | Path | None = None) -> dict:
+    """Build the test split and the model of ``cfg``, load ``checkpoint`` (default
+    ``eval.checkpoint``: best / last / a path) and evaluate it."""
+    spec = str(checkpoint) if checkpoint is not None else cfg.eval.checkpoint
+    path = resolve_checkpoint(spec, cfg.train.output_dir)
+    dataset = build_split(cfg, "test")
+    check_sample(cfg, dataset, "test")
+    model = build_model(cfg, len(dataset.classes), dataset.transform.input_size)
+    load_weights(model, path, use_ema=cfg.eval.use_ema)
+    out_dir = Path(cfg.eval.out_dir) if cfg.eval.out_dir else Path(cfg.train.output_dir) / "eval"
+    extra = {"checkpoint": str(path), "ema": cfg.eval.use_ema, "views": dataset.num_views,
+             "num_clips": dataset.test_num_segment, "num_crops": dataset.num_views // dataset.test_num_segment}
+    summary = evaluate_model(accelerator, model, dataset, out_dir, cfg.eval.batch_size,
+                             cfg.data.num_workers, dataset.classes, [r.path for r in dataset.records],
+                             extra, progress=cfg.train.progress)
+    accelerator.print(f"eval {path}: top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f}  "
+                      f"mean class acc {summary['mean_class_acc']:.2f}  "
+                      f"({summary['num_videos']} videos x {dataset.num_views} views) -> {out_dir}")
+    return summary
+
+
+def evaluate(cfg: Config | str | Path | dict, checkpoint: str | Path | None = None) -> dict:
+    """Python API of ``python -m atm_core.evaluate``: the summary dict (top1, top5,
+    mean_class_acc in percent, num_videos, ...), also written to ``<out>/summary.json``."""
+    cfg = as_config(cfg)
+    accelerator = make_accelerator(cfg)
+    try:
+        return run_evaluation(accelerator, cfg, checkpoint)
+    finally:
+        release_accelerator()
