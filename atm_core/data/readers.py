@@ -51,7 +51,7 @@ class DecordVideo:
         try:
             self._reader = decord.VideoReader(str(self.path), num_threads=1)
         except Exception as e:  # decord raises its own DECORDError / RuntimeError types
-            raise DataError(f"{self.path}: decord cannot open the video ({e})") from e
+            raise DataError(f"{self.path}: corrupt or unsupported video, decord cannot open it ({e})") from e
         self._length = len(self._reader)
         if self._length == 0:
             raise DataError(f"{self.path}: video has no frames")
@@ -80,14 +80,14 @@ class PyAVVideo:
         try:
             with av.open(str(self.path)) as container:
                 if not container.streams.video:
-                    raise DataError(f"{self.path}: no video stream")
+                    raise DataError(f"{self.path}: video has no frames (no video stream)")
                 stream = container.streams.video[0]
                 # Containers such as .webm do not store a frame count: count the packets instead.
-                self._length = stream.frames or sum(
-                    1 for p in container.demux(stream) if p.size
-                )
+                self._length = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+        except av.EOFError as e:
+            raise DataError(f"{self.path}: video has no frames (file ends in the header)") from e
         except av.FFmpegError as e:
-            raise DataError(f"{self.path}: PyAV cannot open the video ({e})") from e
+            raise DataError(f"{self.path}: corrupt or unsupported video, cannot open it ({e})") from e
         if self._length == 0:
             raise DataError(f"{self.path}: video has no frames")
 
@@ -110,7 +110,8 @@ class PyAVVideo:
                     if count > last:
                         break
         except av.FFmpegError as e:
-            raise DataError(f"{self.path}: PyAV cannot decode the video ({e})") from e
+            raise DataError(f"{self.path}: corrupt or truncated video, decoding failed after "
+                            f"{count} of {self._length} frames ({e})") from e
         if count <= last:
             raise DataError(
                 f"{self.path}: truncated video, decoded {count} frames but the container "
@@ -164,6 +165,8 @@ def open_video(path: str | Path, reader: str = "auto") -> DecordVideo | PyAVVide
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: video file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty video file (0 bytes)")
     if reader == "pyav" or (reader == "auto" and decord is None):
         _log_once("pyav", "reading videos with PyAV" + (" (decord not installed)" if decord is None else ""))
         return PyAVVideo(path)

@@ -178,6 +178,7 @@ class TrainTransform:
     grayscale_p: float = 0.0
     mean: Sequence[float] = CLIP_MEAN
     std: Sequence[float] = CLIP_STD
+    flip_p: float = 0.5
     _randaugment: ClipRandAugment | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self):
@@ -201,7 +202,7 @@ class TrainTransform:
         clip = to_tensor(frames)
         scaled = scaled_size(*clip.shape[-2:], self.scale)
         clip = crop_resize(clip, self.box(*scaled, rng), scaled, self.input_size)
-        if self.flip and rng.random() < 0.5:
+        if self.flip and rng.random() < self.flip_p:
             clip = clip.flip(-1)
             label = (self.flip_labels or {}).get(label, label)
         if self._randaugment is not None:
