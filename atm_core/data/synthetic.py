@@ -58,6 +58,7 @@ CLASSES = (
 MOTIONS = ("left", "up", "approach", "clockwise", "appear", "converge")  # forward class of each pair
 # Labels a horizontal mirror image changes (the other pairs are mirror-invariant).
 FLIP_LABELS = {0: 1, 1: 0, 6: 7, 7: 6}
+BACKGROUNDS = ("flat", "gradient", "texture", "stripes")
 SHAPES = ("disk", "square", "triangle", "hexagon", "ellipse", "bar")
 ROTATING_SHAPES = ("triangle", "ellipse", "bar")
 
@@ -72,7 +73,9 @@ class Difficulty:
     rotation_deg: tuple[float, float] = (120.0, 200.0)
     gap: tuple[float, float] = (0.55, 0.75)
     distractors: tuple[int, int] = (0, 3)
-    noise: tuple[float, float] = (0.0, 8.0)
+    noise: tuple[float, float] = (0.0, 8.0)  # per-frame Gaussian noise sigma, grey levels
+    texture: tuple[float, float] = (0.0, 10.0)  # sigma of the background's fixed fine texture
+    backgrounds: tuple[str, ...] = ("flat", "gradient", "texture", "stripes")
     min_contrast: float = 90.0  # L1 distance (0-765) between object and background mean colour
 
 
@@ -123,18 +126,20 @@ def _colour_away_from(rng: np.random.Generator, reference: np.ndarray, contrast:
     return 255 - reference  # the complement is always far enough
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, size: int, d: Difficulty) -> np.ndarray:
     """A static (size, size, 3) float background: flat, gradient, texture or stripes."""
     base, other = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    kind = rng.integers(4)
+    kind = d.backgrounds[rng.integers(len(d.backgrounds))]
+    if kind not in BACKGROUNDS:
+        raise ValueError(f"background must be one of {BACKGROUNDS}, got {kind!r}")
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    if kind == 0:
+    if kind == "flat":
         mix = np.zeros((size, size), np.float32)
-    elif kind == 1:
+    elif kind == "gradient":
         theta = rng.uniform(0, 2 * np.pi)
         mix = (np.cos(theta) * xx + np.sin(theta) * yy)
         mix = (mix - mix.min()) / (mix.max() - mix.min())
-    elif kind == 2:
+    elif kind == "texture":
         cells = int(rng.integers(3, 9))
         coarse = torch.from_numpy(rng.uniform(0, 1, (1, 1, cells, cells)).astype(np.float32))
         mix = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0, 0].numpy()
@@ -144,7 +149,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         mix = (np.sin(2 * np.pi * (np.cos(theta) * xx + np.sin(theta) * yy) / period) > 0)
         mix = mix.astype(np.float32) * rng.uniform(0.2, 0.6)
     image = base + mix[..., None] * (other - base)
-    image += rng.normal(0, rng.uniform(0, 10), (size, size, 1))  # fixed fine texture
+    image += rng.normal(0, rng.uniform(*d.texture), (size, size, 1))  # fixed fine texture
     return image.astype(np.float32)
 
 
@@ -227,7 +232,7 @@ def render_clip(motion: str, rng: np.random.Generator, size: int = 96, num_frame
     if motion not in MOTIONS:
         raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
     d = difficulty
-    background = _background(rng, size)
+    background = _background(rng, size, d)
     for _ in range(int(rng.integers(d.distractors[0], d.distractors[1] + 1))):
         r = rng.uniform(0.04, 0.09) * size
         cx, cy = rng.uniform(r, size - r, 2)
