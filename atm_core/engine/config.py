@@ -273,7 +273,10 @@ def _apply_mapping(cfg: Config, data: dict, source: str, lines: dict[str, int]) 
 
 
 def _set(cfg: Config, dotted: str, value: Any, where: str = "", raw: str | None = None) -> None:
-    section, _, key = dotted.partition(".")
+    """Set ``section.key`` (or ``section.key.sub...`` inside a mapping-valued key). Mappings
+    merge into the current mapping key by key, so a recipe refines its base's options."""
+    section, _, rest = dotted.partition(".")
+    key, _, sub = rest.partition(".")
     if section not in SECTIONS or not key:
         raise ConfigError(f"{where}unknown key '{dotted}'{_suggest(dotted)}")
     obj = getattr(cfg, section)
@@ -281,9 +284,35 @@ def _set(cfg: Config, dotted: str, value: Any, where: str = "", raw: str | None 
     if key not in hints:
         raise ConfigError(f"{where}unknown key '{dotted}'{_suggest(dotted)}")
     tp = hints[key]
-    if raw is not None and _accepts_str(tp):  # overrides of string keys keep their text verbatim
+    if sub:
+        if not _accepts_dict(tp):
+            raise ConfigError(f"{where}key '{section}.{key}' is not a mapping; cannot set '{dotted}'")
+        value = _nested({}, sub.split("."), value)
+    elif raw is not None and _accepts_str(tp):  # overrides of string keys keep their text verbatim
         value = None if raw.lower() in ("null", "none", "~") and _accepts_none(tp) else raw
-    setattr(obj, key, _coerce(dotted, value, tp, where))
+    current = getattr(obj, key)
+    if isinstance(value, dict) and isinstance(current, dict):
+        value = _merge(current, value)
+    setattr(obj, key, _coerce(f"{section}.{key}", value, tp, where))
+
+
+def _nested(target: dict, keys: list[str], value: Any) -> dict:
+    node = target
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return target
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for k, v in update.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def _accepts_dict(tp: Any) -> bool:
+    return tp is dict or typing.get_origin(tp) is dict or dict in typing.get_args(tp)
 
 
 def _accepts_str(tp: Any) -> bool:

@@ -1,0 +1,31 @@
+"""Train a video model from a recipe:
+
+    python -m atm_core.train --config params/synthetic_atm_mul_sub.yaml [key=value ...]
+    accelerate launch --num_processes 8 -m atm_core.train --config params/ssv1_vit_b16_f8.yaml
+
+Overrides are ``section.key=value`` (e.g. ``optim.lr=1e-3 train.output_dir=runs/x``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .engine import ConfigError, load_config, train
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m atm_core.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="YAML recipe (params/*.yaml); defaults only when omitted")
+    parser.add_argument("--resume", help="'auto' (latest checkpoint of train.output_dir) or a checkpoint dir")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides) + ([f"train.resume={args.resume}"] if args.resume else [])
+    try:
+        return train(load_config(args.config, overrides))
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()
