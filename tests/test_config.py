@@ -1,0 +1,134 @@
+"""Configuration: recipes, inheritance, overrides, and errors that name the key."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from atm_core.engine.config import Config, ConfigError, load_config
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
+
+# DESIGN §3, the published runs: recipe -> (model, frames, lr, layer decay, epochs, RandAugment, input)
+PUBLISHED = {
+    **{f"{ds}_vit_b16_f{f}": ("atm_vit_base_patch16_clip_224", f, 7e-4, 0.70, 20, True, 224)
+       for ds in ("ssv1", "ssv2") for f in (8, 16, 32)},
+    **{f"k400_vit_b16_f{f}": ("atm_vit_base_patch16_clip_224", f, 3e-4, 0.65, 20, False, 224)
+       for f in (8, 16, 32)},
+    "ssv1_eva02_l14_f16": ("atm_eva02_large_patch14_clip_224", 16, 1e-3, 0.75, 15, True, 224),
+    "ssv2_eva02_l14_f16": ("atm_eva02_large_patch14_clip_224", 16, 1e-3, 0.75, 15, True, 224),
+    "k400_eva02_l14_224_f8": ("atm_eva02_large_patch14_clip_224", 8, 2e-4, 0.70, 20, False, 224),
+    "k400_eva02_l14_336_f8": ("atm_eva02_large_patch14_clip_336", 8, 2e-4, 0.70, 20, False, 336),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_published_recipes(name):
+    model, frames, lr, layer_decay, epochs, randaug, size = PUBLISHED[name]
+    cfg = load_config(PARAMS / f"{name}.yaml")
+    assert cfg.model.name == model
+    assert cfg.model.num_frames == cfg.data.num_frames == frames
+    assert cfg.optim.lr == lr and cfg.optim.layer_decay == layer_decay and cfg.optim.epochs == epochs
+    assert cfg.data.dataset == name.split("_")[0]
+    opts = cfg.data.options
+    assert bool(opts.get("randaugment")) == randaug
+    if randaug:
+        assert opts["randaugment"] == "rand-m7-n4-mstd0.5-inc1"
+    assert opts["input_size"] == size and cfg.model.img_size == size
+    # shared by all published runs
+    assert cfg.model.temporal == "tokent1d" and cfg.model.atm_ops == ("mul", "sub")
+    assert (cfg.optim.weight_decay, cfg.optim.betas, cfg.optim.warmup_epochs) == (0.05, (0.9, 0.999), 5)
+    assert cfg.optim.warmup_lr == cfg.optim.min_lr == 1e-6 and cfg.optim.sched == "cosine"
+    assert cfg.optim.scale_lr
+    assert (cfg.loss.label_smoothing, cfg.loss.mixup, cfg.loss.cutmix, cfg.loss.mixup_switch_prob) == \
+        (0.1, 0.8, 1.0, 0.5)
+    assert cfg.data.num_sample == 2 and cfg.model.drop_path_rate == 0.0
+    assert cfg.train.batch_size == 16 and cfg.train.mixed_precision == "fp16"
+    assert opts["mean"] == [0.48145466, 0.4578275, 0.40821073]
+    assert opts["std"] == [0.26862954, 0.26130258, 0.27577711]
+    if cfg.data.dataset != "k400":
+        assert opts["scale"] == [256, 320] and opts["test_num_segment"] == 2 and opts["test_num_crop"] == 3
+    else:
+        assert opts["grayscale_p"] == 0.2
+
+
+def test_every_recipe_loads():
+    recipes = sorted(PARAMS.glob("*.yaml"))
+    assert len(recipes) >= len(PUBLISHED)
+    for path in recipes:
+        assert isinstance(load_config(path), Config), path
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["optim.lr=1e-3", "train.batch_size=4", "model.atm_ops=[mul]",
+                             "model.atm_ops=add,div", "train.resume=null", "optim.clip_grad=5",
+                             "train.output_dir=2024", "data.options.input_size=96"])
+    assert cfg.optim.lr == 1e-3 and isinstance(cfg.optim.lr, float)
+    assert cfg.train.batch_size == 4
+    assert cfg.model.atm_ops == ("add", "div")
+    assert cfg.train.resume is None and cfg.optim.clip_grad == 5.0
+    assert cfg.train.output_dir == "2024"  # a string key keeps the override's text
+    assert cfg.data.options == {"input_size": 96}
+    assert load_config(None, ["model.atm_ops=[]"]).model.atm_ops == ()
+
+
+def test_base_inheritance_merges_options(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "optim:\n  lr: 2.0e-3\n  epochs: 9\ndata:\n  options:\n    input_size: 64\n    flip: false\n")
+    (tmp_path / "child.yaml").write_text(
+        "base: base.yaml\noptim:\n  epochs: 3\ndata:\n  options:\n    flip: true\n")
+    cfg = load_config(tmp_path / "child.yaml", ["optim.warmup_epochs=1"])
+    assert (cfg.optim.lr, cfg.optim.epochs, cfg.optim.warmup_epochs) == (2e-3, 3, 1.0)
+    assert cfg.data.options == {"input_size": 64, "flip": True}
+
+
+def test_circular_base(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "a.yaml")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "unknown key 'optim.lrr'; did you mean 'optim.lr'"),
+    ("lr=1", "unknown key 'lr'; did you mean 'optim.lr'"),
+    ("trian.epochs=3", "did you mean 'train.seed'|did you mean 'optim.epochs'"),
+    ("model.temporl=tsm", "did you mean 'model.temporal'"),
+    ("train.batch_size=1.5", "key 'train.batch_size' expects an integer, got 1.5"),
+    ("train.batch_size=true", "key 'train.batch_size' expects an integer"),
+    ("optim.lr=fast", "key 'optim.lr' expects a number, got 'fast'"),
+    ("train.ema=yes please", "key 'train.ema' expects true/false"),
+    ("model.temporal=lstm", "key 'model.temporal' must be one of"),
+    ("model.atm_ops=[mul,prod]", "unknown op\\(s\\) \\['prod'\\]"),
+    ("model.kwargs=3", "key 'model.kwargs' expects a mapping"),
+    ("optim.layer_decay=1.5", "optim.layer_decay"),
+    ("train.batch_size=0", "key 'train.batch_size' must be > 0"),
+    ("data.num_frames=16", "model.num_frames=8 but data.num_frames=16"),
+    ("train.resume=/nonexistent/ckpt", "checkpoint /nonexistent/ckpt does not exist"),
+    ("train.save_every_steps=3", "must be a multiple of 'train.grad_accum'"),
+    ("novalue", "must look like section.key=value"),
+])
+def test_bad_overrides(override, message):
+    extra = ["train.grad_accum=2"] if override.startswith("train.save_every_steps") else []
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, extra + [override])
+
+
+def test_bad_key_in_file_names_file_and_line(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("model:\n  temporal: tsm\noptim:\n  lr: 1.0e-3\n  warmup_epoch: 1\n")
+    with pytest.raises(ConfigError, match=rf"{path}:5: unknown key 'optim.warmup_epoch'; "
+                                          r"did you mean 'optim.warmup_epochs'"):
+        load_config(path)
+    path.write_text("optim:\n  epochs: many\n")
+    with pytest.raises(ConfigError, match=rf"{path}:2: key 'optim.epochs' expects an integer"):
+        load_config(path)
+    path.write_text("optimiser:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match="unknown section 'optimiser'; did you mean 'optim"):
+        load_config(path)
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(PARAMS / "ssv1_vit_b16_f8.yaml", ["optim.epochs=7", "data.options.flip=false"])
+    cfg.to_yaml(tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml").to_dict() == cfg.to_dict()
