@@ -133,7 +133,7 @@ def test_displacement_field_reads_flat_patches_as_still_and_gain_as_margin():
     volume[0, 0, 0, :, 0, 0] = 0.5  # flat: every displacement equally good
     volume[0, 0, 0, 40, 0, 1] = 0.2
     volume[0, 0, 0, 0, 0, 1] = 0.7  # (-4, -4) beats no motion by 0.5
-    dy, dx, peak = displacement_field(volume)
+    dy, dx, _ = displacement_field(volume)
     assert (dy[0, 0, 0, 0], dx[0, 0, 0, 0]) == (0, 0)
     assert (dy[0, 0, 0, 1], dx[0, 0, 0, 1]) == (-4, -4)
     np.testing.assert_allclose(motion_gain(volume)[0, 0, 0], [0.0, 0.5], atol=1e-6)
