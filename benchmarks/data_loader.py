@@ -40,7 +40,8 @@ def clips_per_second(root: Path, reader: str, workers: int, clips: int, batch_si
     ds = build_dataset("ssv2", "train", root, "train.txt", num_frames=num_frames, num_classes=12,
                        input_size=input_size, num_sample=1, reader=reader)
     subset = Subset(ds, range(min(clips + batch_size, len(ds))))
-    loader = DataLoader(subset, batch_size=batch_size, num_workers=workers, collate_fn=ds.collate_fn)
+    loader = DataLoader(subset, batch_size=batch_size, num_workers=workers,
+                        collate_fn=ds.collate_fn)
     batches = iter(loader)
     next(batches)  # start-up
     count, start = 0, time.perf_counter()
@@ -51,7 +52,8 @@ def clips_per_second(root: Path, reader: str, workers: int, clips: int, batch_si
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, help="a generated benchmark (default: write a small one)")
+    parser.add_argument("--root", type=Path,
+                        help="a generated benchmark (default: write a small one)")
     parser.add_argument("--clips", type=int, default=240, help="timed clips per run")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])

@@ -141,7 +141,8 @@ def test_list_files_in_both_reference_formats(tmp_path):
 
 # ---------------------------------------------------------------- sampling
 
-@pytest.mark.parametrize(("n", "t"), [(24, 8), (100, 8), (37, 8), (8, 8), (5, 8), (1, 4), (301, 16)])
+@pytest.mark.parametrize(("n", "t"),
+                         [(24, 8), (100, 8), (37, 8), (8, 8), (5, 8), (1, 4), (301, 16)])
 def test_tsn_training_indices_follow_the_segment_formula(n, t):
     rng = np.random.default_rng(0)
     seen = set()
@@ -163,7 +164,8 @@ def test_tsn_training_indices_are_uniform_within_segments():
     assert np.all(np.abs(counts - 1000) < 120)
 
 
-@pytest.mark.parametrize(("n", "t", "k"), [(24, 8, 1), (24, 8, 2), (37, 8, 3), (5, 8, 2), (300, 16, 4)])
+@pytest.mark.parametrize(("n", "t", "k"),
+                         [(24, 8, 1), (24, 8, 2), (37, 8, 3), (5, 8, 2), (300, 16, 4)])
 def test_tsn_test_indices_follow_the_formula(n, t, k):
     for clip in range(k):
         expected = [int((i + Fraction(2 * clip + 1, 2 * k)) * n / t) for i in range(t)]
@@ -232,7 +234,8 @@ def test_randaugment_is_identical_across_frames_and_differs_between_clips():
 def test_flip_swaps_exactly_the_mapped_ss_labels():
     frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     rng = np.random.default_rng(0)
-    flip = TrainTransform(32, (32, 32), crop="center", flip=True, flip_labels=SS_FLIP_LABELS, flip_p=1.0)
+    flip = TrainTransform(32, (32, 32), crop="center", flip=True, flip_labels=SS_FLIP_LABELS,
+                          flip_p=1.0)
     plain = TrainTransform(32, (32, 32), crop="center")
     changed = {}
     for label in range(174):
@@ -241,7 +244,8 @@ def test_flip_swaps_exactly_the_mapped_ss_labels():
             changed[label] = new
     assert changed == {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
     assert torch.equal(clip, plain(frames, 173, rng)[0].flip(-1))
-    never = TrainTransform(32, (32, 32), crop="center", flip=True, flip_labels=SS_FLIP_LABELS, flip_p=0.0)
+    never = TrainTransform(32, (32, 32), crop="center", flip=True, flip_labels=SS_FLIP_LABELS,
+                           flip_p=0.0)
     assert never(frames, 86, rng)[1] == 86
 
 
@@ -252,7 +256,8 @@ def _view_origins(views):
         first = view[0]
         flipped = bool(first[0, 0, 0] > first[0, 0, -1])
         column = -1 if flipped else 0
-        origins.append((round(float(first[1, 0, column]) / 8), round(float(first[0, 0, column]) / 6),
+        origins.append((round(float(first[1, 0, column]) / 8),
+                        round(float(first[0, 0, column]) / 6),
                         flipped))
     return origins
 
@@ -311,7 +316,8 @@ def test_every_preset_serves_train_val_and_test_items(bench):
     train = (bench / "train.txt").read_text().split("\n")[:-1]
     frame_lines = (bench / "train_frames.txt").read_text().split("\n")[:-1]
     # SS-V2 style list without frame counts; Kinetics-style frame folders img_00001.jpg
-    ssv2_list = _write_list(bench / "ssv2.txt", [f"{ln.split()[0]} {ln.split()[2]}" for ln in train])
+    ssv2_lines = [f"{ln.split()[0]} {ln.split()[2]}" for ln in train]
+    ssv2_list = _write_list(bench / "ssv2.txt", ssv2_lines)
     k400_lines = []
     for line in frame_lines[:4]:
         path, count, label = line.split()

@@ -72,7 +72,8 @@ def test_second_class_of_each_pair_is_the_first_played_backwards(bench):
             assert np.array_equal(backward, forward[:, ::-1])
             # same frame statistics: mean and std of per-frame pixel means
             means_f, means_b = forward.mean(axis=(2, 3, 4)), backward.mean(axis=(2, 3, 4))
-            assert np.isclose(means_f.mean(), means_b.mean()) and np.isclose(means_f.std(), means_b.std())
+            assert np.isclose(means_f.mean(), means_b.mean())
+            assert np.isclose(means_f.std(), means_b.std())
             # opposite temporal differences: the net change frame_{t+1} - frame_t is negated
             diff_f = np.diff(forward, axis=1).mean(axis=(0, 1))
             diff_b = np.diff(backward, axis=1).mean(axis=(0, 1))
@@ -116,7 +117,8 @@ SIGNATURE = {"left": ("x", -1), "up": ("y", -1), "approach": ("mass", 1),
 def test_classes_move_as_named_and_reversal_flips_the_temporal_statistic(motion):
     feature, sign = SIGNATURE[motion]
     for seed in range(4):
-        clip = render_clip(motion, np.random.default_rng(seed), size=64, num_frames=24, difficulty=EASY)
+        clip = render_clip(motion, np.random.default_rng(seed), size=64, num_frames=24,
+                           difficulty=EASY)
         forward = np.diff(_features(clip)[feature]).mean()
         backward = np.diff(_features(clip[::-1])[feature]).mean()
         assert np.sign(forward) == sign and np.sign(backward) == -sign

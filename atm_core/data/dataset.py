@@ -35,9 +35,10 @@ from .transforms import TrainTransform, ViewTransform
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
 ON_ERROR = ("raise", "skip")
+Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def collate_repeated(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def collate_repeated(batch: Sequence[Pair]) -> Pair:
     """Collate repeated-augmentation items: B items of R clips -> (B*R, T, 3, S, S), (B*R,)."""
     clips, labels = zip(*batch)
     return torch.cat(clips), torch.cat(labels)
@@ -59,7 +60,8 @@ class VideoDataset(Dataset):
         if sampling not in ("segment", "dense"):
             raise ValueError(f"sampling must be 'segment' or 'dense', got {sampling!r}")
         if (split == "train") != isinstance(transform, TrainTransform):
-            raise ValueError(f"split {split!r} needs a {'Train' if split == 'train' else 'View'}Transform")
+            kind = "TrainTransform" if split == "train" else "ViewTransform"
+            raise ValueError(f"split {split!r} needs a {kind}")
         if not records:
             raise ValueError("no records")
         self.records = list(records)
@@ -93,7 +95,8 @@ class VideoDataset(Dataset):
     def _indices(self, length: int, rng: np.random.Generator | None) -> list[np.ndarray]:
         prefix = "dense_" if self.sampling == "dense" else ""
         if self.split == "train":
-            return [sample_indices(length, self.num_frames, prefix + "train", rng, stride=self.dense_stride)]
+            return [sample_indices(length, self.num_frames, prefix + "train", rng,
+                                   stride=self.dense_stride)]
         return [sample_indices(length, self.num_frames, prefix + "test", clip=k,
                                num_clips=self.test_num_segment, stride=self.dense_stride)
                 for k in range(self.test_num_segment)]
@@ -134,7 +137,8 @@ class VideoDataset(Dataset):
                 with self._skipped.get_lock():
                     self._skipped.value += 1
                 replacement = int(rng.integers(len(self)))
-                log.warning("skipping bad sample %d (%s); using sample %d instead", index, e, replacement)
+                log.warning("skipping bad sample %d (%s); using sample %d instead",
+                            index, e, replacement)
                 index = replacement
         raise DataError(f"{self.max_retries + 1} bad samples in a row, the data look broken; "
                         f"last: {last_error}")

@@ -86,7 +86,8 @@ def _classes(recipe: Recipe, root: Path, explicit_label_file: bool) -> list[str]
     if label_path is not None and (label_path.is_file() or explicit_label_file):
         names = read_labels(label_path)
         if recipe.num_classes is not None and recipe.num_classes != len(names):
-            raise DataError(f"{label_path}: {len(names)} labels but num_classes is {recipe.num_classes}")
+            raise DataError(f"{label_path}: {len(names)} labels but num_classes is "
+                            f"{recipe.num_classes}")
         return names
     if recipe.num_classes is None:
         raise ValueError("the number of classes is unknown: give num_classes=... or a label_file")
@@ -118,7 +119,9 @@ def build_dataset(name: str, split: str, root: str | Path, list_file: str | Path
             raise ValueError(f"{name}: 10-crop test views include mirror images, which change the "
                              "meaning of flip-swapped classes; use 1, 3 or 5 crops")
         crops = recipe.test_num_crop if split == "test" else 1
-        scale = recipe.test_scale if split == "test" and recipe.test_scale is not None else recipe.scale
+        scale = recipe.scale
+        if split == "test" and recipe.test_scale is not None:
+            scale = recipe.test_scale
         transform = ViewTransform(recipe.input_size, scale, crops, recipe.mean, recipe.std)
     return VideoDataset(records, root, split=split, num_frames=num_frames, transform=transform,
                         sampling=recipe.sampling, dense_stride=recipe.dense_stride,

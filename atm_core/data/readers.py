@@ -51,7 +51,8 @@ class DecordVideo:
         try:
             self._reader = decord.VideoReader(str(self.path), num_threads=1)
         except Exception as e:  # decord raises its own DECORDError / RuntimeError types
-            raise DataError(f"{self.path}: corrupt or unsupported video, decord cannot open it ({e})") from e
+            raise DataError(f"{self.path}: corrupt or unsupported video, decord cannot open it "
+                            f"({e})") from e
         self._length = len(self._reader)
         if self._length == 0:
             raise DataError(f"{self.path}: video has no frames")
@@ -66,7 +67,8 @@ class DecordVideo:
         except Exception as e:
             raise DataError(f"{self.path}: decord cannot decode frames {indices} ({e})") from e
         if frames.shape[0] != len(indices):
-            raise DataError(f"{self.path}: decord returned {frames.shape[0]} of {len(indices)} frames")
+            raise DataError(f"{self.path}: decord returned {frames.shape[0]} of {len(indices)} "
+                            "frames")
         return frames
 
 
@@ -87,7 +89,8 @@ class PyAVVideo:
         except av.EOFError as e:
             raise DataError(f"{self.path}: video has no frames (file ends in the header)") from e
         except av.FFmpegError as e:
-            raise DataError(f"{self.path}: corrupt or unsupported video, cannot open it ({e})") from e
+            raise DataError(f"{self.path}: corrupt or unsupported video, cannot open it "
+                            f"({e})") from e
         if self._length == 0:
             raise DataError(f"{self.path}: video has no frames")
 
@@ -168,14 +171,15 @@ def open_video(path: str | Path, reader: str = "auto") -> DecordVideo | PyAVVide
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty video file (0 bytes)")
     if reader == "pyav" or (reader == "auto" and decord is None):
-        _log_once("pyav", "reading videos with PyAV" + (" (decord not installed)" if decord is None else ""))
+        why = " (decord not installed)" if decord is None else ""
+        _log_once("pyav", f"reading videos with PyAV{why}")
         return PyAVVideo(path)
     try:
         video = DecordVideo(path)
     except DataError as e:
         if reader == "decord":
             raise
-        _log_once("fallback", f"decord cannot open {path} ({e}); falling back to PyAV for such files",
+        _log_once("fallback", f"decord cannot open {path} ({e}); using PyAV for such files",
                   logging.WARNING)
         return PyAVVideo(path)
     _log_once("decord", "reading videos with decord")
@@ -191,7 +195,7 @@ def read_clip(video: DecordVideo | PyAVVideo | FrameFolder, indices: Sequence[in
     except DataError:
         if reader != "auto" or not isinstance(video, DecordVideo):
             raise
-        _log_once("fallback-read", f"decord cannot decode {video.path}; retrying such files with PyAV",
+        _log_once("fallback-read", f"decord cannot decode {video.path}; retrying with PyAV",
                   logging.WARNING)
         return PyAVVideo(video.path).read(indices)
 

@@ -55,7 +55,8 @@ CLASSES = (
     "appearing", "disappearing",
     "converging", "diverging",
 )
-MOTIONS = ("left", "up", "approach", "clockwise", "appear", "converge")  # forward class of each pair
+# The forward (first) class of each pair.
+MOTIONS = ("left", "up", "approach", "clockwise", "appear", "converge")
 # Labels a horizontal mirror image changes (the other pairs are mirror-invariant).
 FLIP_LABELS = {0: 1, 1: 0, 6: 7, 7: 6}
 BACKGROUNDS = ("flat", "gradient", "texture", "stripes")
@@ -118,7 +119,8 @@ def _coverage(shape: str, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, an
     return np.clip(inside + 0.5, 0, 1).astype(np.float32)
 
 
-def _colour_away_from(rng: np.random.Generator, reference: np.ndarray, contrast: float) -> np.ndarray:
+def _colour_away_from(rng: np.random.Generator, reference: np.ndarray,
+                      contrast: float) -> np.ndarray:
     for _ in range(50):
         colour = rng.uniform(0, 255, 3)
         if np.abs(colour - reference).sum() >= contrast:
@@ -142,7 +144,8 @@ def _background(rng: np.random.Generator, size: int, d: Difficulty) -> np.ndarra
     elif kind == "texture":
         cells = int(rng.integers(3, 9))
         coarse = torch.from_numpy(rng.uniform(0, 1, (1, 1, cells, cells)).astype(np.float32))
-        mix = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)[0, 0].numpy()
+        mix = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
+        mix = mix[0, 0].numpy()
         mix = np.clip(mix, 0, 1)
     else:
         theta, period = rng.uniform(0, np.pi), rng.uniform(0.08, 0.25)
@@ -189,7 +192,8 @@ def _trajectory(motion: str, rng: np.random.Generator, size: int, n: int,
         along = start - travel * t  # decreasing coordinate: leftwards / upwards
         across = const(rng.uniform(margin, size - margin))
         cx, cy = (along, across) if motion == "left" else (across, along)
-        return [_Object(shape=shape, cx=cx, cy=cy, radius=const(radius), angle=angle, alpha=const(1))]
+        return [_Object(shape=shape, cx=cx, cy=cy, radius=const(radius), angle=angle,
+                        alpha=const(1))]
     if motion == "approach":
         r0 = radius * 0.6
         r1 = min(r0 * rng.uniform(*d.growth), 0.3 * size)
@@ -220,7 +224,8 @@ def _trajectory(motion: str, rng: np.random.Generator, size: int, n: int,
     half = gap0 / 2 * np.abs(axis) + radius + 3
     centre = rng.uniform(half, size - half)
     second = str(rng.choice(SHAPES))
-    return [_Object(shape=s, cx=centre[0] + sign * gap / 2 * axis[0], cy=centre[1] + sign * gap / 2 * axis[1],
+    return [_Object(shape=s, cx=centre[0] + sign * gap / 2 * axis[0],
+                    cy=centre[1] + sign * gap / 2 * axis[1],
                  radius=const(radius), angle=angle, alpha=const(1))
             for s, sign in ((shape, -1), (second, 1))]
 
@@ -244,12 +249,14 @@ def render_clip(motion: str, rng: np.random.Generator, size: int = 96, num_frame
     reference = background.reshape(-1, 3).mean(0)
     for obj in _trajectory(motion, rng, size, num_frames, d):
         cover = _coverage(obj.shape, obj.cx, obj.cy, obj.radius, obj.angle, size)
-        _paint(frames, cover * obj.alpha[:, None, None], _colour_away_from(rng, reference, d.min_contrast))
+        colour = _colour_away_from(rng, reference, d.min_contrast)
+        _paint(frames, cover * obj.alpha[:, None, None], colour)
     frames += rng.normal(0, rng.uniform(*d.noise), frames.shape).astype(np.float32)
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 12, qp: int = 20, gop: int = 1) -> None:
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 12, qp: int = 20,
+              gop: int = 1) -> None:
     """H.264 (yuv420p) through PyAV, single-threaded so that the bytes are reproducible.
     ``gop = 1`` codes every frame on its own (intra-only)."""
     path = Path(path)
@@ -288,7 +295,8 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int =
     started = time.perf_counter()
     with (out / "labels.csv").open("w") as f:
         f.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
-    for split_id, (split, per_class) in enumerate((("train", train_per_class), ("val", val_per_class))):
+    splits = (("train", train_per_class), ("val", val_per_class))
+    for split_id, (split, per_class) in enumerate(splits):
         video_lines, frame_lines = [], []
         for pair, motion in enumerate(MOTIONS):
             for k in range(per_class):

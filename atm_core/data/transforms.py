@@ -41,6 +41,11 @@ def scaled_size(height: int, width: int, scale: Scale) -> tuple[int, int]:
     return int(scale[0]), int(scale[1])
 
 
+def _place(height: int, width: int, h: int, w: int, rng: np.random.Generator) -> Box:
+    """An h x w box at a uniformly random integer position inside the frame."""
+    return float(rng.integers(0, height - h + 1)), float(rng.integers(0, width - w + 1)), h, w
+
+
 def random_resized_box(height: int, width: int, rng: np.random.Generator,
                        area: tuple[float, float] = (0.08, 1.0),
                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Box:
@@ -53,7 +58,7 @@ def random_resized_box(height: int, width: int, rng: np.random.Generator,
         w = round(math.sqrt(target * aspect))
         h = round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
-            return float(rng.integers(0, height - h + 1)), float(rng.integers(0, width - w + 1)), h, w
+            return _place(height, width, h, w, rng)
     aspect = width / height
     if aspect < ratio[0]:
         w, h = width, round(width / ratio[0])
@@ -73,7 +78,7 @@ def multiscale_box(height: int, width: int, size: int, rng: np.random.Generator,
     pairs = [(h, w) for i, h in enumerate(sizes) for j, w in enumerate(sizes)
              if abs(i - j) <= max_distort]
     h, w = pairs[rng.integers(len(pairs))]
-    return float(rng.integers(0, height - h + 1)), float(rng.integers(0, width - w + 1)), h, w
+    return _place(height, width, h, w, rng)
 
 
 def _check_fits(height: int, width: int, size: int) -> None:
@@ -84,7 +89,7 @@ def _check_fits(height: int, width: int, size: int) -> None:
 
 def random_box(height: int, width: int, size: int, rng: np.random.Generator) -> Box:
     _check_fits(height, width, size)
-    return float(rng.integers(0, height - size + 1)), float(rng.integers(0, width - size + 1)), size, size
+    return _place(height, width, size, size, rng)
 
 
 def view_boxes(height: int, width: int, size: int, num_crops: int) -> list[tuple[Box, bool]]:
