@@ -1,0 +1,158 @@
+"""Training runs on a tiny generated benchmark: exact resume after SIGKILL, one process vs
+two, the full-size recipe's training step, and configuration errors caught before training."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from atm_core.engine import ConfigError, load_config, read_metrics, train
+from atm_core.engine.checkpoint import step_dirs
+
+from test_engine_eval import accelerate_launch
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
+TIMING_KEYS = {"epoch_time", "train_time", "samples_per_s"}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    from atm_core.data import generate_benchmark
+
+    root = tmp_path_factory.mktemp("bench")
+    generate_benchmark(root, seed=0, train_per_class=2, val_per_class=1, size=72, num_frames=8)
+    return root
+
+
+def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    """2 epochs of 3 steps of 8 clips (24 train / 12 val videos), deterministic single thread."""
+    return [f"data.root={root}", f"train.output_dir={out}", "data.generate=null", "data.num_workers=0",
+            "optim.epochs=2", "optim.warmup_epochs=0.5", "train.batch_size=8", "train.threads=1",
+            "eval.batch_size=6", "eval.after_train=false", "train.keep_last=2", *extra]
+
+
+def strip_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(step_dirs(out / "checkpoints")[-1] / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_is_exact(bench, tmp_path):
+    # ATM(mul, sub) with T1D: BatchNorm, temporal conv, repeated clips and Mixup all in play
+    extra = ["model.temporal=tokent1d", "model.atm_ops=[mul,sub]", "train.save_every_steps=1",
+             "loss.mixup=0.8", "loss.cutmix=1.0", "optim.clip_grad=1.0", "train.ema=true",
+             "train.ema_decay=0.9"]
+    reference = train(load_config(PARAMS / "synthetic_base.yaml", tiny_overrides(bench, tmp_path / "a", *extra)))
+
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "atm_core.train", "--config", str(PARAMS / "synthetic_base.yaml"),
+           *tiny_overrides(bench, out, *extra)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    target = out / "checkpoints" / "step_00000004"  # epoch 2, after its first step
+    deadline = time.monotonic() + 240
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {proc.stderr.read()}"
+    done = read_metrics(out)
+    assert [r["epoch"] for r in done] == [0]  # killed inside the second epoch
+
+    resumed = train(load_config(PARAMS / "synthetic_base.yaml",
+                                tiny_overrides(bench, out, *extra, "train.resume=auto")))
+    assert strip_timing(read_metrics(out)) == strip_timing(read_metrics(tmp_path / "a"))
+    assert resumed["best_top1"] == reference["best_top1"]
+    a, b = final_weights(tmp_path / "a"), final_weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # bit-identical on CPU
+    ema_a = load_file(str(step_dirs(tmp_path / "a" / "checkpoints")[-1] / "ema.safetensors"))
+    ema_b = load_file(str(step_dirs(out / "checkpoints")[-1] / "ema.safetensors"))
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process(bench, tmp_path):
+    # T1D has no BatchNorm, so the only difference is the order of the gradient sums
+    extra = ["model.temporal=tokent1d", "model.atm_ops=[]", "eval.batch_size=3"]
+    one = tiny_overrides(bench, tmp_path / "one", *extra)
+    train(load_config(PARAMS / "synthetic_base.yaml", one))
+    two = tiny_overrides(bench, tmp_path / "two", *extra, "train.batch_size=4")
+    accelerate_launch(["-m", "atm_core.train", "--config", str(PARAMS / "synthetic_base.yaml"), *two])
+    rec_one, rec_two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert [r["global_step"] for r in rec_one] == [r["global_step"] for r in rec_two] == [3, 6]
+    for r1, r2 in zip(rec_one, rec_two):
+        assert r1["lr"] == pytest.approx(r2["lr"], rel=1e-12)  # same total batch -> same schedule
+        # tolerance: float32 reassociation of the gradient average only
+        assert r1["train_loss"] == pytest.approx(r2["train_loss"], abs=1e-4)
+        assert r1["val_loss"] == pytest.approx(r2["val_loss"], abs=1e-4)
+        for key in ("val_top1", "val_top5", "val_mean_class_acc"):
+            assert r1[key] == pytest.approx(r2[key], abs=1e-9), key
+    config = (tmp_path / "two" / "config.yaml").read_text()
+    assert "batch_size: 4" in config
+
+
+@pytest.mark.slow
+def test_full_size_ssv1_recipe_step_on_cpu():
+    from atm_core.engine.builders import build_model
+    from atm_core.engine.optim import build_loss, build_optimizer
+
+    cfg = load_config(PARAMS / "ssv1_vit_b16_f8.yaml",
+                      ["model.pretrained=false", "train.mixed_precision=no", "loss.mixup=0", "loss.cutmix=0"])
+    model = build_model(cfg, num_classes=174, img_size=224)
+    optimizer = build_optimizer(model, cfg.optim, lr=1e-4)
+    criterion = build_loss(cfg.loss, mixup=None)
+    assert model.num_frames == 8 and model.atm is not None
+    scales = {g["lr_scale"] for g in optimizer.param_groups}
+    assert min(scales) == pytest.approx(0.7 ** (max(len(scales) // 2, 1) * 0 + (len(model.blocks) + 1)), rel=1e-6)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    loss = criterion(model(torch.randn(1, 8, 3, 224, 224)), torch.tensor([86]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    atm_grads = [p.grad for n, p in model.named_parameters() if ".atm." in f".{n}" or n.startswith("atm")]
+    assert atm_grads and all(g is not None for g in atm_grads)
+    optimizer.step()
+    changed = sum(not torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert changed > 0.9 * len(before)
+
+
+def test_missing_data_root_fails_before_training(tmp_path):
+    cfg = load_config(PARAMS / "synthetic_tsn.yaml",
+                      [f"data.root={tmp_path / 'nowhere'}", "data.generate=null", f"train.output_dir={tmp_path / 'o'}"])
+    with pytest.raises(ConfigError, match="key 'data.root': directory .*nowhere does not exist"):
+        train(cfg)
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_data_option_and_model_name(bench, tmp_path):
+    base = tiny_overrides(bench, tmp_path / "o")
+    with pytest.raises(ConfigError, match="data.options.*'input_sise'.*did you mean 'input_size'"):
+        train(load_config(PARAMS / "synthetic_base.yaml", base + ["data.options.input_sise=64"]))
+    with pytest.raises(ConfigError, match="no timm model named 'atm_vit_tiny_patch8_46'; did you mean"
+                                          " 'atm_vit_tiny_patch8_64'"):
+        train(load_config(PARAMS / "synthetic_base.yaml", base + ["model.name=atm_vit_tiny_patch8_46"]))
+    with pytest.raises(ConfigError, match="64 px but model.img_size=96"):
+        train(load_config(PARAMS / "synthetic_base.yaml", base + ["model.img_size=96"]))
+    missing_list = base + ["data.train_list=nope.txt"]
+    with pytest.raises(ConfigError, match="nope.txt"):
+        train(load_config(PARAMS / "synthetic_base.yaml", missing_list))
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_cli_reports_config_errors(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "atm_core.train", "--config",
+                             str(PARAMS / "synthetic_tsn.yaml"), "optim.lrr=1"],
+                            capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 2
+    assert "unknown key 'optim.lrr'; did you mean 'optim.lr'?" in result.stderr
+    assert "Traceback" not in result.stderr
