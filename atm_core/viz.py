@@ -249,6 +249,18 @@ def _offset_labels(offsets: Sequence[int]) -> list[str]:
     return [f"offset {o:+d}" + (" (self)" if o == 0 else "") for o in offsets]
 
 
+def plot_frames(frames: np.ndarray, title: str = "") -> Figure:
+    """The frames of a clip in a row."""
+    fig = Figure(figsize=(1.4 * len(frames), 1.9), layout="constrained")
+    for t, ax in enumerate(np.atleast_1d(fig.subplots(1, len(frames)))):
+        ax.imshow(frames[t])
+        ax.set_title(f"frame {t}", fontsize=9)
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
 def plot_cue(frames: np.ndarray, capture: BlockCapture, clip_index: int = 0) -> Figure:
     """Heat maps of an element-wise cue (``add`` / ``sub`` / ``div``): offsets x frames."""
     if capture.op == "mul":

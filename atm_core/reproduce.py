@@ -1,0 +1,245 @@
+"""The main job: regenerate ``results/`` on the built-in benchmark by executing the notebooks.
+
+    python -m atm_core.reproduce            # everything, ~30 min on 2 CPU cores (make reproduce)
+    python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path (~2 min)
+
+Steps: write the benchmark data, then with papermill execute ``notebooks/train.ipynb`` once per
+variant (TSN, TSM, TokenShift, TokenT1D and ATM with each op set, all with the same recipe),
+``ablation.ipynb`` (the table, from the run outputs), ``evaluate.ipynb``,
+``visualize_arithmetic.ipynb`` and ``results.ipynb``, then the model card. Executed notebooks
+land in ``results/runs/``; training runs (with checkpoints) in ``runs/reproduce/``, whose small
+artefacts (config, metrics, evaluation) are copied to ``results/runs/<variant>/``.
+
+A notebook that fails keeps its partly executed copy; the runner names the notebook and the cell,
+carries on with the other steps and exits non-zero at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .workbook import (
+    ATM_KEYS,
+    RESULTS_DIR,
+    VARIANT_KEYS,
+    WORK_DIR,
+    MissingMetrics,
+    enter_project_root,
+    export_run,
+    prepare_data,
+    variant_config,
+)
+
+# ---------------------------------------------------------------- notebook execution
+
+KERNEL = "python3"
+
+
+def check_kernel(name: str = KERNEL) -> str:
+    """Make sure the notebooks' kernel runs this interpreter (the one with ``atm_core``):
+    prefer the environment's kernel specs over per-user ones and check the one found."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    os.environ["JUPYTER_PREFER_ENV_PATH"] = "1"
+    try:
+        spec = KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise RuntimeError(f"no Jupyter kernel named {name!r}: install ipykernel into "
+                           f"{sys.prefix} (pip install -e .)") from None
+    exe = spec.argv[0]
+    plain = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    if exe not in plain and Path(exe).resolve() != Path(sys.executable).resolve():
+        raise RuntimeError(f"Jupyter kernel {name!r} runs {exe}, not this interpreter {sys.executable}; "
+                           f"remove that kernel spec or run: {sys.executable} -m ipykernel install "
+                           f"--sys-prefix --name {name}")
+    return sys.executable if exe in plain else exe
+
+
+@dataclass
+class Failure:
+    """A notebook that stopped: where, and why."""
+
+    notebook: Path
+    output: Path
+    cell: int | None  # index in the executed notebook, None when it never ran a cell
+    source: str  # first line of the failing cell
+    error: str
+
+    def __str__(self) -> str:
+        where = f"cell {self.cell} ({self.source!r})" if self.cell is not None else "before any cell ran"
+        return f"{self.notebook} failed at {where}: {self.error}\n    partly executed copy: {self.output}"
+
+
+def execute(notebook: str | Path, output: str | Path, parameters: Mapping, cwd: str | Path = ".",
+            log_output: bool = True) -> Failure | None:
+    """Run ``notebook`` with papermill into ``output``; a :class:`Failure` instead of raising."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=KERNEL,
+                            cwd=str(cwd), progress_bar=False, log_output=log_output)
+    except PapermillExecutionError as e:
+        first = next((line for line in e.source.splitlines() if line.strip()), "")
+        return Failure(Path(notebook), output, e.cell_index, first, f"{e.ename}: {e.evalue}")
+    except Exception as e:  # the kernel died, the notebook is unreadable, ...
+        return Failure(Path(notebook), output, None, "", f"{type(e).__name__}: {e}")
+    return None
+
+
+@dataclass
+class Job:
+    """One notebook execution of the main job."""
+
+    notebook: str  # stem under notebooks/
+    name: str  # executed copy: results/runs/<name>.ipynb
+    parameters: dict
+
+
+def training_jobs(keys: Sequence[str], common: Mapping) -> list[Job]:
+    return [Job("train", f"train_{key}", {**common, "variant": key}) for key in keys]
+
+
+def report_jobs(trained: Sequence[str], common: Mapping) -> list[Job]:
+    """Notebooks that read the trained runs: the table, evaluations, feature maps, summary."""
+    jobs = [Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False})]
+    for key in ("tsn", "atm_mul_sub"):
+        if key in trained:
+            jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key}))
+    atm = [key for key in trained if key in ATM_KEYS]
+    if atm:
+        jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**common, "variants": atm}))
+    jobs.append(Job("results", "results", {**common, "variants": list(trained)}))
+    return jobs
+
+
+def clean_outputs(results_dir: Path) -> None:
+    """Remove what a previous run of the main job wrote (not other owners' files)."""
+    for name in ("runs", "tables", "figures"):
+        if (results_dir / name).exists():
+            shutil.rmtree(results_dir / name)
+
+
+def write_model_card(results_dir: Path, quick: bool) -> Failure | None:
+    out = results_dir / "model_card.md"
+    command = [sys.executable, "-m", "atm_core.card", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        return Failure(Path("python -m atm_core.card"), out, None, "",
+                       f"exit {done.returncode}: {done.stderr.strip()[-2000:]}")
+    return None
+
+
+README_START, README_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
+
+
+def update_readme(readme: Path, table_md: Path, minutes: float) -> bool:
+    """Replace the table between the README's markers with the regenerated one."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    body = table_md.read_text().split("\n", 2)[2].strip()  # drop the title line
+    block = (f"{README_START}\n{body}\n\n_Regenerated by `make reproduce` in {minutes:.0f} min "
+             f"on {os.cpu_count()} CPU cores._\n{README_END}")
+    head, rest = text.split(README_START, 1)
+    readme.write_text(head + block + rest.split(README_END, 1)[1])
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m atm_core.reproduce", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny data and one short epoch (tests)")
+    parser.add_argument("--only", nargs="+", choices=VARIANT_KEYS, metavar="VARIANT",
+                        help=f"train these variants only (default: all of {', '.join(VARIANT_KEYS)})")
+    parser.add_argument("--results", default=RESULTS_DIR, help="output folder (default: results)")
+    parser.add_argument("--work", default=WORK_DIR, help="training runs with checkpoints")
+    parser.add_argument("--data", default=None, help="benchmark folder (default: the recipes' data.root)")
+    parser.add_argument("--skip-training", action="store_true",
+                        help="reuse the training runs already in --work; rebuild tables and figures")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    started = time.perf_counter()
+    root = enter_project_root()
+    check_kernel()
+    results = Path(args.results)
+    keys = list(args.only or VARIANT_KEYS)
+    common = {"quick": args.quick, "work_dir": args.work, "results_dir": str(results),
+              "data_root": args.data}
+    failures: list[Failure] = []
+    timings: dict[str, float] = {}
+
+    clean_outputs(results)
+    tic = time.perf_counter()
+    data = prepare_data(variant_config(keys[0], args.work, args.quick, args.data))
+    timings["data"] = time.perf_counter() - tic
+    print(f"benchmark data ready ({data}) in {timings['data']:.0f} s", flush=True)
+
+    trained = []
+    for job in training_jobs(keys, common):
+        key = job.parameters["variant"]
+        if args.skip_training:
+            dest = results / "runs" / key
+            try:
+                export_run(Path(args.work) / key, dest)
+            except MissingMetrics as e:
+                failures.append(Failure(Path(args.work) / key, dest, None, "", str(e)))
+                continue
+            trained.append(key)
+            continue
+        failure = run_job(job, results, root, timings)
+        if failure is None:
+            trained.append(key)
+        else:
+            failures.append(failure)
+    for job in report_jobs(trained, common):
+        failure = run_job(job, results, root, timings)
+        if failure is not None:
+            failures.append(failure)
+    tic = time.perf_counter()
+    failure = write_model_card(results, args.quick)
+    timings["model_card"] = time.perf_counter() - tic
+    if failure is not None:
+        failures.append(failure)
+
+    minutes = (time.perf_counter() - started) / 60
+    timings["total"] = minutes * 60
+    (results / "runs").mkdir(parents=True, exist_ok=True)
+    (results / "runs" / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1))
+    table_md = results / "tables" / "ablation.md"
+    if not args.quick and args.only is None and not failures and results.resolve() == (root / RESULTS_DIR).resolve():
+        update_readme(root / "README.md", table_md, minutes)
+    print(f"\nmain job finished in {minutes:.1f} min; results in {results}/", flush=True)
+    if failures:
+        print(f"{len(failures)} step(s) failed:", file=sys.stderr)
+        for failure in failures:
+            print(f"  {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_job(job: Job, results: Path, root: Path, timings: dict[str, float]) -> Failure | None:
+    notebook = root / "notebooks" / f"{job.notebook}.ipynb"
+    output = results / "runs" / f"{job.name}.ipynb"
+    print(f"--- {job.notebook}.ipynb -> {output}", flush=True)
+    tic = time.perf_counter()
+    failure = execute(notebook, output, job.parameters, cwd=root)
+    timings[job.name] = time.perf_counter() - tic
+    status = "ok" if failure is None else "FAILED"
+    print(f"--- {job.name}: {status} in {timings[job.name]:.0f} s", flush=True)
+    return failure
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
