@@ -66,35 +66,46 @@ def check_kernel(name: str = KERNEL) -> str:
 
 @dataclass
 class Failure:
-    """A notebook that stopped: where, and why."""
+    """A step that stopped: which notebook, which cell, why, and where its partial copy is."""
 
     notebook: Path
     output: Path
-    cell: int | None  # index in the executed notebook, None when it never ran a cell
-    source: str  # first line of the failing cell
     error: str
+    cell: int | None = None  # 1-based cell of the source notebook; None when no cell failed
+    cells: int = 0  # cells in the source notebook
+    execution_count: int | None = None
+    source: str = ""  # first line of the failing cell
 
     def __str__(self) -> str:
-        where = f"cell {self.cell} ({self.source!r})" if self.cell is not None else "before any cell ran"
-        return f"{self.notebook} failed at {where}: {self.error}\n    partly executed copy: {self.output}"
+        if self.cell is None:
+            where = ""
+        else:
+            where = (f" at cell {self.cell} of {self.cells} (In [{self.execution_count}]: "
+                     f"{self.source!r})")
+        return f"{self.notebook}{where}: {self.error}\n    partly executed copy: {self.output}"
 
 
 def execute(notebook: str | Path, output: str | Path, parameters: Mapping, cwd: str | Path = ".",
             log_output: bool = True) -> Failure | None:
-    """Run ``notebook`` with papermill into ``output``; a :class:`Failure` instead of raising."""
+    """Run ``notebook`` with papermill into ``output``; a :class:`Failure` instead of raising.
+    Papermill keeps the partly executed copy at ``output`` when a cell fails."""
+    import nbformat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    output = Path(output)
+    notebook, output = Path(notebook), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=KERNEL,
                             cwd=str(cwd), progress_bar=False, log_output=log_output)
     except PapermillExecutionError as e:
+        cells = nbformat.read(notebook, as_version=4).cells
+        index = next((i for i, c in enumerate(cells) if c.source == e.source), None)
         first = next((line for line in e.source.splitlines() if line.strip()), "")
-        return Failure(Path(notebook), output, e.cell_index, first, f"{e.ename}: {e.evalue}")
-    except Exception as e:  # the kernel died, the notebook is unreadable, ...
-        return Failure(Path(notebook), output, None, "", f"{type(e).__name__}: {e}")
+        return Failure(notebook, output, f"{e.ename}: {e.evalue}", None if index is None else index + 1,
+                       len(cells), e.exec_count, first)
+    except Exception as e:  # noqa: BLE001 -- the kernel died, the notebook is unreadable, ...: report, go on
+        return Failure(notebook, output, f"{type(e).__name__}: {e}")
     return None
 
 
@@ -134,10 +145,9 @@ def clean_outputs(results_dir: Path) -> None:
 def write_model_card(results_dir: Path, quick: bool) -> Failure | None:
     out = results_dir / "model_card.md"
     command = [sys.executable, "-m", "atm_core.card", "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
-        return Failure(Path("python -m atm_core.card"), out, None, "",
-                       f"exit {done.returncode}: {done.stderr.strip()[-2000:]}")
+        return Failure(Path("python -m atm_core.card"), out, f"exit {done.returncode}: {done.stderr.strip()[-2000:]}")
     return None
 
 
@@ -194,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 export_run(Path(args.work) / key, dest)
             except MissingMetrics as e:
-                failures.append(Failure(Path(args.work) / key, dest, None, "", str(e)))
+                failures.append(Failure(Path(args.work) / key, dest, str(e)))
                 continue
             trained.append(key)
             continue
