@@ -1,0 +1,227 @@
+"""The batch runner and the ablation table: run outputs -> tables, refusals, failure reports, and
+the quick main job end to end through papermill."""
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import timm
+from nbformat.v4 import new_code_cell, new_notebook
+
+from atm_core import reproduce, workbook
+from atm_core.engine import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_run(run_dir: Path, key: str, top1: float, train_times=(30.0, 42.0), *, summary=True, metrics=True):
+    """A run directory as the engine writes it, with chosen metrics."""
+    run_dir.mkdir(parents=True)
+    load_config(ROOT / workbook.variant(key).recipe).to_yaml(run_dir / "config.yaml")
+    if metrics:
+        records = [{"epoch": i, "train_loss": 2.0 - i, "val_top1": top1, "train_time": t}
+                   for i, t in enumerate(train_times)]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run_dir / "eval").mkdir()
+    np.save(run_dir / "eval" / "confusion.npy", np.eye(12, dtype=np.int64) * 25)
+    if summary:
+        (run_dir / "eval" / "summary.json").write_text(json.dumps(
+            {"top1": top1, "top5": 99.0, "mean_class_acc": top1, "num_videos": 300, "views": 1}))
+    return run_dir
+
+
+def test_table_refuses_runs_with_missing_metrics(tmp_path):
+    runs = {
+        "tsn": fake_run(tmp_path / "tsn", "tsn", 48.0),
+        "tsm": fake_run(tmp_path / "tsm", "tsm", 90.0, summary=False),
+        "atm_mul": fake_run(tmp_path / "atm_mul", "atm_mul", 95.0, metrics=False),
+    }
+    with pytest.raises(workbook.MissingMetrics) as info:
+        workbook.build_table(runs)
+    message = str(info.value)
+    assert "tsm: missing eval/summary.json" in message
+    assert "atm_mul: missing metrics.jsonl" in message
+    assert "tsn" not in message.replace("refusing", "")
+
+
+def test_table_refuses_incomplete_records(tmp_path):
+    run = fake_run(tmp_path / "tsn", "tsn", 48.0)
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 1.0}) + "\n")
+    with pytest.raises(workbook.MissingMetrics, match="metrics.jsonl line 1 has no 'train_time'"):
+        workbook.read_run(run)
+    (run / "metrics.jsonl").write_text("")
+    with pytest.raises(workbook.MissingMetrics, match="no epoch records"):
+        workbook.read_run(run)
+    fake = fake_run(tmp_path / "tsm", "tsm", 50.0)
+    (fake / "eval" / "summary.json").write_text(json.dumps({"top1": 50.0, "num_videos": 3}))
+    with pytest.raises(workbook.MissingMetrics, match="no number 'top5'"):
+        workbook.read_run(fake)
+
+
+def test_table_rows_come_from_the_run_outputs(tmp_path):
+    runs = {"tsn": fake_run(tmp_path / "tsn", "tsn", 47.5, (60.0, 90.0)),
+            "atm_mul_sub": fake_run(tmp_path / "ms", "atm_mul_sub", 96.25, (100.0, 110.0))}
+    table = workbook.build_table(runs)
+    assert table.variant.tolist() == ["tsn", "atm_mul_sub"]
+    assert table.model.tolist() == ["TSN", "ATM(mul, sub)"]
+    assert table.top1.tolist() == [47.5, 96.25]
+    assert table.train_min.tolist() == [2.5, 3.5]
+    assert table.atm_ops.tolist() == ["-", "mul, sub"]
+    for key, row in zip(runs, table.itertuples()):
+        cfg = load_config(runs[key] / "config.yaml")
+        model = timm.create_model(cfg.model.name, num_classes=12, num_frames=8, temporal=cfg.model.temporal,
+                                  atm_ops=tuple(cfg.model.atm_ops), img_size=64)
+        assert row.params_M == round(sum(p.numel() for p in model.parameters()) / 1e6, 4)
+    assert table.params_M[1] > table.params_M[0] and table.gmacs[1] > table.gmacs[0] > 0
+
+    csv_path, md_path = workbook.write_tables(table, tmp_path / "tables", "NOTES")
+    pd.testing.assert_frame_equal(pd.read_csv(csv_path), table, check_dtype=False)
+    text = md_path.read_text()
+    assert "built-in CPU benchmark" in text.splitlines()[0] and "NOTES" in text
+    assert "| ATM(mul, sub) | tsn | mul, sub | 96.2 |" in text or "| ATM(mul, sub) | tsn | mul, sub | 96.3 |" in text
+
+
+def test_notes_say_where_the_numbers_come_from():
+    setup = {"model": "atm_vit_tiny_patch8_64", "frames": 8, "epochs": 12, "seed": 0, "videos": 300, "views": 1}
+    notes = workbook.table_notes(setup)
+    assert "built-in CPU benchmark" in notes and "not** on Something-Something" in notes
+    assert "50 %" in notes and "Quick mode" not in notes
+    assert workbook.table_notes(setup, quick=True).startswith("**Quick mode")
+
+
+def test_export_copies_artefacts_without_checkpoints(tmp_path):
+    run = fake_run(tmp_path / "run", "tsn", 50.0)
+    with pytest.raises(workbook.MissingMetrics, match="eval/predictions.csv, eval/confusion.png"):
+        workbook.export_run(run, tmp_path / "out")
+    (run / "eval" / "predictions.csv").write_text("index,label,pred,correct\n")
+    (run / "eval" / "confusion.png").write_bytes(b"png")
+    (run / "checkpoints" / "best").mkdir(parents=True)
+    (run / "checkpoints" / "best" / "model.safetensors").write_bytes(b"weights")
+    out = workbook.export_run(run, tmp_path / "out")
+    copied = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert copied == sorted(workbook.RUN_FILES)
+
+
+def test_pair_report_counts_reversed_twins():
+    classes = ["a", "a_rev", "b", "b_rev"]
+    predictions = pd.DataFrame({"label": [0, 0, 1, 1, 2, 3], "pred": [0, 1, 0, 1, 2, 0]})
+    predictions["correct"] = (predictions.label == predictions.pred).astype(int)
+    pairs = workbook.pair_report(predictions, classes)
+    assert pairs.taken_for_reversed_twin.tolist() == [50.0, 0.0]
+    assert pairs.in_pair.tolist() == [100.0, 50.0]
+    per_class = workbook.per_class_accuracy(predictions, classes)
+    assert per_class.accuracy.tolist() == [50.0, 50.0, 100.0, 0.0]
+    assert per_class.most_confused_with.tolist() == ["a_rev", "a", "-", "a"]
+
+
+def test_variant_configs_match_their_names():
+    for v in workbook.VARIANTS:
+        cfg = workbook.variant_config(v.key, work_dir="w")
+        assert cfg.model.temporal == v.temporal and tuple(cfg.model.atm_ops) == v.ops
+        assert cfg.train.output_dir == f"w/{v.key}"
+    quick = workbook.variant_config("tsn", quick=True)
+    assert quick.optim.epochs == 1 and quick.data.root.endswith("_quick")
+    assert quick.data.generate["train_per_class"] == workbook.QUICK_DATA["train_per_class"]
+    with pytest.raises(KeyError, match="unknown variant 'atm_xor'"):
+        workbook.variant_config("atm_xor")
+
+
+def failing_notebook(path: Path) -> Path:
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    params = new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell("print('before', x)"), new_code_cell("y = 2\nraise ValueError(f'boom {x}')"),
+                new_code_cell("print('after')")]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_failed_notebook_is_named_and_kept_partly_executed(tmp_path):
+    source = failing_notebook(tmp_path / "broken.ipynb")
+    failure = reproduce.execute(source, tmp_path / "out" / "broken.ipynb", {"x": 7}, cwd=tmp_path, log_output=False)
+    assert failure is not None
+    assert (failure.cell, failure.cells, failure.source) == (3, 4, "y = 2")
+    assert failure.error == "ValueError: boom 7"
+    report = str(failure)
+    assert "broken.ipynb at cell 3 of 4" in report and str(tmp_path / "out" / "broken.ipynb") in report
+    executed = nbformat.read(tmp_path / "out" / "broken.ipynb", as_version=4)
+    outputs = {c.source: c.outputs for c in executed.cells if c.cell_type == "code"}
+    assert outputs["print('before', x)"][0]["text"] == "before 7\n"
+    assert outputs["print('after')"] == []  # execution stopped at the failing cell
+
+
+def test_kernel_runs_this_interpreter():
+    import sys
+
+    assert reproduce.check_kernel() == sys.executable
+
+
+# ---------------------------------------------------------------- the quick main job
+
+@pytest.fixture(scope="module")
+def quick_job(tmp_path_factory):
+    """``python -m atm_core.reproduce --quick`` on two variants, into temporary folders."""
+    tmp = tmp_path_factory.mktemp("quick")
+    cwd = os.getcwd()
+    args = ["--quick", "--only", "tsn", "atm_mul_sub", "--results", str(tmp / "results"),
+            "--work", str(tmp / "work"), "--data", str(tmp / "data")]
+    try:
+        code = reproduce.main(args)
+    finally:
+        os.chdir(cwd)
+    return tmp, code
+
+
+@pytest.mark.slow
+def test_quick_job_executes_every_notebook(quick_job):
+    tmp, code = quick_job
+    results = tmp / "results"
+    assert code == 0
+    executed = sorted(p.name for p in (results / "runs").glob("*.ipynb"))
+    assert executed == ["ablation.ipynb", "evaluate_atm_mul_sub.ipynb", "evaluate_tsn.ipynb", "results.ipynb",
+                        "train_atm_mul_sub.ipynb", "train_tsn.ipynb", "visualize_arithmetic.ipynb"]
+    for name in executed:
+        nb = nbformat.read(results / "runs" / name, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"{name}: {errors[:1]}"
+        assert nb.metadata.papermill.parameters["quick"] is True
+
+
+@pytest.mark.slow
+def test_quick_job_tables_and_figures(quick_job):
+    tmp, _ = quick_job
+    results = tmp / "results"
+    table = pd.read_csv(results / "tables" / "ablation.csv")
+    assert table.variant.tolist() == ["tsn", "atm_mul_sub"]
+    for row in table.itertuples():  # the table holds exactly what the runs measured
+        summary = json.loads((results / "runs" / row.variant / "eval" / "summary.json").read_text())
+        assert row.top1 == round(summary["top1"], 2) and row.top5 == round(summary["top5"], 2)
+    assert "Quick mode" in (results / "tables" / "ablation.md").read_text()
+    figures = {str(p.relative_to(results / "figures")) for p in (results / "figures").rglob("*.png")}
+    assert {"ablation_top1.png", "training_curves.png", "confusion_matrices.png",
+            "feature_maps/atm_mul_sub_mul_cue.png", "feature_maps/atm_mul_sub_mul_patches.png",
+            "feature_maps/atm_mul_sub_sub_cue.png", "feature_maps/atm_mul_sub_residuals.png"} <= figures
+    assert (results / "model_card.md").is_file()
+    assert not (tmp / "results" / "runs" / "tsn" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_runner_carries_on_after_a_refused_run(quick_job, tmp_path):
+    tmp, _ = quick_job
+    work = tmp / "work"
+    broken = work / "tsm"
+    broken.mkdir(exist_ok=True)
+    (broken / "config.yaml").write_text((work / "tsn" / "config.yaml").read_text())
+    cwd = os.getcwd()
+    try:
+        code = reproduce.main(["--quick", "--skip-training", "--only", "tsn", "tsm", "--results",
+                               str(tmp_path / "results"), "--work", str(work), "--data", str(tmp / "data")])
+    finally:
+        os.chdir(cwd)
+    assert code == 1
+    table = pd.read_csv(tmp_path / "results" / "tables" / "ablation.csv")
+    assert table.variant.tolist() == ["tsn"]  # the refused run is left out, the rest goes on
+    assert (tmp_path / "results" / "runs" / "results.ipynb").is_file()
