@@ -11,12 +11,14 @@ reference's.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from .ops import OP_NAMES, check_frames, get_op, pair_frames
+from .ops import OP_NAMES, check_frames, clip_correlation, get_op, pair_frames
 
 RESIDUAL_MODES = ("relu", "identity")
 
@@ -34,6 +36,15 @@ class SimilarityEncoder(nn.Sequential):
 
     Stride-2 layers halve the patch, the last 3x3 valid conv collapses it, so this
     encoder is specific to ``window=9`` as in the reference.
+
+    Takes the patches flattened, ``(N, 81)``, and returns ``(N, 64)``. The layers are the
+    reference's convolutions run in shapes that suit CPU kernels. The 1->4 conv of a
+    one-channel 9x9 patch is a linear map: one ``(324, 81) @ (81, N)`` product with the conv's
+    own matrix, whose channel-major result lets its BatchNorm sum each channel over one long
+    row (the channels-last BatchNorm kernel accumulates in float32 and drifts over the
+    ``81 * N`` values of these four channels). The middle convs run channels-last. The last
+    conv covers its whole 3x3 input, so it is a ``(N, 576) @ (576, 64)`` product. Same
+    weights, same BatchNorm statistics and running averages, same results up to rounding.
     """
 
     def __init__(self, out_channels: int = 64):
@@ -43,6 +54,21 @@ class SimilarityEncoder(nn.Sequential):
             conv_bn_relu(16, out_channels, stride=2),
             conv_bn_relu(out_channels, out_channels, padding=0),
         )
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        first, second, third, last = self
+        count, area = patches.shape
+        side = math.isqrt(area)
+        # column p of the matrix is the conv applied to the unit patch e_p; rows (channel, y, x)
+        basis = torch.eye(area, dtype=patches.dtype, device=patches.device).view(area, 1, side, side)
+        matrix = first[0](basis).flatten(1).t()
+        y = first[2](first[1]((matrix @ patches.t()).view(1, -1, area, count)))
+        y = y.view(-1, side, side, count).permute(3, 1, 2, 0).contiguous().permute(0, 3, 1, 2)
+        y = third(second(y))
+        conv = last[0]
+        weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+        y = F.linear(y.permute(0, 2, 3, 1).reshape(count, -1), weight)
+        return last[2](last[1](y.view(*y.shape, 1, 1))).view(y.shape)
 
 
 class ATMBlock(nn.Module):
@@ -97,31 +123,34 @@ class ATMBlock(nn.Module):
 
     def cue(self, x: torch.Tensor) -> torch.Tensor:
         """The arithmetic cue of the reduced map: ``(B, T, K, D', h, w)``."""
-        anchor, neighbour = pair_frames(x, self.num_frames, self.context)
         if self.op == "mul":
-            return self.op_fn(anchor, neighbour, self.window)
-        return self.op_fn(anchor, neighbour)
+            return clip_correlation(x, self.num_frames, self.context, self.window)
+        return self.op_fn(*pair_frames(x, self.num_frames, self.context))
 
     def encode_similarity(self, volume: torch.Tensor) -> torch.Tensor:
-        """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, 64, h, w)``."""
-        b, t, k, _, h, w = volume.shape
-        patches = volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, 1, self.window, self.window)
-        encoded = self.encoder(patches).reshape(b, t, k, h, w, -1)
-        return encoded.permute(0, 1, 2, 5, 3, 4)
+        """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, 64, h, w)``, channels-last."""
+        b, t, k, area, h, w = volume.shape
+        encoded = self.encoder(volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, area))
+        return encoded.view(b, t, k, h, w, -1).permute(0, 1, 2, 5, 3, 4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_frames(x.shape[0], self.num_frames)
         if self.downsample and (x.shape[-1] % 2 or x.shape[-2] % 2):
             raise ValueError(f"downsample=True needs an even feature map, got {tuple(x.shape[-2:])}")
-        cue = self.cue(self.reduce(x))
+        # channels-last from here on: per-position vectors contiguous for the ops, the BatchNorms
+        # and the convs (a ViT's token grid already is)
+        cue = self.cue(self.reduce(x).contiguous(memory_format=torch.channels_last))
         features = self.encode_similarity(cue) if self.encoder is not None else cue
         b, t, k, d, h, w = features.shape
         transferred = self.transfer(features.reshape(b * t * k, d, h, w))
-        branch = self.proj(self.fuse(transferred.reshape(b * t, k * 64, h, w)))
+        # offsets into channels, offset-major: (B*T, K*64, h, w), still channels-last
+        grouped = transferred.permute(0, 2, 3, 1).reshape(b * t, k, h, w, -1).permute(0, 2, 3, 1, 4)
+        grouped = grouped.reshape(b * t, h, w, -1).permute(0, 3, 1, 2)
+        branch = self.proj(self.fuse(grouped))
         if self.capture:
             self.last_cue, self.last_branch = cue.detach(), branch.detach()
         out = x + branch
-        return torch.relu(out) if self.residual == "relu" else out
+        return out.relu_() if self.residual == "relu" else out
 
 
 class ATM(nn.Sequential):

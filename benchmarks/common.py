@@ -1,0 +1,159 @@
+"""Shared pieces of the benchmark scripts: timing, CPU peak memory, the matmul rate, records.
+
+Every script measures the things it compares in one process, interleaved (A, B, B, A, ...),
+and reports medians and ratios, because the machine these run on is shared and noisy. Each
+script writes ``results/bench/<name>.json`` and regenerates ``results/benchmarks.md`` from all
+of them (``benchmarks/report.py``), so no figure in that file is ever typed by hand.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "results" / "bench"
+
+# glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc malloc from returning freed memory to the kernel (its default does).
+
+    With the default policy, each large tensor freed at the top of the heap is handed back and
+    the next allocation of that size page-faults on every 4 KiB page again; on this machine
+    that is a third of an ATM block's forward time. The PyTorch CPU performance guide advises a
+    caching allocator (jemalloc, tcmalloc) for the same reason; this is the glibc equivalent.
+    Applied once, to the whole process, so every implementation measured runs under it.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    trim = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    mmap = libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest allowed value
+    return bool(trim and mmap)
+
+
+def setup(threads: int, malloc: str) -> dict:
+    """Thread count and allocator policy; returns what was applied, for the record."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    kept = keep_freed_memory() if malloc == "keep" else False
+    return {"threads": threads, "malloc": "glibc, freed memory kept (mallopt)" if kept
+            else "glibc defaults"}
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+                ) -> dict[str, list[float]]:
+    """Seconds per call of each function, run in alternating order every repeat."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over repeats of slow/fast, each pair taken in the same repeat (so the same load)."""
+    return statistics.median(s / f for s, f in zip(slow, fast))
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes held through PyTorch's CPU allocator while ``fn`` runs, above the start level.
+
+    Uses the profiler's allocator events (``profile_memory=True``): every allocation and free
+    made by any op, with its size and time, so the running sum's maximum is the peak. Memory
+    that kernels take outside PyTorch's allocator (MKL's own scratch) is not seen.
+    """
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        result = fn()
+        del result
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    level = peak = 0
+    for _, nbytes in events:
+        level += nbytes
+        peak = max(peak, level)
+    return peak
+
+
+def matmul_rates(size: int = 2048, repeats: int = 7) -> dict[str, float]:
+    """fp32 GEMM rate in GMAC/s of the two GEMM engines PyTorch uses on CPU.
+
+    ``torch.mm`` calls MKL's sgemm; convolutions (and so a 1x1 convolution, which is a GEMM)
+    call oneDNN. On some CPUs (MKL on AMD) the two differ by 2x, so both are measured and the
+    faster one is taken as the machine's fp32 matmul rate.
+    """
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    x = a.view(1, size, 1, size).permute(0, 3, 1, 2)  # (1, K, M, 1) channels-last: rows of a
+    weight = b.t().contiguous().view(size, size, 1, 1)
+    conv = F.conv2d(x, weight).permute(0, 2, 3, 1).reshape(size, size)
+    torch.testing.assert_close(conv, a @ b, rtol=1e-3, atol=1e-2)
+    times = interleaved({"torch.mm (MKL sgemm)": lambda: torch.mm(a, b),
+                         "1x1 conv (oneDNN)": lambda: F.conv2d(x, weight)}, repeats, warmup=2)
+    return {name: size**3 / median(t) / 1e9 for name, t in times.items()}
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def machine(applied: dict) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    config = torch.__config__.show()
+    libs = [line.strip(" -") for line in config.splitlines()
+            if "Math Kernel Library" in line or "MKL-DNN" in line]
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("timm", "fvcore"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "os": platform.platform(),
+            "versions": versions, "libraries": libs, **applied}
+
+
+def command() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+
+
+def save(name: str, record: dict) -> Path:
+    """Write ``results/bench/<name>.json`` and regenerate ``results/benchmarks.md``."""
+    from report import write_report  # benchmarks/ is on sys.path when a script runs
+
+    RECORDS.mkdir(parents=True, exist_ok=True)
+    path = RECORDS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_report()
+    return path
