@@ -70,6 +70,7 @@ def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, state: TrainState
         clear(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()  # every process has written its RNG state into tmp
     if accelerator.is_main_process:
         if ema is not None:
             save_module(ema.module, tmp / "ema.safetensors")
