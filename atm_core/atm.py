@@ -12,11 +12,11 @@ reference's.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from .ops import OP_NAMES, check_frames, clip_correlation, get_op, pair_frames
 

@@ -12,7 +12,7 @@ ordered ``(b, t, o)`` with the offset fastest.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

@@ -31,21 +31,22 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import common  # noqa: E402
-from atm_core import ATM  # noqa: E402
-from atm_core.ops import clip_correlation  # noqa: E402
+import common
+
+from atm_core import ATM
+from atm_core.ops import clip_correlation
 
 CONFIGS = {
-    "vit_b16": dict(channels=768, size=14, downsample=False, tokens=True),
-    "vit_l14": dict(channels=1024, size=16, downsample=False, tokens=True),
-    "r50_res3": dict(channels=512, size=28, downsample=True, tokens=False),
-    "r50_res2": dict(channels=256, size=56, downsample=True, tokens=False),
+    "vit_b16": {"channels": 768, "size": 14, "downsample": False, "tokens": True},
+    "vit_l14": {"channels": 1024, "size": 16, "downsample": False, "tokens": True},
+    "r50_res3": {"channels": 512, "size": 28, "downsample": True, "tokens": False},
+    "r50_res2": {"channels": 256, "size": 56, "downsample": True, "tokens": False},
 }
 CORRELATION_SIDES = (14, 16, 28, 56)
 FRAMES, CONTEXT, WINDOW, HIDDEN = 8, 5, 9, 64
@@ -85,7 +86,7 @@ def naive_pairs(reduced: torch.Tensor, context: int) -> tuple[torch.Tensor, torc
     padded = F.pad(reduced, (0, 0, 0, 0, r, r))
     neighbours = torch.stack([padded[:, :, k : k + t] for k in range(context)], 3)  # (B,D,T,K,h,w)
     anchors = reduced.unsqueeze(3).expand_as(neighbours)
-    flat = lambda v: v.permute(0, 2, 3, 1, 4, 5).reshape(b * t * context, d, h, w)  # noqa: E731
+    flat = lambda v: v.permute(0, 2, 3, 1, 4, 5).reshape(b * t * context, d, h, w)
     return flat(anchors), flat(neighbours)
 
 
@@ -182,7 +183,7 @@ def check_equal(ours: nn.Module, naive: nn.Module, x: torch.Tensor) -> dict:
     o, n = results["ours"], results["naive"]
     forward = (o[0] - n[0]).abs().max().item()
     inference = (o[2] - n[2]).abs().max().item()
-    relative = lambda a, b: ((a.reshape(b.shape) - b).abs().max() / b.abs().max()).item()  # noqa
+    relative = lambda a, b: ((a.reshape(b.shape) - b).abs().max() / b.abs().max()).item()
     grads = [relative(o[1], n[1])] + [relative(o[3][k], n[3][k]) for k in n[3]]
     assert forward <= 1e-4 and inference <= 1e-4, (forward, inference)
     assert max(grads) <= 1e-3, max(grads)
@@ -323,10 +324,11 @@ def main() -> None:
              "columns": ["map side", "ours", "naive", "naive / ours"], "rows": memory},
         ],
         "notes": [
-            "fwd = inference (eval mode, inference_mode); train fwd = train mode without "
-            "autograd; fwd+bwd = train mode, forward and backward with a fixed upstream gradient.",
-            "share of matmul peak = fvcore GMAC of the naive formulation / ours fwd time / the "
-            "faster fp32 GEMM rate above.",
+            ("fwd = inference (eval mode, inference_mode); train fwd = train mode without "
+             "autograd; fwd+bwd = train mode, forward and backward with a fixed upstream "
+             "gradient."),
+            ("share of matmul peak = fvcore GMAC of the naive formulation / ours fwd time / the "
+             "faster fp32 GEMM rate above."),
             "r50_* use downsample=True: the correlation runs at half the map side.",
         ],
         "summary": last,

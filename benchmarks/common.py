@@ -15,9 +15,9 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -28,8 +28,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import common  # noqa: E402
-import atm_core  # noqa: E402,F401  (registers the video models with timm)
+import common
+
+import atm_core  # noqa: F401  (registers the video models with timm)
 
 MODEL = "atm_vit_base_patch16_clip_224"
 FRAMES, CLASSES, SIZE = 8, 174, 224
@@ -133,8 +134,9 @@ def forward_gmac_per_clip() -> float:
 
 
 def loader_clips_per_core(clips: int) -> float:
-    from atm_core.data import generate_benchmark
     from data_loader import clips_per_second
+
+    from atm_core.data import generate_benchmark
 
     with tempfile.TemporaryDirectory() as tmp:
         per_class = -(-(clips + 16) // 12)

@@ -21,8 +21,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import common  # noqa: E402
-import atm_core  # noqa: E402,F401  (registers the video models with timm)
+import common
+
+import atm_core  # noqa: F401  (registers the video models with timm)
 
 MODEL = "atm_vit_base_patch16_clip_224"
 FRAMES, CLASSES = 8, 174
@@ -87,8 +88,8 @@ def main() -> None:
             "rows": [[f"atm_ops={ops}", params[k], macs[k], med[k], macs[k] / med[k]]
                      for k, ops in (("with", ("mul", "sub")), ("without", ()))],
         }],
-        "notes": [f"ratio = median of paired (with / without) forward times = {ratio:.3f}; "
-                  f"extra MACs = {macs['with'] / macs['without'] - 1:.2%}."],
+        "notes": [(f"ratio = median of paired (with / without) forward times = {ratio:.3f}; "
+                   f"extra MACs = {macs['with'] / macs['without'] - 1:.2%}.")],
         "summary": last,
     }
     common.save(args.name, record)
