@@ -42,6 +42,11 @@ OP_TITLES = {
     "div": "division: log1p|x[t+o]| - log1p|x[t]|",
     "mul": "multiplication: local cosine similarity of x[t] and x[t+o]",
 }
+OP_HEAT = {
+    "add": "heat = size of the sum of frame t and frame t+o at each position",
+    "sub": "heat = size of the change from frame t to frame t+o at each position",
+    "div": "heat = size of the log-ratio of frame t+o to frame t at each position",
+}
 HEAT_CMAP = "inferno"
 
 
@@ -238,11 +243,13 @@ def _overlay(ax, frame: np.ndarray, layer: np.ndarray, **imshow) -> object:
     return ax.imshow(layer, extent=(0, width, height, 0), interpolation="nearest", **imshow)
 
 
-def _mark_outside(ax, t: int, offset: int, num_frames: int) -> None:
+def _mark_outside(ax, t: int, offset: int, num_frames: int) -> bool:
     """Label a panel whose neighbour frame lies outside the clip (the block sees zeros)."""
-    if not 0 <= t + offset < num_frames:
-        ax.text(0.5, 0.08, "no neighbour", transform=ax.transAxes, ha="center",
+    outside = not 0 <= t + offset < num_frames
+    if outside:
+        ax.text(0.5, 0.08, "no neighbour", transform=ax.transAxes, ha="center", zorder=5,
                 fontsize=7, color="white", bbox={"facecolor": "black", "alpha": 0.6, "pad": 1})
+    return outside
 
 
 def _offset_labels(offsets: Sequence[int]) -> list[str]:
@@ -268,17 +275,19 @@ def plot_cue(frames: np.ndarray, capture: BlockCapture, clip_index: int = 0) -> 
     norms = cue_norms(capture.cue, clip_index)
     num_frames, offsets = norms.shape[0], capture.offsets
     fig, axes = _grid(len(offsets), num_frames)
-    vmax = max(float(norms.max()), 1e-12)
+    inside = [norms[t, k] for k, o in enumerate(offsets) for t in range(num_frames) if 0 <= t + o < num_frames]
+    vmax = max(max(float(n.max()) for n in inside), 1e-12)  # zero neighbours would swamp the scale
     image = None
     for k, offset in enumerate(offsets):
         for t in range(num_frames):
             ax = axes[k, t]
-            image = _overlay(ax, frames[t], norms[t, k], cmap=HEAT_CMAP, vmin=0, vmax=vmax, alpha=0.6)
-            _mark_outside(ax, t, offset, num_frames)
+            outside = _mark_outside(ax, t, offset, num_frames)
+            layer = _overlay(ax, frames[t], norms[t, k], cmap=HEAT_CMAP, vmin=0, vmax=vmax,
+                             alpha=0.25 if outside else 0.6)
+            image = image if outside else layer
     _label_grid(axes, _offset_labels(offsets), [f"frame {t}" for t in range(num_frames)])
     fig.colorbar(image, ax=axes, shrink=0.8, label="cue norm over channels")
-    fig.suptitle(f"{capture.title} - {OP_TITLES[capture.op]}\n"
-                 "heat = how strongly frame t differs from / combines with frame t+o, per position")
+    fig.suptitle(f"{capture.title} - {OP_TITLES[capture.op]}\n{OP_HEAT[capture.op]}")
     return fig
 
 

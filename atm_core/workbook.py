@@ -50,9 +50,9 @@ WORK_DIR = "runs/reproduce"
 RESULTS_DIR = "results"
 
 # --quick: a handful of tiny clips and one short epoch; everything else as in the full job.
-QUICK_DATA = {"train_per_class": 2, "val_per_class": 1, "size": 64, "num_frames": 24}
+QUICK_DATA = {"train_per_class": 1, "val_per_class": 1, "size": 64, "num_frames": 24}
 QUICK_OVERRIDES = (
-    "optim.epochs=1", "optim.warmup_epochs=0", "train.batch_size=4", "eval.batch_size=4",
+    "optim.epochs=1", "optim.warmup_epochs=0", "train.batch_size=6", "eval.batch_size=12",
     "data.num_workers=0", "eval.num_clips=1", "eval.num_crops=1", "train.tensorboard=false",
 )
 
