@@ -1,0 +1,192 @@
+"""Registered video models: a config table of backbones, one builder, timm entry points last.
+
+After ``import atm_core.models``::
+
+    timm.create_model("atm_vit_base_patch16_clip_224", num_frames=8, num_classes=174,
+                      temporal="tokent1d", atm_ops=("mul", "sub"), atm_layer=7)
+
+Keyword arguments: ``num_frames``, ``num_classes``, ``temporal``, ``atm_ops`` (``()`` = no
+ATM), ``atm_layer`` (1-based block / stage before which ATM runs), ``atm_residual``,
+``dropout`` (before the classifier), ``proj_dim`` (CLIP projection width, ViTs),
+``pretrained`` (timm hub weights of the backbone), ``pretrained_file`` (a local checkpoint,
+see :mod:`.weights`); anything else goes to the timm backbone (``img_size``,
+``drop_path_rate``, ``embed_dim``, ...).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import timm
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from timm.models import register_model
+
+from .classifier import VideoClassifier
+from .resnet import VideoResNet
+from .vit import VideoViT
+from .weights import LoadReport, load_pretrained
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How one registered video model builds its backbone and what it defaults to."""
+
+    arch: str  # timm architecture of the image backbone
+    weights: Optional[str]  # timm pretrained tag used by pretrained=True (None: none exist)
+    family: str  # "vit" (VisionTransformer / Eva) or "resnet"
+    atm_layer: int
+    temporal: str
+    num_classes: int
+    img_size: int
+    proj_dim: Optional[int] = None  # CLIP image projection after the class token
+    proj_bias: bool = False
+    mean: tuple = OPENAI_CLIP_MEAN
+    std: tuple = OPENAI_CLIP_STD
+    backbone_args: dict = field(default_factory=dict)
+
+
+SPECS: dict[str, BackboneSpec] = {
+    # OpenAI CLIP ViT-B/16 (QuickGELU), the reference configuration
+    "atm_vit_base_patch16_clip_224": BackboneSpec(
+        "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_clip_quickgelu_224.openai", "vit",
+        atm_layer=7, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=512),
+    "atm_vit_large_patch14_clip_224": BackboneSpec(
+        "vit_large_patch14_clip_quickgelu_224", "vit_large_patch14_clip_quickgelu_224.openai", "vit",
+        atm_layer=14, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768),
+    # EVA02-CLIP-L/14: its projection has a bias
+    "atm_eva02_large_patch14_clip_224": BackboneSpec(
+        "eva02_large_patch14_clip_224", "eva02_large_patch14_clip_224.merged2b", "vit",
+        atm_layer=14, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768, proj_bias=True),
+    "atm_eva02_large_patch14_clip_336": BackboneSpec(
+        "eva02_large_patch14_clip_336", "eva02_large_patch14_clip_336.merged2b", "vit",
+        atm_layer=14, temporal="tokent1d", num_classes=174, img_size=336, proj_dim=768, proj_bias=True),
+    # ImageNet ResNet-50: ATM before stage 3 (28x28 map reduced to 14x14), TSM in the residual branches
+    "atm_resnet50": BackboneSpec(
+        "resnet50", "resnet50.a1_in1k", "resnet", atm_layer=3, temporal="tsm", num_classes=174,
+        img_size=224, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
+    # tiny ViT for CPU runs on the built-in benchmark, trained from scratch
+    "atm_vit_tiny_patch8_64": BackboneSpec(
+        "vit_tiny_patch16_224", None, "vit", atm_layer=4, temporal="tokent1d", num_classes=12,
+        img_size=64, backbone_args=dict(patch_size=8, embed_dim=96, depth=6, num_heads=3)),
+}
+
+
+def _backbone(spec: BackboneSpec, name: str, pretrained: bool, proj_dim: Optional[int],
+              timm_kwargs: dict[str, Any]) -> nn.Module:
+    """The timm image backbone without classifier; with ``pretrained``, its hub weights, and the
+    CLIP projection (timm's head) returned as the backbone's ``head`` until the caller moves it."""
+    if pretrained and spec.weights is None:
+        raise ValueError(f"{name} has no pretrained backbone weights (it is trained from scratch); "
+                         "use pretrained=False or pretrained_file=...")
+    kwargs = {**spec.backbone_args, **timm_kwargs}
+    if spec.family == "resnet":
+        kwargs.pop("img_size", None)  # a CNN takes any input size
+    else:
+        kwargs.setdefault("img_size", spec.img_size)
+    keep_head = pretrained and proj_dim is not None
+    return timm.create_model(spec.weights if pretrained else spec.arch, pretrained=pretrained,
+                             num_classes=proj_dim if keep_head else 0, **kwargs)
+
+
+def build_video_model(
+    name: str,
+    pretrained: bool = False,
+    *,
+    num_frames: int = 8,
+    num_classes: Optional[int] = None,
+    temporal: Optional[str] = None,
+    atm_ops: Sequence[str] = ("mul", "sub"),
+    atm_layer: Optional[int] = None,
+    atm_residual: str = "relu",
+    dropout: float = 0.0,
+    proj_dim: Optional[int] = None,
+    pretrained_file: Optional[str] = None,
+    pretrained_cfg: Any = None,
+    **timm_kwargs: Any,
+) -> VideoClassifier:
+    """Build the registered video model ``name`` (see the module docstring for the arguments)."""
+    spec = SPECS[name]
+    if isinstance(atm_ops, str):
+        raise ValueError(f"atm_ops must be a sequence of op names, got the string {atm_ops!r}")
+    num_classes = spec.num_classes if num_classes is None else num_classes
+    temporal = spec.temporal if temporal is None else temporal
+    atm_layer = spec.atm_layer if atm_layer is None else atm_layer
+    proj_dim = spec.proj_dim if proj_dim is None else proj_dim
+    if pretrained and pretrained_file:
+        _logger.info("%s: pretrained_file=%s given, not downloading %s", name, pretrained_file, spec.weights)
+        pretrained = False
+    if not pretrained:
+        timm_kwargs.pop("pretrained_cfg_overlay", None)
+        timm_kwargs.pop("cache_dir", None)
+    backbone = _backbone(spec, name, pretrained, proj_dim, timm_kwargs)
+
+    common = dict(num_frames=num_frames, num_classes=num_classes, temporal=temporal, atm_ops=tuple(atm_ops),
+                  atm_layer=atm_layer, atm_residual=atm_residual, dropout=dropout)
+    if spec.family == "resnet":
+        model: VideoClassifier = VideoResNet(backbone, **common)
+    else:
+        clip_proj = backbone.get_classifier() if isinstance(backbone.get_classifier(), nn.Linear) else None
+        backbone.reset_classifier(0)
+        model = VideoViT(backbone, proj_dim=proj_dim, proj_bias=spec.proj_bias, **common)
+        if clip_proj is not None:  # hub weights: timm loaded the CLIP projection as the head
+            model.proj.weight.data.copy_(clip_proj.weight.data)
+            if model.proj.bias is not None:
+                model.proj.bias.data.copy_(clip_proj.bias.data)
+
+    size = getattr(getattr(backbone, "patch_embed", None), "img_size", None)
+    img_size = tuple(size) if size is not None else (timm_kwargs.get("img_size", spec.img_size),) * 2
+    model.pretrained_cfg = model.default_cfg = dict(
+        architecture=name, backbone=spec.arch, backbone_weights=spec.weights,
+        input_size=(3, *img_size), num_frames=num_frames, num_classes=num_classes,
+        mean=spec.mean, std=spec.std, interpolation="bicubic", crop_pct=1.0, classifier="head")
+    if pretrained_file:
+        load_pretrained(model, pretrained_file)
+    elif pretrained:
+        loaded = {f"backbone.{k}" for k in backbone.state_dict()} | (
+            {f"proj.{k}" for k in model.proj.state_dict()} if isinstance(model.proj, nn.Linear) else set())
+        model.load_report = LoadReport(spec.weights, loaded=sorted(loaded),
+                                       new=[n for n, _ in model.named_parameters() if n not in loaded])
+        _logger.info(model.load_report.summary())
+    return model
+
+
+# ---------------------------------------------------------------- timm entry points
+
+@register_model
+def atm_vit_base_patch16_clip_224(pretrained: bool = False, **kwargs) -> VideoClassifier:
+    """OpenAI CLIP ViT-B/16 (QuickGELU, 512-d projection); T1D in every block, ATM before block 7."""
+    return build_video_model("atm_vit_base_patch16_clip_224", pretrained, **kwargs)
+
+
+@register_model
+def atm_vit_large_patch14_clip_224(pretrained: bool = False, **kwargs) -> VideoClassifier:
+    """OpenAI CLIP ViT-L/14 (QuickGELU, 768-d projection); ATM before block 14 of 24."""
+    return build_video_model("atm_vit_large_patch14_clip_224", pretrained, **kwargs)
+
+
+@register_model
+def atm_eva02_large_patch14_clip_224(pretrained: bool = False, **kwargs) -> VideoClassifier:
+    """EVA02-CLIP-L/14 at 224 (768-d projection); ATM before block 14 of 24."""
+    return build_video_model("atm_eva02_large_patch14_clip_224", pretrained, **kwargs)
+
+
+@register_model
+def atm_eva02_large_patch14_clip_336(pretrained: bool = False, **kwargs) -> VideoClassifier:
+    """EVA02-CLIP-L/14 at 336 (768-d projection); ATM before block 14 of 24."""
+    return build_video_model("atm_eva02_large_patch14_clip_336", pretrained, **kwargs)
+
+
+@register_model
+def atm_resnet50(pretrained: bool = False, **kwargs) -> VideoClassifier:
+    """ImageNet ResNet-50 with TSM; ATM (downsample=True) before stage 3."""
+    return build_video_model("atm_resnet50", pretrained, **kwargs)
+
+
+@register_model
+def atm_vit_tiny_patch8_64(pretrained: bool = False, **kwargs) -> VideoClassifier:
+    """Tiny ViT for CPU runs: 64x64 input, 8x8 patches, width 96, 6 blocks, 3 heads; ATM before block 4."""
+    return build_video_model("atm_vit_tiny_patch8_64", pretrained, **kwargs)
