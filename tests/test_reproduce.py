@@ -225,3 +225,18 @@ def test_runner_carries_on_after_a_refused_run(quick_job, tmp_path):
     table = pd.read_csv(tmp_path / "results" / "tables" / "ablation.csv")
     assert table.variant.tolist() == ["tsn"]  # the refused run is left out, the rest goes on
     assert (tmp_path / "results" / "runs" / "results.ipynb").is_file()
+
+
+def test_readme_table_is_replaced_between_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{reproduce.README_START}\nold table\n{reproduce.README_END}\noutro\n")
+    table = tmp_path / "ablation.md"
+    table.write_text("# Title\n\nnotes here\n\n| a |\n|---|\n| 1 |\n")
+    assert reproduce.update_readme(readme, table, minutes=27.4)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n")
+    assert "old table" not in text and "# Title" not in text
+    assert "notes here\n\n| a |\n|---|\n| 1 |" in text and "in 27 min" in text
+    readme.write_text("no markers\n")
+    assert not reproduce.update_readme(readme, table, minutes=1.0)
+    assert readme.read_text() == "no markers\n"
