@@ -1,5 +1,9 @@
-"""ATM workbook: the Arithmetic Temporal Module (Wu et al., ICCV 2023) and its video models."""
+"""ATM workbook: the Arithmetic Temporal Module (Wu et al., ICCV 2023) and its video models.
+
+Importing the package registers the video models with timm (``atm_core.models.SPECS``).
+"""
+from . import models
 from .atm import ATM, ATMBlock
 from .ops import OP_NAMES
 
-__all__ = ["ATM", "ATMBlock", "OP_NAMES"]
+__all__ = ["ATM", "ATMBlock", "OP_NAMES", "models"]
