@@ -213,7 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             trained.append(key)
         else:
             failures.append(failure)
-    for job in report_jobs(trained, common):
+    if not trained:
+        print("no variant trained: skipping the tables and figures", file=sys.stderr)
+    for job in report_jobs(trained, common) if trained else []:
         failure = run_job(job, results, root, timings)
         if failure is not None:
             failures.append(failure)

@@ -192,6 +192,8 @@ TABLE_COLUMNS = ("variant", "model", "temporal", "atm_ops", "top1", "top5", "mea
 def build_table(runs: Mapping[str, str | Path]) -> pd.DataFrame:
     """One row per run (``key -> run directory``), in the given order. Every run is checked
     first; runs with missing metrics are refused, all named in one :class:`MissingMetrics`."""
+    if not runs:
+        raise MissingMetrics("no runs to tabulate")
     loaded, problems = {}, []
     for key, run_dir in runs.items():
         try:
