@@ -176,8 +176,10 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else
                           f"{where}key '{key}' expects {_type_name(tp)}, got {value!r}")
     if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}key '{key}' must be one of {list(args)}, got {value!r}")
+        if isinstance(value, bool) or value not in args:
+            hint = (" (YAML reads unquoted no/yes/on/off as booleans: quote the value, e.g. 'no')"
+                    if isinstance(value, bool) else "")
+            raise ConfigError(f"{where}key '{key}' must be one of {list(args)}, got {value!r}{hint}")
         return value
     if origin is tuple:
         if isinstance(value, str):
@@ -316,8 +318,10 @@ def _accepts_dict(tp: Any) -> bool:
 
 
 def _accepts_str(tp: Any) -> bool:
-    is_union = typing.get_origin(tp) in (Union, types.UnionType)
-    return tp is str or (is_union and str in typing.get_args(tp))
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return all(isinstance(a, str) for a in args)
+    return tp is str or (origin in (Union, types.UnionType) and any(_accepts_str(a) for a in args))
 
 
 def _accepts_none(tp: Any) -> bool:

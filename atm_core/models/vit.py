@@ -197,11 +197,11 @@ class VideoViT(VideoClassifier):
         """Layer groups for timm's ``param_groups_layer_decay``: the temporal modules of block ``i``
         and an ATM placed before block ``i`` share block ``i``'s layer id; projection and head come last."""
         return dict(
-            stem=r"^backbone\.(cls_token|reg_token|pos_embed|patch_embed|norm_pre)",
+            stem=r"^backbone\.(?:cls_token|reg_token|pos_embed|patch_embed|norm_pre)",
             blocks=[
                 (r"^backbone\.blocks\.(\d+)", None),
                 (r"^temporal\.(\d+)\.", None),
                 (r"^atm\.", (self.atm_layer - 1,)),
-                (r"^backbone\.(norm|fc_norm)\.", (99999,)),
+                (r"^backbone\.(?:norm|fc_norm)\.", (99999,)),
             ],
         )
