@@ -109,6 +109,6 @@ class VideoResNet(VideoClassifier):
         first = (self.atm_layer,) if coarse else (self.atm_layer, 0)
         stage_re = r"^backbone\.layer(\d+)" if coarse else r"^backbone\.layer(\d+)\.(\d+)"
         return dict(
-            stem=r"^backbone\.(conv1|bn1|maxpool)",
+            stem=r"^backbone\.(?:conv1|bn1|maxpool)",
             blocks=[(stage_re, None), (r"^atm\.", first)],
         )

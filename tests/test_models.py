@@ -1,0 +1,326 @@
+"""Video models: registration, parameter counts, block wiring, invariances, errors, optimiser groups."""
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from timm.models import group_parameters
+from timm.optim import param_groups_layer_decay
+
+import atm_core  # noqa: F401  (registers the models)
+from atm_core.models import SPECS, VideoResNet, VideoViT
+from atm_core.models.vit import attention_half, mlp_half
+from atm_core.temporal import shift_frames
+
+TINY = "atm_vit_tiny_patch8_64"
+# a 2-block EVA02 (rotary embeddings, SwiGLU, layer-scale-free) small enough for the CPU
+TINY_EVA = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, atm_layer=2)
+TINY_RESNET = dict(layers=[1, 1, 1, 1])
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def tiny(frames: int = 4, **kwargs) -> nn.Module:
+    kwargs = {"num_frames": frames, "num_classes": 5, **kwargs}
+    return timm.create_model(TINY, **kwargs).eval()
+
+
+def clips(batch: int = 2, frames: int = 4, size: int = 64) -> torch.Tensor:
+    return torch.randn(batch, frames, 3, size, size)
+
+
+def same_weights(dst: nn.Module, src: nn.Module) -> nn.Module:
+    """Load ``src``'s tensors into ``dst``; the keys left over must be ``dst``'s ATM/temporal modules."""
+    missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
+    assert not unexpected
+    assert all(k.startswith(("atm.", "temporal.")) for k in missing)
+    return dst
+
+
+# ---------------------------------------------------------------- registration and counts
+
+def test_all_models_registered_after_importing_the_package():
+    for name in SPECS:
+        assert timm.is_model(name), name
+    assert set(SPECS) >= {"atm_vit_base_patch16_clip_224", "atm_vit_large_patch14_clip_224",
+                          "atm_eva02_large_patch14_clip_224", "atm_eva02_large_patch14_clip_336",
+                          "atm_resnet50", TINY}
+
+
+def test_reference_configuration_has_the_reference_parameter_count():
+    with torch.device("meta"):
+        model = timm.create_model("atm_vit_base_patch16_clip_224", num_frames=8, num_classes=174,
+                                  temporal="tokent1d", atm_ops=("mul", "sub"), atm_layer=7)
+    assert n_params(model) == 87_884_346
+    # the parts: OpenAI CLIP ViT-B/16 image tower with its bias-free 768->512 projection,
+    # T1D twice per block (2 * 3 * 768 each), ATM(mul, sub) at C=768, Linear(512, 174)
+    assert n_params(model.backbone) + n_params(model.proj) == 86_192_640
+    assert model.proj.bias is None and model.proj.weight.shape == (512, 768)
+    assert n_params(model.temporal) == 12 * 2 * 3 * 768
+    assert n_params(model.atm) == 1_547_148
+    assert n_params(model.head) == 512 * 174 + 174
+    assert isinstance(model.backbone.blocks[0].mlp.act, timm.layers.QuickGELU)
+
+
+@pytest.mark.parametrize("name, embed, proj_bias", [
+    ("atm_vit_large_patch14_clip_224", 768, False),
+    ("atm_eva02_large_patch14_clip_224", 768, True),
+    ("atm_eva02_large_patch14_clip_336", 768, True),
+])
+def test_large_models_project_to_clip_embeddings(name, embed, proj_bias):
+    with torch.device("meta"):
+        model = timm.create_model(name, num_classes=10)
+    assert model.proj.weight.shape == (embed, 1024) and (model.proj.bias is not None) == proj_bias
+    assert model.atm_layer == 14 and len(model.backbone.blocks) == 24
+    assert n_params(model.atm) == 1_874_828
+    assert model.head.weight.shape == (10, embed)
+
+
+def test_every_registered_model_runs_at_a_small_size():
+    shapes = {TINY: {}, "atm_eva02_large_patch14_clip_224": TINY_EVA, "atm_resnet50": TINY_RESNET,
+              "atm_vit_base_patch16_clip_224": dict(embed_dim=32, depth=2, num_heads=2, img_size=32,
+                                                    atm_layer=2, proj_dim=16)}
+    for name, kwargs in shapes.items():
+        model = timm.create_model(name, num_frames=4, num_classes=3, **kwargs).eval()
+        size = model.pretrained_cfg["input_size"][-1] if name != "atm_resnet50" else 64
+        assert model(clips(2, 4, size)).shape == (2, 3), name
+        assert model.pretrained_cfg["num_frames"] == 4 and model.num_classes == 3
+
+
+def test_backbone_parameter_names_do_not_depend_on_atm_or_temporal_modules():
+    plain = timm.create_model("vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=96, depth=6,
+                              num_heads=3, num_classes=0)
+    expected = {f"backbone.{k}" for k in plain.state_dict()}
+    for temporal in ("tsn", "tsm", "tokenshift", "tokent1d"):
+        for ops in ((), ("mul", "sub")):
+            model = tiny(temporal=temporal, atm_ops=ops)
+            names = set(model.state_dict())
+            assert {k for k in names if k.startswith("backbone.")} == expected
+            assert all(k.startswith(("backbone.", "atm.", "temporal.", "head.", "proj.")) for k in names)
+            assert (model.atm is None) == (ops == ())
+
+
+# ---------------------------------------------------------------- forward wiring
+
+def test_tsn_equals_timm_backbone_per_frame_then_mean():
+    model = tiny(temporal="tsn", atm_ops=())
+    x = clips()
+    frames = x.flatten(0, 1)
+    b = model.backbone
+    per_frame = b.forward_head(b.forward_features(frames), pre_logits=True)  # timm's own forward
+    expected = model.head(per_frame.view(2, 4, -1).mean(1))
+    torch.testing.assert_close(model(x), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(frames), expected, rtol=1e-5, atol=1e-6)  # flat (B*T) input
+
+
+@pytest.mark.parametrize("family", ["vit", "eva"])
+def test_block_halves_compose_to_the_timm_block(family):
+    if family == "vit":
+        backbone = timm.create_model("vit_tiny_patch16_224", img_size=32, depth=1, num_classes=0, init_values=0.3)
+        rope, kwargs = None, {}
+    else:
+        backbone = timm.create_model("eva02_large_patch14_clip_224", num_classes=0, init_values=0.3,
+                                     **{k: v for k, v in TINY_EVA.items() if k != "atm_layer"})
+        rope = backbone.rope.get_embed()
+        kwargs = {"rope": rope}
+    block = backbone.blocks[0].eval()
+    x = torch.randn(3, 5 if family == "vit" else 5, backbone.embed_dim)
+    torch.testing.assert_close(mlp_half(block, attention_half(block, x, rope)), block(x, **kwargs))
+
+
+def test_modules_run_in_reference_order_inside_blocks():
+    """ATM before block ``atm_layer`` (1-based), then T1D, attention, T1D, MLP in every block."""
+    model = tiny(temporal="tokent1d", atm_layer=3)
+    calls = []
+    watched = {"atm": model.atm}
+    for i, block in enumerate(model.backbone.blocks):
+        watched |= {f"pre{i}": model.temporal[i].pre, f"attn{i}": block.attn,
+                    f"mid{i}": model.temporal[i].mid, f"mlp{i}": block.mlp}
+    for label, module in watched.items():
+        module.register_forward_pre_hook(lambda m, a, label=label: calls.append(label))
+    model(clips())
+    expected = []
+    for i in range(6):
+        expected += (["atm"] if i == 2 else []) + [f"pre{i}", f"attn{i}", f"mid{i}", f"mlp{i}"]
+    assert calls == expected
+
+
+def test_t1d_with_identity_kernels_equals_tsn():
+    reference = tiny(temporal="tsn", atm_ops=())
+    model = same_weights(tiny(temporal="tokent1d", atm_ops=()), reference)
+    with torch.no_grad():
+        for stage in model.temporal:
+            for t1d in (stage.pre, stage.mid):
+                t1d.conv.weight.zero_()
+                t1d.conv.weight[:, 0, 1] = 1.0
+    x = clips()
+    torch.testing.assert_close(model(x), reference(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("temporal", ["tsn", "tokent1d"])
+def test_fresh_identity_residual_atm_leaves_the_output_unchanged(temporal):
+    base = tiny(temporal=temporal, atm_ops=())
+    model = same_weights(tiny(temporal=temporal, atm_ops=("mul", "sub"), atm_residual="identity"), base)
+    x = clips()
+    assert torch.equal(model(x), base(x))
+    # the reference residual ReLU(x + 0) clips negative tokens: not the identity at init
+    relu = same_weights(tiny(temporal=temporal, atm_ops=("mul", "sub")), base)
+    assert not torch.allclose(relu(x), base(x))
+
+
+def test_fresh_identity_residual_atm_in_a_resnet_leaves_the_output_unchanged():
+    base = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, atm_ops=(), **TINY_RESNET).eval()
+    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, atm_residual="identity",
+                              **TINY_RESNET).eval()
+    same_weights(model, base)
+    x = clips(size=64)
+    assert torch.equal(model(x), base(x))
+
+
+def _perturb_atm(model: nn.Module) -> nn.Module:
+    """A trained-looking ATM: nonzero output projections (fresh ones add exactly zero)."""
+    with torch.no_grad():
+        for block in model.atm:
+            block.proj.weight.normal_(0, 0.05)
+    return model
+
+
+@pytest.mark.parametrize("temporal, ops, invariant", [
+    ("tsn", (), True),
+    ("tsm", (), False),
+    ("tokenshift", (), False),
+    ("tokent1d", (), False),
+    ("tsn", ("mul",), False),
+    ("tsn", ("sub",), False),
+])
+def test_only_tsn_is_blind_to_frame_order(temporal, ops, invariant):
+    model = tiny(temporal=temporal, atm_ops=ops)
+    if ops:  # in training mode, where BatchNorm scales the branch to unit size (deterministic: no dropout)
+        _perturb_atm(model).train()
+    x = clips()
+    shuffled = x[:, torch.tensor([2, 0, 3, 1])]
+    same = torch.allclose(model(x), model(shuffled), rtol=1e-5, atol=1e-5)
+    assert same == invariant
+
+
+@pytest.mark.parametrize("temporal, invariant", [("tsn", True), ("tsm", False)])
+def test_resnet_frame_order(temporal, invariant):
+    # zero_init_last=False: timm zeroes each residual branch's last BatchNorm, and with it the shift
+    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, temporal=temporal, atm_ops=(),
+                              zero_init_last=False, **TINY_RESNET).eval()
+    x = clips(size=64)
+    shuffled = x[:, torch.tensor([3, 1, 0, 2])]
+    assert torch.allclose(model(x), model(shuffled), rtol=1e-5, atol=1e-5) == invariant
+
+
+def test_resnet_tsm_shifts_the_residual_branch_only():
+    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, temporal="tsm", atm_ops=(),
+                              **TINY_RESNET).eval()
+    block = model.backbone.layer2[0]
+    seen = {}
+    block.register_forward_pre_hook(lambda m, a: seen.__setitem__("block", a[0]))
+    block.conv1.register_forward_hook(lambda m, a, out: seen.__setitem__("conv1", a[0]))
+    block.downsample.register_forward_hook(lambda m, a, out: seen.__setitem__("shortcut", a[0]))
+    model(clips(size=64))
+    assert torch.equal(seen["conv1"], shift_frames(seen["block"], 4, 8))
+    assert torch.equal(seen["shortcut"], seen["block"])
+
+
+def test_grad_checkpointing_gives_the_same_output_and_gradients():
+    model = tiny(temporal="tokent1d").train()
+    x = clips()
+    model(x).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_backward_reaches_every_parameter():
+    model = tiny(temporal="tokent1d").train()
+    _perturb_atm(model)  # with zero projections nothing flows into the ATM convolutions
+    model(clips()).logsumexp(1).sum().backward()
+    unreached = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not unreached
+
+
+# ---------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(atm_layer=0), r"atm_layer=0 is out of range for a 6-block backbone: choose 1\.\.6"),
+    (dict(atm_layer=7), r"atm_layer=7 is out of range for a 6-block backbone"),
+    (dict(temporal="lstm"), r"unknown temporal module 'lstm'; choose from tsn, tsm, tokenshift, tokent1d"),
+    (dict(img_size=(64, 96)), r"ATM needs a square token grid, got 8x12 patches"),
+    (dict(atm_ops=("mul", "pow")), r"unknown ATM op 'pow'"),
+    (dict(atm_ops="mul"), r"atm_ops must be a sequence of op names"),
+    (dict(pretrained=True), r"has no pretrained backbone weights"),
+])
+def test_bad_model_arguments_fail_clearly(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny(**kwargs)
+
+
+def test_non_square_grid_is_fine_without_atm():
+    model = tiny(atm_ops=(), img_size=(64, 96))
+    assert model(torch.randn(1, 4, 3, 64, 96)).shape == (1, 5)
+
+
+def test_resnet_errors():
+    with pytest.raises(ValueError, match=r"unknown temporal module 'tokent1d' for a ResNet; choose from tsn, tsm"):
+        timm.create_model("atm_resnet50", temporal="tokent1d", **TINY_RESNET)
+    with pytest.raises(ValueError, match=r"atm_layer=5 is out of range for a 4-stage ResNet"):
+        timm.create_model("atm_resnet50", atm_layer=5, **TINY_RESNET)
+
+
+def test_inputs_with_the_wrong_number_of_frames_fail_clearly():
+    model = tiny(frames=4)
+    with pytest.raises(ValueError, match=r"expected clips of num_frames=4 frames, got input of shape \(2, 3, 3, 64, 64\)"):
+        model(torch.randn(2, 3, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"a batch of 6 frames is not divisible by num_frames=4"):
+        model(torch.randn(6, 3, 64, 64))
+    with pytest.raises(ValueError, match=r"expected \(B, T, 3, H, W\) clips"):
+        model(torch.randn(3, 64, 64))
+
+
+# ---------------------------------------------------------------- optimiser interfaces
+
+def test_atm_and_temporal_modules_share_the_layer_id_of_their_block():
+    with torch.device("meta"):
+        model = timm.create_model("atm_vit_base_patch16_clip_224", atm_layer=7)
+    layers = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    block7 = layers["backbone.blocks.6.attn.qkv.weight"]  # 1-based block 7
+    assert layers["atm.0.reduce.0.weight"] == layers["atm.1.proj.weight"] == block7
+    assert layers["temporal.6.pre.conv.weight"] == layers["temporal.6.mid.conv.weight"] == block7
+    assert layers["backbone.blocks.5.mlp.fc2.bias"] == block7 - 1
+    assert layers["backbone.pos_embed"] == layers["backbone.patch_embed.proj.weight"] == 0
+    assert layers["backbone.blocks.0.norm1.weight"] == 1 and block7 == 7
+    assert layers["backbone.norm.weight"] < layers["proj.weight"] == layers["head.weight"] == max(layers.values())
+
+    groups = param_groups_layer_decay(model, weight_decay=0.05, no_weight_decay_list=model.no_weight_decay(),
+                                      layer_decay=0.7)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert scale[id(named["atm.0.reduce.0.weight"])] == scale[id(named["backbone.blocks.6.mlp.fc1.weight"])]
+    assert scale[id(named["head.weight"])] == 1.0
+
+
+def test_no_weight_decay_names_the_position_embedding_and_class_token():
+    model = tiny()
+    names = model.no_weight_decay()
+    assert names == {"backbone.pos_embed", "backbone.cls_token"}
+    groups = param_groups_layer_decay(model, weight_decay=0.05, no_weight_decay_list=names, layer_decay=0.7)
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    params = dict(model.named_parameters())
+    assert decay[id(params["backbone.pos_embed"])] == 0.0
+    assert decay[id(params["atm.0.reduce.0.weight"])] == 0.05
+
+
+def test_resnet_atm_joins_the_first_block_of_its_stage():
+    model = timm.create_model("atm_resnet50", **TINY_RESNET)
+    layers = group_parameters(model, model.group_matcher(), reverse=True)
+    assert layers["atm.0.reduce.0.weight"] == layers["backbone.layer3.0.conv1.weight"]
+    assert layers["backbone.layer2.0.conv1.weight"] < layers["atm.0.reduce.0.weight"]
+    assert isinstance(model, VideoResNet) and isinstance(tiny(), VideoViT)
