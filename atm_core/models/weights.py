@@ -10,6 +10,7 @@ timm's own filter function for the backbone, puts the CLIP image projection (tim
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
@@ -80,7 +81,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises its own error types
             raise ValueError(f"{path} is not a readable safetensors checkpoint: {e}") from e
     try:
-        return _unwrap(torch.jit.load(str(path), map_location="cpu").state_dict(), path)
+        with warnings.catch_warnings():  # the released OpenAI files are TorchScript; nothing else reads them
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.* is deprecated", category=FutureWarning)
+            return _unwrap(torch.jit.load(str(path), map_location="cpu").state_dict(), path)
     except RuntimeError:
         pass  # not a TorchScript archive
     try:
@@ -122,7 +125,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     a :class:`LoadReport`. Raises ``ValueError`` naming the keys on a shape mismatch, on missing
     backbone tensors, or when nothing in the file fits the model."""
     path = Path(path)
-    state, ignored = to_model_keys(read_state_dict(path), model)
+    raw = read_state_dict(path)
+    state, ignored = to_model_keys(raw, model)
     own = model.state_dict()
     matched = {k: v for k, v in state.items() if k in own}
     ignored += [k for k in state if k not in own]
@@ -132,8 +136,8 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
         raise ValueError(f"{path}: {len(mismatched)} tensor(s) do not fit the model: "
                          f"{_shorten(mismatched, _SHOWN)}")
     if not matched:
-        raise ValueError(f"{path}: none of its {len(state)} tensors fits the model "
-                         f"(e.g. {_shorten(sorted(state), 3)}); is it a checkpoint for another architecture?")
+        raise ValueError(f"{path}: none of its {len(raw)} tensors fits the model "
+                         f"(e.g. {_shorten(sorted(raw), 3)}); is it a checkpoint for another architecture?")
     missing = [k for k in own if k.startswith("backbone.") and k not in matched
                and not k.endswith("num_batches_tracked")]
     if missing:
