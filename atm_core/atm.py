@@ -31,20 +31,38 @@ def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, padding: int = 1) -> 
     )
 
 
+def row_kernel(weight: torch.Tensor, width: int, stride: int, padding: int) -> torch.Tensor:
+    """``weight`` ``(O, I, k, k)`` as a ``(O*w_out, I*width, k, 1)`` kernel over maps whose columns
+    are folded into the channels: the conv along a row becomes a banded matrix.
+
+    ``conv2d(x, row_kernel(...), stride=(stride, 1), padding=(padding, 0))`` on ``x`` laid out
+    ``(1, I*width, height, N)`` (channel, column, row, item) equals ``conv2d`` with ``weight``
+    on the ``N`` maps ``(I, height, width)``, laid out the same way.
+    """
+    out_ch, in_ch, k, _ = weight.shape
+    out_width = (width + 2 * padding - k) // stride + 1
+    column = torch.arange(width, device=weight.device)
+    tap = column.view(1, -1) - stride * torch.arange(out_width, device=weight.device).view(-1, 1)
+    tap = tap + padding  # (out_width, width): which kernel column joins output and input columns
+    banded = weight[..., tap.clamp(0, k - 1)] * ((tap >= 0) & (tap < k))  # (O, I, k, w_out, width)
+    return banded.permute(0, 3, 1, 4, 2).reshape(out_ch * out_width, in_ch * width, k, 1)
+
+
 class SimilarityEncoder(nn.Sequential):
     """Encodes each ``W x W`` similarity patch to 64 channels: 9x9 -> 9 -> 5 -> 3 -> 1.
 
     Stride-2 layers halve the patch, the last 3x3 valid conv collapses it, so this
     encoder is specific to ``window=9`` as in the reference.
 
-    Takes the patches flattened, ``(N, 81)``, and returns ``(N, 64)``. The layers are the
-    reference's convolutions run in shapes that suit CPU kernels. The 1->4 conv of a
-    one-channel 9x9 patch is a linear map: one ``(324, 81) @ (81, N)`` product with the conv's
-    own matrix, whose channel-major result lets its BatchNorm sum each channel over one long
-    row (the channels-last BatchNorm kernel accumulates in float32 and drifts over the
-    ``81 * N`` values of these four channels). The middle convs run channels-last. The last
-    conv covers its whole 3x3 input, so it is a ``(N, 576) @ (576, 64)`` product. Same
-    weights, same BatchNorm statistics and running averages, same results up to rounding.
+    Takes the patches flattened, ``(N, 81)``, and returns ``(N, 64)``. Run as the reference's
+    ``N`` tiny images, these convs starve the CPU kernels (1 to 16 channels, 9x9 to 3x3 pixels)
+    and their BatchNorms either crawl (few pixels per image) or, channels-last, sum millions of
+    values in float32 and drift by ~1e-4. Here all ``N`` patches form one wide image: the
+    patch columns are folded into the channels (``row_kernel``), the rows stay rows and the
+    patches run along the width, so each layer is one conv with tens to hundreds of channels
+    over a 9 x N image, and each BatchNorm reads every channel as one contiguous run (exact,
+    float64-accumulated statistics). Same weights, same BatchNorm statistics and running
+    averages, same results up to float rounding.
     """
 
     def __init__(self, out_channels: int = 64):
@@ -56,19 +74,17 @@ class SimilarityEncoder(nn.Sequential):
         )
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        first, second, third, last = self
         count, area = patches.shape
-        side = math.isqrt(area)
-        # column p of the matrix is the conv applied to the unit patch e_p; rows (channel, y, x)
-        basis = torch.eye(area, dtype=patches.dtype, device=patches.device).view(area, 1, side, side)
-        matrix = first[0](basis).flatten(1).t()
-        y = first[2](first[1]((matrix @ patches.t()).view(1, -1, area, count)))
-        y = y.view(-1, side, side, count).permute(3, 1, 2, 0).contiguous().permute(0, 3, 1, 2)
-        y = third(second(y))
-        conv = last[0]
-        weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
-        y = F.linear(y.permute(0, 2, 3, 1).reshape(count, -1), weight)
-        return last[2](last[1](y.view(*y.shape, 1, 1))).view(y.shape)
+        width = math.isqrt(area)
+        # (1, columns, rows, N): channel = (conv channel, column), height = row, width = patch
+        y = patches.view(count, width, width).permute(2, 1, 0).reshape(1, width, width, count)
+        for conv, norm, relu in self:
+            stride, padding = conv.stride[0], conv.padding[0]
+            kernel = row_kernel(conv.weight, width, stride, padding)
+            y = F.conv2d(y, kernel, stride=(stride, 1), padding=(padding, 0))
+            width = y.shape[1] // conv.out_channels
+            y = relu(norm(y.view(1, conv.out_channels, -1, count))).view(y.shape)
+        return y.view(-1, count).t().contiguous()
 
 
 class ATMBlock(nn.Module):
