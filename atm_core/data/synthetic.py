@@ -10,14 +10,14 @@ scores) gives both members of a reversed pair the same score and cannot exceed 5
 pair, while a temporal model can reach ~100 %.
 
 Difficulty choices (defaults, at 96 px; the ``synthetic`` preset scales to 72 and crops 64):
-  * objects: disk, square, triangle, hexagon, ellipse or bar, radius 9-14 % of the frame
-    (6-10 px after scaling), colour kept away from the background's mean colour;
-  * motion spans a good part of the frame: translations travel 40-65 % of the width,
+  * objects: disk, square, triangle, hexagon, ellipse or bar, radius 12-17 % of the frame
+    (8-11 px after scaling), colour kept far from the background's mean colour;
+  * motion spans a good part of the frame: translations travel 45-70 % of the width,
     approaching objects grow 2-3x, rotations turn 120-200 degrees (bars, triangles, ellipses),
     appearing objects fade in from fully transparent, two converging objects close a gap of
     55-75 % of the frame to a few pixels;
-  * backgrounds: flat, gradient, low-frequency texture or stripes, plus fixed fine texture,
-    0-3 static distractor shapes, and per-frame Gaussian noise (sigma 0-8 grey levels).
+  * backgrounds: flat, gradient or low-frequency texture, plus a fixed fine texture, 0-2 small
+    static distractor shapes, and per-frame Gaussian noise (sigma 0-4 grey levels).
 The reversal-pair property is not a tunable: it holds for any :class:`Difficulty`.
 
 Storage is exactly like real data: H.264 ``.mp4`` (``videos/``), optionally JPEG frame folders
@@ -68,16 +68,18 @@ ROTATING_SHAPES = ("triangle", "ellipse", "bar")
 class Difficulty:
     """Ranges are (low, high), drawn uniformly per clip; lengths are fractions of the frame."""
 
-    radius: tuple[float, float] = (0.09, 0.14)
-    travel: tuple[float, float] = (0.40, 0.65)
+    radius: tuple[float, float] = (0.12, 0.17)
+    travel: tuple[float, float] = (0.45, 0.70)
     growth: tuple[float, float] = (2.0, 3.0)
     rotation_deg: tuple[float, float] = (120.0, 200.0)
     gap: tuple[float, float] = (0.55, 0.75)
-    distractors: tuple[int, int] = (0, 3)
-    noise: tuple[float, float] = (0.0, 8.0)  # per-frame Gaussian noise sigma, grey levels
-    texture: tuple[float, float] = (0.0, 10.0)  # sigma of the background's fixed fine texture
-    backgrounds: tuple[str, ...] = ("flat", "gradient", "texture", "stripes")
-    min_contrast: float = 90.0  # L1 distance (0-765) between object and background mean colour
+    distractors: tuple[int, int] = (0, 2)
+    distractor_radius: tuple[float, float] = (0.04, 0.07)
+    noise: tuple[float, float] = (0.0, 4.0)  # per-frame Gaussian noise sigma, grey levels
+    texture: tuple[float, float] = (0.0, 4.0)  # sigma of the background's fixed fine texture
+    # "stripes" (high-contrast static bars) is available and makes the task markedly harder
+    backgrounds: tuple[str, ...] = ("flat", "gradient", "texture")
+    min_contrast: float = 140.0  # L1 distance (0-765) between object and background mean colour
 
 
 def _polygon(n: int, aspect: float = 1.0) -> np.ndarray:
@@ -188,7 +190,7 @@ def _trajectory(motion: str, rng: np.random.Generator, size: int, n: int,
     angle = const(rng.uniform(0, 2 * np.pi))
     if motion in ("left", "up"):
         travel = min(rng.uniform(*d.travel) * size, size - 2 * margin)
-        start = rng.uniform(margin + travel, size - margin)
+        start = margin + travel + rng.uniform() * max(0.0, size - 2 * margin - travel)
         along = start - travel * t  # decreasing coordinate: leftwards / upwards
         across = const(rng.uniform(margin, size - margin))
         cx, cy = (along, across) if motion == "left" else (across, along)
@@ -239,7 +241,7 @@ def render_clip(motion: str, rng: np.random.Generator, size: int = 96, num_frame
     d = difficulty
     background = _background(rng, size, d)
     for _ in range(int(rng.integers(d.distractors[0], d.distractors[1] + 1))):
-        r = rng.uniform(0.04, 0.09) * size
+        r = rng.uniform(*d.distractor_radius) * size
         cx, cy = rng.uniform(r, size - r, 2)
         cover = _coverage(str(rng.choice(SHAPES)), np.array([cx]), np.array([cy]), np.array([r]),
                           np.array([rng.uniform(0, 2 * np.pi)]), size)
