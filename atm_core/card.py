@@ -139,7 +139,7 @@ class _Probe(nn.Identity):
         self.shape: tuple = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.shape = tuple(x.shape)
+        self.shape = tuple(int(s) for s in x.shape)  # the tracer hands out sizes as 0-d tensors
         return x
 
 

@@ -143,8 +143,11 @@ def clean_outputs(results_dir: Path) -> None:
 
 
 def write_model_card(results_dir: Path, quick: bool) -> Failure | None:
+    """``python -m atm_core.card`` into ``results_dir`` (quick: the benchmark's model only)."""
     out = results_dir / "model_card.md"
     command = [sys.executable, "-m", "atm_core.card", "--out", str(out)]
+    if quick:
+        command += ["--models", variant_config(VARIANT_KEYS[0]).model.name]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         return Failure(Path("python -m atm_core.card"), out, f"exit {done.returncode}: {done.stderr.strip()[-2000:]}")
