@@ -41,7 +41,7 @@ def root(tmp_path_factory):
     (root / "empty.mp4").write_bytes(b"")
     _faststart_mp4(root / "full.mp4", clip)
     data = (root / "full.mp4").read_bytes()
-    (root / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    (root / "truncated.mp4").write_bytes(data[: len(data) * 2 // 3])  # header whole, frames cut
     with av.open(str(root / "zero.mp4"), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=12)
         stream.height, stream.width, stream.pix_fmt = 32, 32, "yuv420p"

@@ -192,12 +192,17 @@ def read_clip(video: DecordVideo | PyAVVideo | FrameFolder, indices: Sequence[in
     it is reported."""
     try:
         return video.read(indices)
-    except DataError:
+    except DataError as e:
         if reader != "auto" or not isinstance(video, DecordVideo):
             raise
-        _log_once("fallback-read", f"decord cannot decode {video.path}; retrying with PyAV",
+        _log_once("fallback-read", f"{e}; retrying with PyAV (logged once)",
                   logging.WARNING)
-        return PyAVVideo(video.path).read(indices)
+        try:
+            return PyAVVideo(video.path).read(indices)
+        except DataError as pyav_error:
+            raise DataError(f"{video.path}: corrupt or truncated video: decord opened it but "
+                            f"could not decode the frames, PyAV could not read it either "
+                            f"({pyav_error})") from e
 
 
 def open_source(path: str | Path, *, reader: str = "auto", frame_template: str = "{:05d}.jpg",
