@@ -26,6 +26,7 @@ ResNet inputs are contiguous NCHW. The last line is the summary.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import sys
 from pathlib import Path
@@ -166,29 +167,37 @@ def block_input(channels: int, size: int, tokens: bool) -> torch.Tensor:
     return torch.randn(FRAMES, channels, size, size)
 
 
+def _train_step(model: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Train-mode output and the gradients of the input and every parameter for ``grad``."""
+    model.train()
+    xi = x.detach().clone().requires_grad_()
+    out = model(xi)
+    out.backward(grad)
+    grads = {"input": xi.grad, **{k: p.grad.clone() for k, p in model.named_parameters()}}
+    model.zero_grad(set_to_none=True)
+    return out.detach(), grads
+
+
 def check_equal(ours: nn.Module, naive: nn.Module, x: torch.Tensor) -> dict:
-    """Train-mode outputs and gradients of both, then eval-mode outputs; asserts agreement."""
+    """Outputs agree in fp32 (train and eval mode, max abs diff <= 1e-4). Gradients are compared
+    in float64 copies: with random weights the fp32 gradients of either formulation carry
+    rounding of order 1e-3 relative (BatchNorm in train mode over large activations), which
+    would hide a real error; in float64 the two must agree to 1e-9 relative."""
     grad = torch.randn(x.shape)
-    results = {}
-    for name, model in (("ours", ours), ("naive", naive)):
-        model.train()
-        xi = x.detach().clone().requires_grad_()
-        out = model(xi)
-        out.backward(grad)
-        model.eval()
-        with torch.no_grad():
-            results[name] = (out.detach(), xi.grad, model(x),
-                             {k: p.grad.clone() for k, p in model.named_parameters()})
-        model.zero_grad(set_to_none=True)
-    o, n = results["ours"], results["naive"]
-    forward = (o[0] - n[0]).abs().max().item()
-    inference = (o[2] - n[2]).abs().max().item()
-    relative = lambda a, b: ((a.reshape(b.shape) - b).abs().max() / b.abs().max()).item()
-    grads = [relative(o[1], n[1])] + [relative(o[3][k], n[3][k]) for k in n[3]]
+    out = {name: _train_step(model, x, grad)[0] for name, model in (("ours", ours), ("naive", naive))}
+    with torch.no_grad():
+        evals = {name: model.eval()(x) for name, model in (("ours", ours), ("naive", naive))}
+    forward = (out["ours"] - out["naive"]).abs().max().item()
+    inference = (evals["ours"] - evals["naive"]).abs().max().item()
+    grads = {name: _train_step(copy.deepcopy(model).double(), x.double(), grad.double())[1]
+             for name, model in (("ours", ours), ("naive", naive))}
+    n = grads["naive"]
+    relative = max(((grads["ours"][k].reshape(n[k].shape) - n[k]).abs().max() / n[k].abs().max()).item()
+                   for k in n)
     assert forward <= 1e-4 and inference <= 1e-4, (forward, inference)
-    assert max(grads) <= 1e-3, max(grads)
+    assert relative <= 1e-9, relative
     return {"max_abs_diff_train": forward, "max_abs_diff_eval": inference,
-            "max_rel_grad_diff": max(grads)}
+            "max_rel_grad_diff_float64": relative}
 
 
 def reference_gmac(naive: nn.Module, x: torch.Tensor) -> float:
@@ -279,7 +288,7 @@ def main() -> None:
                      med["ours_fwdbwd"], med["naive_fwdbwd"], speed_bwd,
                      f"{share:.0%}", f"{share_naive:.0%}"])
         checks.append([name, check["max_abs_diff_train"], check["max_abs_diff_eval"],
-                       check["max_rel_grad_diff"]])
+                       check["max_rel_grad_diff_float64"]])
         print(f"{name}: fwd {med['ours_fwd']:.1f} vs {med['naive_fwd']:.1f} ms ({speed_fwd:.2f}x), "
               f"train fwd {speed_train_fwd:.2f}x, fwd+bwd {med['ours_fwdbwd']:.1f} vs "
               f"{med['naive_fwdbwd']:.1f} ms ({speed_bwd:.2f}x), {gmac:.2f} GMAC, "
@@ -318,7 +327,7 @@ def main() -> None:
              "rows": rows},
             {"title": "Agreement checked before timing (fp32; gradients relative to their max)",
              "columns": ["config", "max abs diff (train)", "max abs diff (eval)",
-                         "max rel grad diff"], "rows": checks},
+                         "max rel grad diff (float64)"], "rows": checks},
             {"title": f"Peak memory of the correlation alone ({FRAMES} frames, D={HIDDEN}, "
                       f"K={CONTEXT}, W={WINDOW}, no grad; MB through PyTorch's allocator)",
              "columns": ["map side", "ours", "naive", "naive / ours"], "rows": memory},
