@@ -35,11 +35,10 @@ def build(atm_ops: tuple[str, ...]) -> torch.nn.Module:
 
 
 def gmac(model: torch.nn.Module, clip: torch.Tensor) -> float:
-    from fvcore.nn import FlopCountAnalysis
+    """fvcore count through the model card's counter (attention products and ATM blocks included)."""
+    from atm_core.card import count_macs
 
-    analysis = FlopCountAnalysis(model, (clip,))
-    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-    return analysis.total() / 1e9
+    return count_macs(model, clip) / 1e9
 
 
 def main() -> None:
