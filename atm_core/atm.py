@@ -49,12 +49,12 @@ def row_kernel(weight: torch.Tensor, width: int, stride: int, padding: int) -> t
 
 
 class SimilarityEncoder(nn.Sequential):
-    """Encodes each ``W x W`` similarity patch to 64 channels: 9x9 -> 9 -> 5 -> 3 -> 1.
+    """Encodes each ``W x W`` similarity patch to ``out_channels`` (64): 9x9 -> 9 -> 5 -> 3 -> 1.
 
     Stride-2 layers halve the patch, the last 3x3 valid conv collapses it, so this
     encoder is specific to ``window=9`` as in the reference.
 
-    Takes the patches flattened, ``(N, 81)``, and returns ``(N, 64)``. Run as the reference's
+    Takes the patches flattened, ``(N, 81)``, and returns ``(N, out_channels)``. Run as the reference's
     ``N`` tiny images, these convs starve the CPU kernels (1 to 16 channels, 9x9 to 3x3 pixels)
     and their BatchNorms either crawl (few pixels per image) or, channels-last, sum millions of
     values in float32 and drift by ~1e-4. Here all ``N`` patches form one wide image: the
@@ -95,6 +95,9 @@ class ATMBlock(nn.Module):
     ``residual="identity"`` returns ``x + branch``, exactly ``x`` at initialisation
     because the output projection starts at zero.
 
+    ``hidden`` is the reduced width ``D`` and ``width`` the width of the similarity encoder and
+    the domain transfer (both 64 in the paper; smaller for tiny CPU models).
+
     Set ``capture = True`` to keep the last ``cue`` (``(B, T, K, D', h, w)``; for ``mul``
     ``D' = W*W``, the similarity volume) and ``branch`` (``(B*T, C, H, W)``) as detached
     tensors in ``last_cue`` / ``last_branch`` for visualisation.
@@ -110,6 +113,7 @@ class ATMBlock(nn.Module):
         window: int = 9,
         downsample: bool = False,
         residual: str = "relu",
+        width: int = 64,
     ):
         super().__init__()
         self.op_fn = get_op(op)
@@ -124,14 +128,14 @@ class ATMBlock(nn.Module):
         self.last_branch: torch.Tensor | None = None
 
         self.reduce = conv_bn_relu(channels, hidden, stride=2 if downsample else 1)
-        self.encoder = SimilarityEncoder() if op == "mul" else None
-        transfer_in = 64 if op == "mul" else hidden
-        self.transfer = nn.Sequential(conv_bn_relu(transfer_in, 64), conv_bn_relu(64, 64))
-        self.fuse = conv_bn_relu(context * 64, 64)
+        self.encoder = SimilarityEncoder(width) if op == "mul" else None
+        transfer_in = width if op == "mul" else hidden
+        self.transfer = nn.Sequential(conv_bn_relu(transfer_in, width), conv_bn_relu(width, width))
+        self.fuse = conv_bn_relu(context * width, width)
         if downsample:
-            self.proj = nn.ConvTranspose2d(64, channels, 1, stride=2, output_padding=1, bias=False)
+            self.proj = nn.ConvTranspose2d(width, channels, 1, stride=2, output_padding=1, bias=False)
         else:
-            self.proj = nn.Conv2d(64, channels, 1, bias=False)
+            self.proj = nn.Conv2d(width, channels, 1, bias=False)
         nn.init.zeros_(self.proj.weight)
 
     def extra_repr(self) -> str:
@@ -144,7 +148,7 @@ class ATMBlock(nn.Module):
         return self.op_fn(*pair_frames(x, self.num_frames, self.context))
 
     def encode_similarity(self, volume: torch.Tensor) -> torch.Tensor:
-        """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, 64, h, w)``, channels-last."""
+        """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, width, h, w)``, channels-last."""
         b, t, k, area, h, w = volume.shape
         encoded = self.encoder(volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, area))
         return encoded.view(b, t, k, h, w, -1).permute(0, 1, 2, 5, 3, 4)
@@ -159,7 +163,7 @@ class ATMBlock(nn.Module):
         features = self.encode_similarity(cue) if self.encoder is not None else cue
         b, t, k, d, h, w = features.shape
         transferred = self.transfer(features.reshape(b * t * k, d, h, w))
-        # offsets into channels, offset-major: (B*T, K*64, h, w), still channels-last
+        # offsets into channels, offset-major: (B*T, K*width, h, w), still channels-last
         grouped = transferred.permute(0, 2, 3, 1).reshape(b * t, k, h, w, -1).permute(0, 2, 3, 1, 4)
         grouped = grouped.reshape(b * t, h, w, -1).permute(0, 3, 1, 2)
         branch = self.proj(self.fuse(grouped))
@@ -182,11 +186,12 @@ class ATM(nn.Sequential):
         window: int = 9,
         downsample: bool = False,
         residual: str = "relu",
+        width: int = 64,
     ):
         if isinstance(ops, str) or not ops:
             raise ValueError(f"ops must be a non-empty sequence of names from {OP_NAMES}, got {ops!r}")
         super().__init__(*[
-            ATMBlock(channels, num_frames, op, hidden, context, window, downsample, residual)
+            ATMBlock(channels, num_frames, op, hidden, context, window, downsample, residual, width)
             for op in ops
         ])
         self.ops = tuple(ops)

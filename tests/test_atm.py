@@ -24,6 +24,18 @@ def test_parameter_counts_equal_the_reference(channels, ops, expected):
     assert n_params(ATM(channels, num_frames=8, ops=ops)) == expected
 
 
+@pytest.mark.parametrize("op", ["mul", "sub"])
+def test_narrow_block_parameter_count(op):
+    """Every layer's count written out for C=96, D=16, width 32, K=5 (convs 3x3, BN weight+bias)."""
+    C, D, width, K = 96, 16, 32, 5
+    conv_bn = lambda i, o: 9 * i * o + 2 * o  # noqa: E731
+    encoder = conv_bn(1, 4) + conv_bn(4, 16) + conv_bn(16, width) + conv_bn(width, width)
+    expected = (conv_bn(C, D) + (encoder if op == "mul" else 0)
+                + conv_bn(width if op == "mul" else D, width) + conv_bn(width, width)
+                + conv_bn(K * width, width) + width * C)
+    assert n_params(ATMBlock(C, 8, op, hidden=D, width=width)) == expected
+
+
 # --- an independent formulation of DESIGN §2: Conv3d (1,3,3) over (N, C, T, h, w) volumes,
 # explicit (b, t, o) pairing, correlation through a full (hw)x(hw) product per pair.
 
@@ -55,6 +67,7 @@ def global_correlation(a, b, window):
 
 def reference_block(block: ATMBlock, x: torch.Tensor) -> torch.Tensor:
     T, K, W = block.num_frames, block.context, block.window
+    width = block.fuse[0].out_channels
     r_t = K // 2
     reduced = bn_relu(
         F.conv2d(x, block.reduce[0].weight, stride=block.reduce[0].stride, padding=1), block.reduce[1]
@@ -75,14 +88,14 @@ def reference_block(block: ATMBlock, x: torch.Tensor) -> torch.Tensor:
         volumes = sim.permute(0, 1, 5, 6, 2, 3, 4).reshape(B * T * h * w, 1, K, W, W)
         for stage, pad in zip(block.encoder, [(0, 1, 1), (0, 1, 1), (0, 1, 1), 0]):
             volumes = conv3d_bn_relu(volumes, stage, pad)
-        cue = volumes.reshape(B, T, h, w, 64, K).permute(0, 5, 4, 1, 2, 3).reshape(B * K, 64, T, h, w)
+        cue = volumes.reshape(B, T, h, w, width, K).permute(0, 5, 4, 1, 2, 3).reshape(B * K, width, T, h, w)
     else:
         elementwise = {"add": nb + a, "sub": nb - a, "div": torch.log1p(nb.abs()) - torch.log1p(a.abs())}
         cue = elementwise[block.op].reshape(B, T, K, d, h, w).permute(0, 2, 3, 1, 4, 5)
         cue = cue.reshape(B * K, d, T, h, w)
     y = conv3d_bn_relu(cue, block.transfer[0], (0, 1, 1))
     y = conv3d_bn_relu(y, block.transfer[1], (0, 1, 1))
-    y = y.reshape(B, K * 64, T, h, w)  # offsets regrouped into channels, offset-major
+    y = y.reshape(B, K * width, T, h, w)  # offsets regrouped into channels, offset-major
     y = conv3d_bn_relu(y, block.fuse, (0, 1, 1))
     weight = block.proj.weight.reshape(*block.proj.weight.shape[:2], 1, 1, 1)
     if block.downsample:
@@ -101,9 +114,9 @@ def randomise(module: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
-@pytest.mark.parametrize("downsample", [False, True])
-def test_block_equals_independent_conv3d_formulation(op, downsample):
-    block = ATMBlock(12, num_frames=3, op=op, hidden=8, downsample=downsample).double()
+@pytest.mark.parametrize("downsample, width", [(False, 64), (True, 64), (False, 24)])
+def test_block_equals_independent_conv3d_formulation(op, downsample, width):
+    block = ATMBlock(12, num_frames=3, op=op, hidden=8, downsample=downsample, width=width).double()
     randomise(block)
     x = torch.randn(2 * 3, 12, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(block(x), reference_block(block, x), rtol=1e-9, atol=1e-9)

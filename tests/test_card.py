@@ -28,7 +28,8 @@ def test_atm_blocks_are_counted_at_the_shape_they_receive():
     a, b = mac_count(with_atm, shape), mac_count(without, shape)
     side = 64 // 8
     blocks = [m for m in with_atm.modules() if isinstance(m, ATMBlock)]
-    expected = sum(atm_block_macs(blk, (with_atm.num_frames, 96, side, side)).macs for blk in blocks)
+    expected = sum(atm_block_macs(blk, (with_atm.num_frames, with_atm.embed_dim, side, side)).macs
+                   for blk in blocks)
     assert a.atm == expected > 0
     assert a.total - a.atm == b.total  # the rest of the trace is unchanged by the probes
 

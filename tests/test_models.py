@@ -89,8 +89,8 @@ def test_every_registered_model_runs_at_a_small_size():
 
 
 def test_backbone_parameter_names_do_not_depend_on_atm_or_temporal_modules():
-    plain = timm.create_model("vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=96, depth=6,
-                              num_heads=3, num_classes=0)
+    plain = timm.create_model("vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=64, depth=4,
+                              num_heads=2, num_classes=0)
     expected = {f"backbone.{k}" for k in plain.state_dict()}
     for temporal in ("tsn", "tsm", "tokenshift", "tokent1d"):
         for ops in ((), ("mul", "sub")):
@@ -141,7 +141,7 @@ def test_modules_run_in_reference_order_inside_blocks():
         module.register_forward_pre_hook(lambda m, a, label=label: calls.append(label))
     model(clips())
     expected = []
-    for i in range(6):
+    for i in range(len(model.backbone.blocks)):
         expected += (["atm"] if i == 2 else []) + [f"pre{i}", f"attn{i}", f"mid{i}", f"mlp{i}"]
     assert calls == expected
 
@@ -250,8 +250,8 @@ def test_backward_reaches_every_parameter():
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(atm_layer=0), r"atm_layer=0 is out of range for a 6-block backbone: choose 1\.\.6"),
-    (dict(atm_layer=7), r"atm_layer=7 is out of range for a 6-block backbone"),
+    (dict(atm_layer=0), r"atm_layer=0 is out of range for a 4-block backbone: choose 1\.\.4"),
+    (dict(atm_layer=5), r"atm_layer=5 is out of range for a 4-block backbone"),
     (dict(temporal="lstm"), r"unknown temporal module 'lstm'; choose from tsn, tsm, tokenshift, tokent1d"),
     (dict(img_size=(64, 96)), r"ATM needs a square token grid, got 8x12 patches"),
     (dict(atm_ops=("mul", "pow")), r"unknown ATM op 'pow'"),
@@ -324,3 +324,20 @@ def test_resnet_atm_joins_the_first_block_of_its_stage():
     assert layers["atm.0.reduce.0.weight"] == layers["backbone.layer3.0.conv1.weight"]
     assert layers["backbone.layer2.0.conv1.weight"] < layers["atm.0.reduce.0.weight"]
     assert isinstance(model, VideoResNet) and isinstance(tiny(), VideoViT)
+
+
+def test_atm_widths_and_downsampling_reach_the_blocks():
+    """Registry defaults for the tiny model, explicit factory arguments, and the published default."""
+    default = tiny(atm_ops=("mul", "sub"))
+    assert [(b.reduce[0].out_channels, b.fuse[0].out_channels, b.downsample) for b in default.atm] == \
+        [(32, 32, False)] * 2
+    model = tiny(atm_ops=("mul", "sub"), atm_hidden=8, atm_width=16, atm_downsample=True)
+    for block in model.atm:
+        assert block.reduce[0].out_channels == 8 and block.reduce[0].stride == (2, 2)
+        assert block.fuse[0].out_channels == 16 and block.proj.in_channels == 16
+    assert model.atm[0].encoder[-1][0].out_channels == 16
+    x = clips()
+    assert model(x).shape == (2, 5)
+    vit_b = timm.create_model("atm_vit_base_patch16_clip_224", depth=1, atm_layer=1, num_classes=3)
+    assert [(b.reduce[0].out_channels, b.fuse[0].out_channels, b.downsample) for b in vit_b.atm] == \
+        [(64, 64, False)] * 2

@@ -33,6 +33,9 @@ class ModelConfig:
     atm_ops: tuple[str, ...] = ("mul", "sub")  # () = no ATM
     atm_layer: Optional[int] = None  # 1-based block before which ATM runs; null = model default
     atm_residual: Literal["relu", "identity"] = "relu"
+    atm_hidden: Optional[int] = None  # ATM's reduced width; null = model default (64 published)
+    atm_width: Optional[int] = None  # ATM's encoder / transfer width; null = model default (64)
+    atm_downsample: Optional[bool] = None  # stride-2 ATM reduction; null = model default
     dropout: float = 0.0  # before the classifier
     drop_path_rate: float = 0.0
     pretrained: bool = False
@@ -382,7 +385,8 @@ def check_values(cfg: Config) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    for key in ("model.num_frames", "model.img_size", "model.atm_layer", "data.num_frames",
+    for key in ("model.num_frames", "model.img_size", "model.atm_layer", "model.atm_hidden",
+                "model.atm_width", "data.num_frames",
                 "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs",
                 "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
                 "train.keep_last", "train.log_every"):

@@ -57,6 +57,9 @@ class VideoResNet(VideoClassifier):
         atm_ops: Sequence[str] = ("mul", "sub"),
         atm_layer: int = 3,
         atm_residual: str = "relu",
+        atm_hidden: int = 64,
+        atm_width: int = 64,
+        atm_downsample: bool = True,
         dropout: float = 0.0,
     ):
         if not isinstance(backbone, ResNet):
@@ -76,8 +79,8 @@ class VideoResNet(VideoClassifier):
             self.temporal = ResidualShift(num_frames)
             self.temporal.attach([block.conv1 for stage in stages for block in stage])
         channels = stages[atm_layer - 1][0].conv1.in_channels
-        self.atm = (ATM(channels, num_frames, tuple(atm_ops), downsample=True, residual=atm_residual)
-                    if atm_ops else None)
+        self.atm = (ATM(channels, num_frames, tuple(atm_ops), hidden=atm_hidden, downsample=atm_downsample,
+                        residual=atm_residual, width=atm_width) if atm_ops else None)
 
     @staticmethod
     def stages_of(backbone: ResNet) -> list[nn.Sequential]:

@@ -98,6 +98,8 @@ class VideoViT(VideoClassifier):
         atm_ops: ATM operations in order; ``()`` builds no ATM (``model.atm is None``).
         atm_layer: 1-based index of the block before which ATM runs.
         atm_residual: ``"relu"`` (reference) or ``"identity"``.
+        atm_hidden, atm_width: ATM's reduced width and encoder / transfer width (64 and 64 in the paper).
+        atm_downsample: run ATM on the token grid halved by a stride-2 reduction (off in the paper's ViTs).
         proj_dim: width of the CLIP image projection after the class token; None for no projection.
         proj_bias: OpenAI CLIP's projection has no bias, EVA-CLIP's has one.
         dropout: dropout before the classifier.
@@ -112,6 +114,9 @@ class VideoViT(VideoClassifier):
         atm_ops: Sequence[str] = ("mul", "sub"),
         atm_layer: int = 7,
         atm_residual: str = "relu",
+        atm_hidden: int = 64,
+        atm_width: int = 64,
+        atm_downsample: bool = False,
         proj_dim: Optional[int] = None,
         proj_bias: bool = False,
         dropout: float = 0.0,
@@ -138,7 +143,8 @@ class VideoViT(VideoClassifier):
         self.backbone = backbone
         self.proj = nn.Linear(embed_dim, proj_dim, bias=proj_bias) if proj_dim else nn.Identity()
         self.temporal = token_temporal(temporal, embed_dim, num_frames, depth)
-        self.atm = ATM(embed_dim, num_frames, tuple(atm_ops), residual=atm_residual) if atm_ops else None
+        self.atm = (ATM(embed_dim, num_frames, tuple(atm_ops), hidden=atm_hidden, downsample=atm_downsample,
+                        residual=atm_residual, width=atm_width) if atm_ops else None)
 
     @property
     def is_eva(self) -> bool:
