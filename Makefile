@@ -5,6 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
+# glibc keeps large freed tensors in the heap instead of unmapping them (atm_core/engine/runtime.py)
+export MALLOC_MMAP_THRESHOLD_ := 4294967296
 
 .PHONY: reproduce test install clean-venv
 

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .engine import ConfigError, evaluate, load_config
+from .engine.runtime import relaunch_with_tuned_malloc
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -27,4 +28,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    relaunch_with_tuned_malloc()
     main()

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engine.runtime import relaunch_with_tuned_malloc
 from .workbook import (
     ATM_KEYS,
     RESULTS_DIR,
@@ -257,4 +258,5 @@ def run_job(job: Job, results: Path, root: Path, timings: dict[str, float]) -> F
 
 
 if __name__ == "__main__":
+    relaunch_with_tuned_malloc()  # the notebook kernels inherit the environment
     raise SystemExit(main())

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .engine import ConfigError, load_config, train
+from .engine.runtime import relaunch_with_tuned_malloc
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -28,4 +29,5 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    relaunch_with_tuned_malloc()
     main()

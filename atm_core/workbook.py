@@ -38,11 +38,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("tsm", "TSM", "tsm", ()),
     Variant("tokenshift", "TokenShift", "tokenshift", ()),
     Variant("tokent1d", "TokenT1D", "tokent1d", ()),
-    Variant("atm_add", "ATM(add)", "tsn", ("add",)),
-    Variant("atm_sub", "ATM(sub)", "tsn", ("sub",)),
-    Variant("atm_mul", "ATM(mul)", "tsn", ("mul",)),
-    Variant("atm_div", "ATM(div)", "tsn", ("div",)),
-    Variant("atm_mul_sub", "ATM(mul, sub)", "tsn", ("mul", "sub")),
+    Variant("atm_add", "ATM(add)", "tokent1d", ("add",)),
+    Variant("atm_sub", "ATM(sub)", "tokent1d", ("sub",)),
+    Variant("atm_mul", "ATM(mul)", "tokent1d", ("mul",)),
+    Variant("atm_div", "ATM(div)", "tokent1d", ("div",)),
+    Variant("atm_mul_sub", "ATM(mul, sub)", "tokent1d", ("mul", "sub")),
 )
 VARIANT_KEYS = tuple(v.key for v in VARIANTS)
 ATM_KEYS = tuple(v.key for v in VARIANTS if v.ops)

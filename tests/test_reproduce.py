@@ -81,7 +81,7 @@ def test_table_rows_come_from_the_run_outputs(tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(csv_path), table, check_dtype=False)
     text = md_path.read_text()
     assert "built-in CPU benchmark" in text.splitlines()[0] and "NOTES" in text
-    assert "| ATM(mul, sub) | tsn | mul, sub | 96.2 |" in text or "| ATM(mul, sub) | tsn | mul, sub | 96.3 |" in text
+    assert "| ATM(mul, sub) | tokent1d | mul, sub | 96.2 |" in text or "| ATM(mul, sub) | tokent1d | mul, sub | 96.3 |" in text
 
 
 def test_notes_say_where_the_numbers_come_from():
