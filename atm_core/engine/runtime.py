@@ -1,4 +1,5 @@
-"""The Accelerator a run uses, created from and released for a config."""
+"""The process a run uses: the allocator setting of CPU runs, and the Accelerator, created from and
+released for a config."""
 from __future__ import annotations
 
 import os
