@@ -23,12 +23,37 @@ from .ops import OP_NAMES, check_frames, clip_correlation, get_op, pair_frames
 RESIDUAL_MODES = ("relu", "identity")
 
 
-def conv_bn_relu(in_ch: int, out_ch: int, stride: int = 1, padding: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
-    )
+class ConvBNReLU(nn.Sequential):
+    """``Conv2d`` (no bias) -> ``BatchNorm2d`` -> ``ReLU``, the reference's unit.
+
+    In eval mode the BatchNorm is an affine map per channel, so it is folded into the
+    convolution (:meth:`conv_parameters`): one conv with a bias, then an in-place ReLU, instead of
+    three passes over the output. Training mode runs the three modules as they are.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, padding: int = 1):
+        super().__init__(
+            nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(out_ch),
+            nn.ReLU(inplace=True),
+        )
+
+    def conv_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The conv's ``(weight, bias)``: the eval-mode BatchNorm folded in, else ``(weight, None)``."""
+        conv, norm = self[0], self[1]
+        if self.training or norm.running_var is None:
+            return conv.weight, None
+        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
+        return conv.weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale
+
+    def finish(self, y: torch.Tensor, folded: bool) -> torch.Tensor:
+        """What follows the conv: ReLU if the BatchNorm was folded into it, else BatchNorm and ReLU."""
+        return y.relu_() if folded else self[2](self[1](y))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight, bias = self.conv_parameters()
+        conv = self[0]
+        return self.finish(F.conv2d(x, weight, bias, conv.stride, conv.padding), bias is not None)
 
 
 def row_kernel(weight: torch.Tensor, width: int, stride: int, padding: int) -> torch.Tensor:
@@ -67,10 +92,10 @@ class SimilarityEncoder(nn.Sequential):
 
     def __init__(self, out_channels: int = 64):
         super().__init__(
-            conv_bn_relu(1, 4),
-            conv_bn_relu(4, 16, stride=2),
-            conv_bn_relu(16, out_channels, stride=2),
-            conv_bn_relu(out_channels, out_channels, padding=0),
+            ConvBNReLU(1, 4),
+            ConvBNReLU(4, 16, stride=2),
+            ConvBNReLU(16, out_channels, stride=2),
+            ConvBNReLU(out_channels, out_channels, padding=0),
         )
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
@@ -78,12 +103,15 @@ class SimilarityEncoder(nn.Sequential):
         width = math.isqrt(area)
         # (1, columns, rows, N): channel = (conv channel, column), height = row, width = patch
         y = patches.view(count, width, width).permute(2, 1, 0).reshape(1, width, width, count)
-        for conv, norm, relu in self:
+        for layer in self:
+            conv = layer[0]
             stride, padding = conv.stride[0], conv.padding[0]
-            kernel = row_kernel(conv.weight, width, stride, padding)
-            y = F.conv2d(y, kernel, stride=(stride, 1), padding=(padding, 0))
-            width = y.shape[1] // conv.out_channels
-            y = relu(norm(y.view(1, conv.out_channels, -1, count))).view(y.shape)
+            weight, bias = layer.conv_parameters()
+            kernel = row_kernel(weight, width, stride, padding)
+            width = kernel.shape[0] // conv.out_channels
+            bias = None if bias is None else bias.repeat_interleave(width)  # channel = (o, column)
+            y = F.conv2d(y, kernel, bias, stride=(stride, 1), padding=(padding, 0))
+            y = layer.finish(y.view(1, conv.out_channels, -1, count), bias is not None).view(y.shape)
         return y.view(-1, count).t().contiguous()
 
 
@@ -127,11 +155,11 @@ class ATMBlock(nn.Module):
         self.last_cue: torch.Tensor | None = None
         self.last_branch: torch.Tensor | None = None
 
-        self.reduce = conv_bn_relu(channels, hidden, stride=2 if downsample else 1)
+        self.reduce = ConvBNReLU(channels, hidden, stride=2 if downsample else 1)
         self.encoder = SimilarityEncoder(width) if op == "mul" else None
         transfer_in = width if op == "mul" else hidden
-        self.transfer = nn.Sequential(conv_bn_relu(transfer_in, width), conv_bn_relu(width, width))
-        self.fuse = conv_bn_relu(context * width, width)
+        self.transfer = nn.Sequential(ConvBNReLU(transfer_in, width), ConvBNReLU(width, width))
+        self.fuse = ConvBNReLU(context * width, width)
         if downsample:
             self.proj = nn.ConvTranspose2d(width, channels, 1, stride=2, output_padding=1, bias=False)
         else:

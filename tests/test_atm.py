@@ -40,7 +40,9 @@ def test_narrow_block_parameter_count(op):
 # explicit (b, t, o) pairing, correlation through a full (hw)x(hw) product per pair.
 
 def bn_relu(x, bn):
-    return torch.relu(F.batch_norm(x, None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+    """Batch statistics in train mode, running statistics in eval mode, as BatchNorm3d would."""
+    stats = (None, None) if bn.training else (bn.running_mean, bn.running_var)
+    return torch.relu(F.batch_norm(x, *stats, bn.weight, bn.bias, training=bn.training, eps=bn.eps))
 
 
 def conv3d_bn_relu(x, stage, padding):
@@ -120,6 +122,24 @@ def test_block_equals_independent_conv3d_formulation(op, downsample, width):
     randomise(block)
     x = torch.randn(2 * 3, 12, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(block(x), reference_block(block, x), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("op", ["sub", "mul"])
+def test_eval_mode_with_folded_batchnorm_equals_the_formulation_with_running_stats(op):
+    block = ATMBlock(12, num_frames=3, op=op, hidden=8, width=24).double()
+    randomise(block)
+    with torch.no_grad():
+        for module in block.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    block.eval()
+    x = torch.randn(2 * 3, 12, 6, 6, dtype=torch.float64)
+    expected = reference_block(block, x)
+    with torch.inference_mode():
+        torch.testing.assert_close(block(x), expected, rtol=1e-9, atol=1e-9)
+    block.train()
+    assert not torch.allclose(block(x), expected)  # train mode normalises with batch statistics
 
 
 def test_identity_residual_is_exact_identity_at_init_and_relu_clips():
