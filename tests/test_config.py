@@ -103,6 +103,7 @@ def test_circular_base(tmp_path):
     ("model.kwargs=3", "key 'model.kwargs' expects a mapping"),
     ("optim.layer_decay=1.5", "optim.layer_decay"),
     ("train.batch_size=0", "key 'train.batch_size' must be > 0"),
+    ("optim.atm_lr_scale=0", "key 'optim.atm_lr_scale' must be > 0"),
     ("data.num_frames=16", "model.num_frames=8 but data.num_frames=16"),
     ("train.resume=/nonexistent/ckpt", "checkpoint /nonexistent/ckpt does not exist"),
     ("train.save_every_steps=3", "must be a multiple of 'train.grad_accum'"),

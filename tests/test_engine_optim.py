@@ -41,6 +41,24 @@ def test_layer_decay_and_no_weight_decay_groups(vit):
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.999)
 
 
+def test_atm_parameters_get_their_layer_scale_times_atm_lr_scale():
+    from atm_core.models.factory import build_video_model
+
+    model = build_video_model("atm_vit_tiny_patch8_64", atm_ops=("sub",), atm_layer=2)
+    cfg = load_config(None, ["optim.layer_decay=0.5", "optim.atm_lr_scale=4"]).optim
+    scaled = {id(p): g for g in build_optimizer(model, cfg, lr=1e-3).param_groups for p in g["params"]}
+    cfg.atm_lr_scale = 1.0
+    plain = {id(p): g for g in build_optimizer(model, cfg, lr=1e-3).param_groups for p in g["params"]}
+    atm = {id(p) for p in model.atm.parameters()}
+    assert atm and len(scaled) == len(plain) == len(list(model.parameters()))
+    for name, p in model.named_parameters():
+        factor = 4.0 if id(p) in atm else 1.0
+        assert scaled[id(p)]["lr_scale"] == pytest.approx(plain[id(p)]["lr_scale"] * factor), name
+        assert scaled[id(p)]["weight_decay"] == plain[id(p)]["weight_decay"], name
+    # ATM before block 2 takes block 1's depth (layer 2 of 0..5): 0.5 ** (5 - 2) * 4
+    assert scaled[id(model.atm[0].proj.weight)]["lr_scale"] == pytest.approx(0.5 ** 3 * 4)
+
+
 def test_per_step_warmup_then_cosine(vit):
     cfg = load_config(None, ["optim.epochs=4", "optim.warmup_epochs=1", "optim.layer_decay=0.5"]).optim
     lrs = {"lr": 1e-3, "warmup_lr": 1e-5, "min_lr": 1e-6}

@@ -65,6 +65,7 @@ class OptimConfig:
     min_lr: float = 1e-6  # scaled like lr
     weight_decay: float = 0.05
     layer_decay: float = 1.0  # 1.0 = no layer-wise decay
+    atm_lr_scale: float = 1.0  # lr multiplier for ATM's parameters (trained from scratch)
     betas: tuple[float, ...] = (0.9, 0.999)
     eps: float = 1e-8
     clip_grad: Optional[float] = None  # max gradient norm
@@ -387,7 +388,7 @@ def check_values(cfg: Config) -> None:
 
     for key in ("model.num_frames", "model.img_size", "model.atm_layer", "model.atm_hidden",
                 "model.atm_width", "data.num_frames",
-                "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs",
+                "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs", "optim.atm_lr_scale",
                 "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
                 "train.keep_last", "train.log_every"):
         section, name = key.split(".")

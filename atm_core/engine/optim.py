@@ -21,11 +21,27 @@ def scaled_lrs(cfg: OptimConfig, total_batch: int) -> dict[str, float]:
 def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> torch.optim.AdamW:
     """AdamW over timm's layer-decay groups: no weight decay on 1-d parameters (norms,
     biases) or on the model's ``no_weight_decay()`` names (position embeddings, class
-    token); each group carries an ``lr_scale`` the timm scheduler applies."""
+    token); each group carries an ``lr_scale`` the timm scheduler applies. ATM's parameters
+    (``model.atm``) get their layer's scale times ``cfg.atm_lr_scale``."""
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
     groups = param_groups_layer_decay(
         model, weight_decay=cfg.weight_decay, no_weight_decay_list=skip, layer_decay=cfg.layer_decay)
+    atm = getattr(model, "atm", None)
+    if atm is not None and cfg.atm_lr_scale != 1.0:
+        groups = scale_group_lr(groups, {id(p) for p in atm.parameters()}, cfg.atm_lr_scale)
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def scale_group_lr(groups: list[dict], selected: set[int], factor: float) -> list[dict]:
+    """Split every group into its ``selected`` parameters (by ``id``), whose ``lr_scale`` is
+    multiplied by ``factor``, and the rest; empty groups are dropped."""
+    out = []
+    for group in groups:
+        for chosen, scale in ((False, 1.0), (True, factor)):
+            params = [p for p in group["params"] if (id(p) in selected) == chosen]
+            if params:
+                out.append({**group, "params": params, "lr_scale": group.get("lr_scale", 1.0) * scale})
+    return out
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, lrs: dict[str, float],
