@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from atm_core import ATM, ATMBlock
+from atm_core.atm import SimilarityEncoder
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -140,6 +141,26 @@ def test_eval_mode_with_folded_batchnorm_equals_the_formulation_with_running_sta
         torch.testing.assert_close(block(x), expected, rtol=1e-9, atol=1e-9)
     block.train()
     assert not torch.allclose(block(x), expected)  # train mode normalises with batch statistics
+
+
+def test_similarity_encoder_slices_wide_images_without_changing_results(monkeypatch):
+    encoder = SimilarityEncoder(8).double()
+    randomise(encoder)
+    x = torch.rand(50, 81, dtype=torch.float64, requires_grad=True)
+
+    def outputs_and_grads():
+        y = encoder(x)
+        return (y, *torch.autograd.grad(y.square().sum(), [x, *encoder.parameters()]))
+
+    whole = outputs_and_grads()
+    monkeypatch.setattr(SimilarityEncoder, "CHUNK", 7)
+    monkeypatch.setattr(SimilarityEncoder, "MAX_WIDTH", 10)
+    calls = []
+    monkeypatch.setattr(F, "conv2d", lambda *a, **k: calls.append(a[0].shape[-1]) or torch.conv2d(*a, **k))
+    sliced = outputs_and_grads()
+    assert calls[:8] == [7] * 7 + [1]  # first layer: 50 patches in slices of 7
+    for a, b in zip(whole, sliced):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_identity_residual_is_exact_identity_at_init_and_relu_clips():
