@@ -94,21 +94,14 @@ def quick_data_root(root: str | Path) -> str:
 
 def prepare_data(cfg: Config) -> dict:
     """Write the benchmark to ``data.root`` as ``data.generate`` describes, unless the folder
-    already holds exactly that (``generate.json`` records the arguments); returns them."""
+    already holds exactly that (its ``benchmark.json`` records the generator's settings); a
+    benchmark generated otherwise is replaced. Returns ``data.generate``."""
     from .engine.builders import ensure_synthetic_data
 
     if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
         raise ValueError(f"{cfg.data.root}: the main job needs data.dataset=synthetic with data.generate")
-    root = Path(cfg.data.root)
-    stamp = root / "generate.json"
-    wanted = json.loads(json.dumps(cfg.data.generate))
-    if stamp.is_file() and json.loads(stamp.read_text()) == wanted and (root / "val.txt").is_file():
-        return wanted
-    if root.exists():
-        shutil.rmtree(root)
-    ensure_synthetic_data(cfg)
-    stamp.write_text(json.dumps(wanted, indent=1, sort_keys=True))
-    return wanted
+    ensure_synthetic_data(cfg, replace=True)
+    return json.loads(json.dumps(cfg.data.generate))
 
 
 def variant_config(key: str, work_dir: str | Path = WORK_DIR, quick: bool = False,

@@ -1,5 +1,6 @@
 """The built-in benchmark: layout, reproducibility, the reversal-pair property, class semantics."""
 
+import json
 import re
 
 import numpy as np
@@ -133,3 +134,43 @@ def test_mirror_changes_exactly_the_flip_swapped_classes(pair):
     swapped = FLIP_LABELS.get(2 * pair, 2 * pair) != 2 * pair
     assert np.sign(mirrored) == (-sign if swapped else sign)
     assert FLIP_LABELS.get(2 * pair + 1, 2 * pair + 1) == (2 * pair if swapped else 2 * pair + 1)
+
+
+@pytest.mark.parametrize("polarity", ["bright", "any"])
+def test_polarity_decides_whether_objects_are_brighter_than_the_background(polarity):
+    difficulty = Difficulty(distractors=(0, 0), noise=(0.0, 0.0), texture=(0.0, 0.0),
+                            backgrounds=("flat",), polarity=polarity)
+    signs = []
+    for seed in range(12):
+        clip = render_clip("left", np.random.default_rng(seed), size=64, num_frames=24,
+                           difficulty=difficulty).astype(float)
+        background = np.median(clip.reshape(-1, 3), axis=0)  # the object covers < 10 % of pixels
+        object_pixels = np.abs(clip - background).sum(-1) > 100
+        signs.append(np.sign(clip[object_pixels].mean() - background.mean()))
+    assert set(signs) == ({1.0} if polarity == "bright" else {1.0, -1.0})
+
+
+def test_unknown_polarity_is_named():
+    with pytest.raises(ValueError, match="polarity must be one of .* got 'dark'"):
+        render_clip("left", np.random.default_rng(0), size=32, difficulty=Difficulty(polarity="dark"))
+
+
+def test_a_benchmark_generated_otherwise_is_named_and_replaced_only_on_request(tmp_path):
+    from atm_core.engine.builders import ensure_synthetic_data
+    from atm_core.engine.config import ConfigError, load_config
+
+    root = tmp_path / "bench"
+    small = "{train_per_class: 1, val_per_class: 1, size: 32, num_frames: 8"
+    cfg = lambda generate: load_config(None, ["data.dataset=synthetic", f"data.root={root}",  # noqa: E731
+                                              f"data.generate={generate}"])
+    ensure_synthetic_data(cfg(small + ", seed: 1}"))
+    spec = json.loads((root / "benchmark.json").read_text())
+    assert spec["seed"] == 1 and spec["difficulty"]["polarity"] == "bright"
+    ensure_synthetic_data(cfg(small + ", seed: 1}"))  # the same settings: kept as it is
+    with pytest.raises(ConfigError, match=r"other settings: difficulty\.polarity, seed; delete the folder"):
+        ensure_synthetic_data(cfg(small + ", seed: 2, difficulty: {polarity: any}}"))
+    ensure_synthetic_data(cfg(small + ", seed: 2}"), replace=True)
+    assert json.loads((root / "benchmark.json").read_text())["seed"] == 2
+    (root / "benchmark.json").unlink()
+    with pytest.raises(ConfigError, match="has no benchmark.json"):
+        ensure_synthetic_data(cfg(small + ", seed: 2}"))

@@ -11,7 +11,12 @@ pair, while a temporal model can reach ~100 %.
 
 Difficulty choices (defaults, at 96 px; the ``synthetic`` preset scales to 72 and crops 64):
   * objects: disk, square, triangle, hexagon, ellipse or bar, radius 12-17 % of the frame
-    (8-11 px after scaling), colour kept far from the background's mean colour;
+    (8-11 px after scaling), colour kept far from the background's mean colour and brighter
+    than it (``polarity="bright"``; backgrounds are drawn from the darker 0-160 range). With
+    ``polarity="any"`` the sign of a frame difference says nothing about which way an edge
+    moved until the model has learnt what is object and what is background: on the tiny ViT
+    from scratch, ATM(sub) reached 62 % after 6 epochs with bright objects against 35 % with
+    either polarity (clips pre-decoded, same schedule). Direction is still only in the order;
   * motion spans a good part of the frame: translations travel 45-70 % of the width,
     approaching objects grow 2-3x, rotations turn 120-200 degrees (bars, triangles, ellipses),
     appearing objects fade in from fully transparent, two converging objects close a gap of
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -62,6 +68,8 @@ FLIP_LABELS = {0: 1, 1: 0, 6: 7, 7: 6}
 BACKGROUNDS = ("flat", "gradient", "texture", "stripes")
 SHAPES = ("disk", "square", "triangle", "hexagon", "ellipse", "bar")
 ROTATING_SHAPES = ("triangle", "ellipse", "bar")
+POLARITIES = ("bright", "any")
+SPEC_FILE = "benchmark.json"  # the generator settings, written beside the lists
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,9 @@ class Difficulty:
     # "stripes" (high-contrast static bars) is available and makes the task markedly harder
     backgrounds: tuple[str, ...] = ("flat", "gradient", "texture")
     min_contrast: float = 140.0  # L1 distance (0-765) between object and background mean colour
+    # "bright": moving objects are brighter than the background (whose colours are drawn darker,
+    # 0-160 per channel) by min_contrast / 3 grey levels on average; "any": either way round
+    polarity: str = "bright"
 
 
 def _polygon(n: int, aspect: float = 1.0) -> np.ndarray:
@@ -122,17 +133,22 @@ def _coverage(shape: str, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, an
 
 
 def _colour_away_from(rng: np.random.Generator, reference: np.ndarray,
-                      contrast: float) -> np.ndarray:
-    for _ in range(50):
+                      contrast: float, polarity: str) -> np.ndarray:
+    brighter = polarity == "bright"
+    for _ in range(100):
         colour = rng.uniform(0, 255, 3)
-        if np.abs(colour - reference).sum() >= contrast:
+        if np.abs(colour - reference).sum() >= contrast and (
+                not brighter or colour.mean() >= reference.mean() + contrast / 3):
             return colour
-    return 255 - reference  # the complement is always far enough
+    return np.full(3, 255.0) if brighter else 255 - reference  # always far enough
 
 
 def _background(rng: np.random.Generator, size: int, d: Difficulty) -> np.ndarray:
     """A static (size, size, 3) float background: flat, gradient, texture or stripes."""
-    base, other = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if d.polarity not in POLARITIES:
+        raise ValueError(f"polarity must be one of {POLARITIES}, got {d.polarity!r}")
+    top = 160.0 if d.polarity == "bright" else 255.0
+    base, other = rng.uniform(0, top, 3), rng.uniform(0, top, 3)
     kind = d.backgrounds[rng.integers(len(d.backgrounds))]
     if kind not in BACKGROUNDS:
         raise ValueError(f"background must be one of {BACKGROUNDS}, got {kind!r}")
@@ -251,7 +267,7 @@ def render_clip(motion: str, rng: np.random.Generator, size: int = 96, num_frame
     reference = background.reshape(-1, 3).mean(0)
     for obj in _trajectory(motion, rng, size, num_frames, d):
         cover = _coverage(obj.shape, obj.cx, obj.cy, obj.radius, obj.angle, size)
-        colour = _colour_away_from(rng, reference, d.min_contrast)
+        colour = _colour_away_from(rng, reference, d.min_contrast, d.polarity)
         _paint(frames, cover * obj.alpha[:, None, None], colour)
     frames += rng.normal(0, rng.uniform(*d.noise), frames.shape).astype(np.float32)
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
@@ -286,10 +302,37 @@ def write_frames(folder: str | Path, frames: np.ndarray, template: str = "{:05d}
         Image.fromarray(frame).save(folder / template.format(i), quality=95)
 
 
+def benchmark_spec(seed: int = 0, *, train_per_class: int = 100, val_per_class: int = 25,
+                   size: int = 96, num_frames: int = 24, frames: bool = False,
+                   difficulty: Difficulty = Difficulty()) -> dict:
+    """The generator settings of :func:`generate_benchmark` as written to ``SPEC_FILE``."""
+    spec = {"seed": seed, "train_per_class": train_per_class, "val_per_class": val_per_class,
+            "size": size, "num_frames": num_frames, "frames": frames,
+            "difficulty": dataclasses.asdict(difficulty)}
+    return json.loads(json.dumps(spec))  # tuples as lists, as read back from the file
+
+
+def spec_differences(root: str | Path, spec: dict) -> list[str]:
+    """Keys in which the benchmark under ``root`` was generated differently from ``spec``
+    (``[SPEC_FILE]`` when the folder does not say how it was generated)."""
+    path = Path(root) / SPEC_FILE
+    if not path.is_file():
+        return [SPEC_FILE]
+    def flat(d: dict) -> dict:
+        return {**{k: v for k, v in d.items() if k != "difficulty"},
+                **{f"difficulty.{k}": v for k, v in d.get("difficulty", {}).items()}}
+
+    ours, theirs = flat(spec), flat(json.loads(path.read_text()))
+    return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+
+
 def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int = 100,
                        val_per_class: int = 25, size: int = 96, num_frames: int = 24,
                        frames: bool = False, difficulty: Difficulty = Difficulty()) -> dict:
-    """Write the benchmark under ``out``; returns a summary (counts, seconds)."""
+    """Write the benchmark under ``out``, with its settings in ``SPEC_FILE``; returns a
+    summary (counts, seconds)."""
+    spec = benchmark_spec(seed, train_per_class=train_per_class, val_per_class=val_per_class,
+                          size=size, num_frames=num_frames, frames=frames, difficulty=difficulty)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if size % 2:
@@ -314,6 +357,7 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int =
         (out / f"{split}.txt").write_text("".join(video_lines))
         if frames:
             (out / f"{split}_frames.txt").write_text("".join(frame_lines))
+    (out / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
     summary = {"out": str(out), "seed": seed, "classes": len(CLASSES),
                "train": train_per_class * len(CLASSES), "val": val_per_class * len(CLASSES),
                "size": size, "num_frames": num_frames, "difficulty": dataclasses.asdict(difficulty),

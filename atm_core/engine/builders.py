@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import shutil
 from pathlib import Path
 
 import timm
@@ -11,13 +12,15 @@ import torch.nn as nn
 from .config import Config, ConfigError
 
 
-def ensure_synthetic_data(cfg: Config) -> None:
+def ensure_synthetic_data(cfg: Config, replace: bool = False) -> None:
     """Write the built-in benchmark to ``data.root`` when it is absent and ``data.generate``
-    asks for it (call on the main process only)."""
+    asks for it (call on the main process only). A benchmark already there must have been
+    generated with the same settings, else it is an error or, with ``replace``, deleted and
+    written again; ``data.generate: null`` uses whatever is there."""
     root = Path(cfg.data.root)
-    if cfg.data.dataset != "synthetic" or cfg.data.generate is None or (root / "train.txt").is_file():
+    if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
         return
-    from ..data.synthetic import Difficulty, generate_benchmark
+    from ..data.synthetic import SPEC_FILE, Difficulty, benchmark_spec, generate_benchmark, spec_differences
 
     kwargs = dict(cfg.data.generate)
     if "difficulty" in kwargs:
@@ -29,9 +32,21 @@ def ensure_synthetic_data(cfg: Config) -> None:
         kwargs["difficulty"] = Difficulty(**{k: tuple(v) if isinstance(v, list) else v
                                              for k, v in kwargs["difficulty"].items()})
     try:
-        generate_benchmark(root, **kwargs)
+        spec = benchmark_spec(**kwargs)
     except TypeError as e:
         raise ConfigError(f"key 'data.generate': {e}") from e
+    if (root / "train.txt").is_file():
+        differences = spec_differences(root, spec)
+        if differences and replace:
+            shutil.rmtree(root)
+        elif differences:
+            what = ("has no " + SPEC_FILE + " (written by an older version?)" if differences == [SPEC_FILE]
+                    else f"was generated with other settings: {', '.join(differences)}")
+            raise ConfigError(f"key 'data.generate': the benchmark in {root} {what}; delete the folder to "
+                              "regenerate it, or set data.generate: null to use it as it is")
+        else:
+            return
+    generate_benchmark(root, **kwargs)
 
 
 def dataset_options(cfg: Config, split: str) -> dict:
