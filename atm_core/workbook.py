@@ -7,6 +7,7 @@ Run layout: training writes ``<work_dir>/<variant>/`` (checkpoints, metrics, eva
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .data.presets import PRESETS
 from .engine import Config, load_config
 
 
@@ -218,8 +220,13 @@ def describe_setup(run_dir: str | Path) -> dict:
     """The settings every row of a table shares, read from one run directory."""
     run = read_run(run_dir)
     cfg, summary = run["config"], run["summary"]
+    options = {**dataclasses.asdict(PRESETS[cfg.data.dataset]), **cfg.data.options}
+    sampling = (f"taken {options['dense_stride']} frames apart from a random window in training, "
+                "the centred one in validation" if options["sampling"] == "dense" else
+                "one per segment, at random in training and centred in validation")
     return {"model": cfg.model.name, "frames": cfg.model.num_frames, "epochs": cfg.optim.epochs,
-            "seed": cfg.train.seed, "videos": summary["num_videos"], "views": summary.get("views", 1)}
+            "seed": cfg.train.seed, "videos": summary["num_videos"], "views": summary.get("views", 1),
+            "sampling": sampling}
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -239,7 +246,11 @@ def table_notes(setup: Mapping, quick: bool = False) -> str:
         "Measured on the **built-in CPU benchmark** (`atm_core.data.synthetic`: 12 classes in 6 "
         "time-reversal pairs), **not** on Something-Something or Kinetics: it says whether a "
         "temporal mechanism works, not what it scores on real video. "
-        f"Every row: `{setup['model']}`, {setup['frames']} frames, the same recipe and budget "
+        "Its default difficulty: one or two objects, brighter than a darker flat, gradient or "
+        "textured background, with up to two static distractors and mild noise (see the "
+        "module's docstring for sizes and speeds). "
+        f"Every row: `{setup['model']}`, {setup['frames']} frames ({setup['sampling']}), "
+        f"the same recipe and budget "
         f"({setup['epochs']} epochs, seed {setup['seed']}); top-1 / top-5 on {setup['videos']} "
         f"validation videos, {setup['views']} view(s) each. Chance is 8.3 %; a model blind to "
         "frame order (TSN) cannot beat 50 %, since every clip has a reversed twin made of the same "

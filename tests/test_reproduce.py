@@ -85,9 +85,11 @@ def test_table_rows_come_from_the_run_outputs(tmp_path):
 
 
 def test_notes_say_where_the_numbers_come_from():
-    setup = {"model": "atm_vit_tiny_patch8_64", "frames": 8, "epochs": 12, "seed": 0, "videos": 300, "views": 1}
+    setup = {"model": "atm_vit_tiny_patch8_64", "frames": 8, "epochs": 12, "seed": 0, "videos": 300, "views": 1,
+             "sampling": "one per segment"}
     notes = workbook.table_notes(setup)
     assert "built-in CPU benchmark" in notes and "not** on Something-Something" in notes
+    assert "8 frames (one per segment)" in notes and "brighter than a darker" in notes
     assert "50 %" in notes and "Quick mode" not in notes
     assert workbook.table_notes(setup, quick=True).startswith("**Quick mode")
 
