@@ -7,6 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 # glibc keeps large freed tensors in the heap instead of unmapping them (atm_core/engine/runtime.py)
 export MALLOC_MMAP_THRESHOLD_ := 4294967296
+export MALLOC_TRIM_THRESHOLD_ := 4294967296
 
 .PHONY: reproduce test install clean-venv
 

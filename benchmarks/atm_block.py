@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                        help="keep: glibc keeps freed memory (see common.keep_freed_memory)")
+                        help="keep: glibc keeps freed memory (see common.setup)")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--name", default="atm_block", help="record name under results/bench/")
     args = parser.parse_args()

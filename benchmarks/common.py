@@ -7,7 +7,6 @@ of them (``benchmarks/report.py``), so no figure in that file is ever typed by h
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import platform
@@ -22,38 +21,29 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from atm_core.engine.runtime import TUNED_MALLOC, relaunch_with_tuned_malloc
+
 ROOT = Path(__file__).resolve().parents[1]
 RECORDS = ROOT / "results" / "bench"
 
-# glibc mallopt parameters
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-
-def keep_freed_memory() -> bool:
-    """Stop glibc malloc from returning freed memory to the kernel (its default does).
-
-    With the default policy, each large tensor freed at the top of the heap is handed back and
-    the next allocation of that size page-faults on every 4 KiB page again; on this machine
-    that is a third of an ATM block's forward time. The PyTorch CPU performance guide advises a
-    caching allocator (jemalloc, tcmalloc) for the same reason; this is the glibc equivalent.
-    Applied once, to the whole process, so every implementation measured runs under it.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    trim = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    mmap = libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)  # glibc's largest allowed value
-    return bool(trim and mmap)
-
 
 def setup(threads: int, malloc: str) -> dict:
-    """Thread count and allocator policy; returns what was applied, for the record."""
+    """Thread count and allocator policy; returns what was applied, for the record.
+
+    ``malloc="keep"`` re-executes the script once with the allocator setting the training
+    commands use (``atm_core.engine.runtime.TUNED_MALLOC``): glibc then keeps freed memory for
+    reuse instead of returning it to the kernel, where each large tensor would be page-faulted in
+    again on every call (a third of an ATM block's forward time on this machine). The PyTorch
+    CPU performance guide advises a caching allocator (jemalloc, tcmalloc) for the same reason.
+    Every implementation measured runs in the same process, under the same setting.
+    """
+    if malloc == "keep":
+        relaunch_with_tuned_malloc(cpu_only=False)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    kept = keep_freed_memory() if malloc == "keep" else False
-    return {"threads": threads, "malloc": "glibc, freed memory kept (mallopt)" if kept
-            else "glibc defaults"}
+    tuned = {k: os.environ[k] for k in TUNED_MALLOC if k in os.environ}
+    return {"threads": threads, "malloc": "glibc, " + (", ".join(f"{k}={v}" for k, v in tuned.items())
+                                                       if tuned else "defaults")}
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1

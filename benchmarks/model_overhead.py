@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                        help="keep: glibc keeps freed memory (see common.keep_freed_memory)")
+                        help="keep: glibc keeps freed memory (see common.setup)")
     parser.add_argument("--name", default="model_overhead", help="record name under results/bench/")
     args = parser.parse_args()
 
