@@ -35,17 +35,16 @@ def ensure_synthetic_data(cfg: Config, replace: bool = False) -> None:
         spec = benchmark_spec(**kwargs)
     except TypeError as e:
         raise ConfigError(f"key 'data.generate': {e}") from e
-    if (root / "train.txt").is_file():
-        differences = spec_differences(root, spec)
-        if differences and replace:
-            shutil.rmtree(root)
-        elif differences:
-            what = ("has no " + SPEC_FILE + " (written by an older version?)" if differences == [SPEC_FILE]
-                    else f"was generated with other settings: {', '.join(differences)}")
-            raise ConfigError(f"key 'data.generate': the benchmark in {root} {what}; delete the folder to "
-                              "regenerate it, or set data.generate: null to use it as it is")
-        else:
-            return
+    differences = spec_differences(root, spec) if (root / "train.txt").is_file() else None
+    if differences == []:
+        return
+    if differences and not replace:
+        what = (f"has no {SPEC_FILE} (written by an older version?)" if differences == [SPEC_FILE]
+                else f"was generated with other settings: {', '.join(differences)}")
+        raise ConfigError(f"key 'data.generate': the benchmark in {root} {what}; delete the folder to "
+                          "regenerate it, or set data.generate: null to use it as it is")
+    if differences:
+        shutil.rmtree(root)
     generate_benchmark(root, **kwargs)
 
 
