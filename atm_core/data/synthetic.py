@@ -16,7 +16,7 @@ Difficulty choices (defaults, at 96 px; the ``synthetic`` preset scales to 72 an
     ``polarity="any"`` the sign of a frame difference says nothing about which way an edge
     moved until the model has learnt what is object and what is background: on the tiny ViT
     from scratch, ATM(sub) reached 62 % after 6 epochs with bright objects against 35 % with
-    either polarity (clips pre-decoded, same schedule). Direction is still only in the order;
+    objects of either polarity (clips pre-decoded, same schedule);
   * motion spans a good part of the frame: translations travel 45-70 % of the width,
     approaching objects grow 2-3x, rotations turn 120-200 degrees (bars, triangles, ellipses),
     appearing objects fade in from fully transparent, two converging objects close a gap of
@@ -318,6 +318,7 @@ def spec_differences(root: str | Path, spec: dict) -> list[str]:
     path = Path(root) / SPEC_FILE
     if not path.is_file():
         return [SPEC_FILE]
+
     def flat(d: dict) -> dict:
         return {**{k: v for k, v in d.items() if k != "difficulty"},
                 **{f"difficulty.{k}": v for k, v in d.get("difficulty", {}).items()}}
@@ -358,9 +359,8 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int =
         if frames:
             (out / f"{split}_frames.txt").write_text("".join(frame_lines))
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
-    summary = {"out": str(out), "seed": seed, "classes": len(CLASSES),
-               "train": train_per_class * len(CLASSES), "val": val_per_class * len(CLASSES),
-               "size": size, "num_frames": num_frames, "difficulty": dataclasses.asdict(difficulty),
+    summary = {"out": str(out), "classes": len(CLASSES), "train": train_per_class * len(CLASSES),
+               "val": val_per_class * len(CLASSES), **spec,
                "seconds": round(time.perf_counter() - started, 1)}
     log.info("benchmark written: %s", summary)
     return summary
