@@ -4,6 +4,7 @@ import timm
 import torch
 import torch.nn as nn
 from timm.models import group_parameters
+from timm.models.vision_transformer_hybrid import ConvStem
 from timm.optim import param_groups_layer_decay
 
 import atm_core  # noqa: F401  (registers the models)
@@ -91,7 +92,9 @@ def test_every_registered_model_runs_at_a_small_size():
 def test_backbone_parameter_names_do_not_depend_on_atm_or_temporal_modules():
     plain = timm.create_model("vit_tiny_patch16_224", img_size=64, patch_size=8, embed_dim=64, depth=4,
                               num_heads=2, num_classes=0)
-    expected = {f"backbone.{k}" for k in plain.state_dict()}
+    linear_patches = {k for k in tiny(conv_stem=()).state_dict() if k.startswith("backbone.")}
+    assert linear_patches == {f"backbone.{k}" for k in plain.state_dict()}
+    expected = {k for k in tiny(temporal="tsn", atm_ops=()).state_dict() if k.startswith("backbone.")}
     for temporal in ("tsn", "tsm", "tokenshift", "tokent1d"):
         for ops in ((), ("mul", "sub")):
             model = tiny(temporal=temporal, atm_ops=ops)
@@ -99,6 +102,22 @@ def test_backbone_parameter_names_do_not_depend_on_atm_or_temporal_modules():
             assert {k for k in names if k.startswith("backbone.")} == expected
             assert all(k.startswith(("backbone.", "atm.", "temporal.", "head.", "proj.")) for k in names)
             assert (model.atm is None) == (ops == ())
+
+
+def test_tiny_vit_tokens_come_from_a_local_conv_stem():
+    model = tiny(atm_ops=()).eval()
+    assert isinstance(model.backbone.patch_embed.backbone, ConvStem) and model.grid == (8, 8)
+    frames = torch.randn(2, 3, 64, 64)
+    changed = frames.clone()
+    changed[:, :, :8, :8] += 1.0  # the top-left 8x8-pixel cell
+    with torch.inference_mode():
+        moved = (model.backbone.patch_embed(changed) - model.backbone.patch_embed(frames)).abs()
+    moved = moved.amax(dim=(0, 2)).view(8, 8) > 0
+    assert moved[0, 0] and moved[:2, :2].sum() == moved.sum()  # its token and at most 3 neighbours
+    with pytest.raises(ValueError, match="a conv stem of 2 stride-2 layers makes 4-pixel tokens, but patch_size is 8"):
+        tiny(conv_stem=(16, 32))
+    with pytest.raises(ValueError, match="conv_stem replaces the patch embedding of a ViT trained from scratch"):
+        timm.create_model("atm_resnet50", conv_stem=(8, 16, 32), **TINY_RESNET)
 
 
 # ---------------------------------------------------------------- forward wiring
