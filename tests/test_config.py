@@ -133,3 +133,19 @@ def test_config_round_trips_through_yaml(tmp_path):
     cfg = load_config(PARAMS / "ssv1_vit_b16_f8.yaml", ["optim.epochs=7", "data.options.flip=false"])
     cfg.to_yaml(tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml").to_dict() == cfg.to_dict()
+
+
+def test_model_conv_stem_key_reaches_the_model():
+    from timm.layers import HybridEmbed, PatchEmbed
+
+    from atm_core.engine.builders import build_model
+
+    def embedding(*overrides: str):
+        cfg = load_config(None, ["model.atm_ops=[]", *overrides])
+        return build_model(cfg, num_classes=12, img_size=64).backbone.patch_embed
+
+    assert isinstance(embedding(), HybridEmbed)  # the tiny ViT's default stem
+    linear = embedding("model.conv_stem=[]")
+    assert isinstance(linear, PatchEmbed) and linear.patch_size == (8, 8) and linear.grid_size == (8, 8)
+    with pytest.raises(ConfigError, match="makes 4-pixel tokens, but patch_size is 8"):
+        embedding("model.conv_stem=[8, 16]")

@@ -84,7 +84,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(bench, tmp_path):
 def test_two_processes_match_one_process(bench, tmp_path):
     # without ATM and the conv stem the model has no BatchNorm, so the only difference is the
     # order of the gradient sums
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[]", "model.kwargs={conv_stem: []}", "eval.batch_size=3"]
+    extra = ["model.temporal=tokent1d", "model.atm_ops=[]", "model.conv_stem=[]", "eval.batch_size=3"]
     one = tiny_overrides(bench, tmp_path / "one", *extra)
     train(load_config(PARAMS / "synthetic_base.yaml", one))
     two = tiny_overrides(bench, tmp_path / "two", *extra, "train.batch_size=4")
