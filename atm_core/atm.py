@@ -123,7 +123,8 @@ class SimilarityEncoder(nn.Sequential):
             width = kernel.shape[0] // conv.out_channels
             bias = None if bias is None else bias.repeat_interleave(width)  # channel = (o, column)
             y = F.conv2d(y, kernel, bias, stride=(stride, 1), padding=(padding, 0))
-            y = layer.finish(y.view(slices, conv.out_channels, -1, y.shape[-1]), bias is not None).view(y.shape)
+            per_channel = y.view(slices, conv.out_channels, -1, y.shape[-1])
+            y = layer.finish(per_channel, bias is not None).view(y.shape)
         return y.view(slices, -1, count // slices).transpose(1, 2).reshape(count, -1)
 
     def slices(self, count: int) -> int:

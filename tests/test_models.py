@@ -272,7 +272,7 @@ def test_backward_reaches_every_parameter():
     (dict(atm_layer=0), r"atm_layer=0 is out of range for a 4-block backbone: choose 1\.\.4"),
     (dict(atm_layer=5), r"atm_layer=5 is out of range for a 4-block backbone"),
     (dict(temporal="lstm"), r"unknown temporal module 'lstm'; choose from tsn, tsm, tokenshift, tokent1d"),
-    (dict(img_size=(64, 96)), r"ATM needs a square token grid, got 8x12 patches"),
+    (dict(img_size=(64, 96)), r"ATM needs a square token grid, got 8x12 patches \(img_size \(64, 96\), tokens of 8x8 pixels\)"),
     (dict(atm_ops=("mul", "pow")), r"unknown ATM op 'pow'"),
     (dict(atm_ops="mul"), r"atm_ops must be a sequence of op names"),
     (dict(pretrained=True), r"has no pretrained backbone weights"),

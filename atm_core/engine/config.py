@@ -36,7 +36,7 @@ class ModelConfig:
     atm_hidden: Optional[int] = None  # ATM's reduced width; null = model default (64 published)
     atm_width: Optional[int] = None  # ATM's encoder / transfer width; null = model default (64)
     atm_downsample: Optional[bool] = None  # stride-2 ATM reduction; null = model default
-    conv_stem: Optional[tuple[int, ...]] = None  # ViT conv stem widths; null = model default, [] = none
+    conv_stem: Optional[tuple[int, ...]] = None  # ViT conv stem widths; null = default, [] = none
     dropout: float = 0.0  # before the classifier
     drop_path_rate: float = 0.0
     pretrained: bool = False

@@ -100,11 +100,11 @@ def _conv_stem_embedding(widths: tuple[int, ...], patch_size: Optional[int],
     if embed_dim is None:
         raise ValueError("conv_stem needs the backbone's embed_dim as an argument")
     if patch_size != 2 ** len(widths):
-        raise ValueError(f"a conv stem of {len(widths)} stride-2 layers makes {2 ** len(widths)}-pixel "
-                         f"tokens, but patch_size is {patch_size}")
-    layers = len(widths) + 1
-    stem = ConvStem(depth=layers, channels=(*widths, embed_dim), kernel_size=(3,) * len(widths) + (1,),
-                    stride=(2,) * len(widths) + (1,))
+        raise ValueError(f"a conv stem of {len(widths)} stride-2 layers makes "
+                         f"{2 ** len(widths)}-pixel tokens, but patch_size is {patch_size}")
+    strided = len(widths)
+    stem = ConvStem(depth=strided + 1, channels=(*widths, embed_dim),
+                    kernel_size=(3,) * strided + (1,), stride=(2,) * strided + (1,))
     return partial(HybridEmbed, backbone=stem, proj=False)
 
 
@@ -120,7 +120,8 @@ def _backbone(spec: BackboneSpec, name: str, pretrained: bool, proj_dim: Optiona
         if spec.family != "vit" or pretrained:
             raise ValueError("conv_stem replaces the patch embedding of a ViT trained from scratch "
                              f"({name}, pretrained={pretrained})")
-        kwargs["embed_layer"] = _conv_stem_embedding(conv_stem, kwargs.get("patch_size"), kwargs.get("embed_dim"))
+        kwargs["embed_layer"] = _conv_stem_embedding(conv_stem, kwargs.get("patch_size"),
+                                                     kwargs.get("embed_dim"))
         kwargs["patch_size"] = 1  # HybridEmbed's patches are pixels of the stem's output
     if spec.family == "resnet":
         kwargs.pop("img_size", None)  # a CNN takes any input size

@@ -134,9 +134,10 @@ class VideoViT(VideoClassifier):
                              f"choose 1..{depth} (ATM runs before that block)")
         self.grid = tuple(backbone.patch_embed.grid_size)
         if atm_ops and self.grid[0] != self.grid[1]:
+            size = tuple(backbone.patch_embed.img_size)
+            token = tuple(s // g for s, g in zip(size, self.grid))  # pixels per token, stem or not
             raise ValueError(f"ATM needs a square token grid, got {self.grid[0]}x{self.grid[1]} patches "
-                             f"(img_size {tuple(backbone.patch_embed.img_size)}, "
-                             f"patch {tuple(backbone.patch_embed.patch_size)})")
+                             f"(img_size {size}, tokens of {token[0]}x{token[1]} pixels)")
         self.embed_dim, self.depth = embed_dim, depth
         self.temporal_name, self.atm_layer = temporal, atm_layer
 
