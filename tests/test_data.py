@@ -347,6 +347,28 @@ def test_every_preset_serves_train_val_and_test_items(bench):
         assert ds.classes[0] == "moving_left", name
 
 
+def test_cached_frames_give_the_same_items_and_are_not_decoded_again(bench, monkeypatch):
+    for split in ("train", "val"):
+        plain = build_dataset("synthetic", split, bench)
+        cached = build_dataset("synthetic", split, bench, cache_frames=True)
+        for index in (0, 3, 0, 3):  # second reads come from the cache
+            torch.manual_seed(index)
+            expected = plain[index]
+            torch.manual_seed(index)
+            item = cached[index]
+            assert torch.equal(item[0], expected[0]) and item[1] == expected[1]
+        assert sorted(cached._frames) == [0, 3] and not plain._frames
+        assert cached._frames[0].shape == (24, 64, 64, 3)  # every frame of the video, decoded once
+
+        def no_decoding(record):
+            raise AssertionError(f"{record.path} decoded again")
+
+        monkeypatch.setattr(cached, "_open", no_decoding)
+        cached[3]
+        with pytest.raises(AssertionError, match="decoded again"):
+            cached[1]
+
+
 def test_unknown_preset_option_suggests_the_closest_field(bench):
     with pytest.raises(TypeError, match="did you mean 'test_num_crop'"):
         build_dataset("synthetic", "val", bench, test_num_crops=3)

@@ -44,6 +44,7 @@ class Recipe:
     test_num_segment: int = 1
     test_num_crop: int = 1
     test_scale: int | tuple[int, int] | None = None  # None: same as scale
+    cache_frames: bool = False  # keep decoded videos in memory (see VideoDataset)
 
 
 _SS = Recipe(num_classes=174, scale=(256, 320), flip=True, flip_labels=SS_FLIP_LABELS,
@@ -128,4 +129,4 @@ def build_dataset(name: str, split: str, root: str | Path, list_file: str | Path
                         test_num_segment=recipe.test_num_segment, num_sample=recipe.num_sample,
                         reader=recipe.reader, frame_template=recipe.frame_template,
                         frame_start=recipe.frame_start, on_error=on_error, classes=classes,
-                        skipped_lines=skipped)
+                        skipped_lines=skipped, cache_frames=recipe.cache_frames)

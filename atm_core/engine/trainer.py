@@ -138,9 +138,10 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
     sampler = EpochSampler(len(train_set), cfg.train.seed)
     train_loader = DataLoader(SeededDataset(train_set), batch_size=global_batch, sampler=sampler,
                               drop_last=True, num_workers=cfg.data.num_workers,
-                              collate_fn=train_set.collate_fn)
+                              persistent_workers=cfg.data.num_workers > 0, collate_fn=train_set.collate_fn)
     val_loader = DataLoader(IndexedDataset(val_set), batch_size=cfg.eval.batch_size * accelerator.num_processes,
-                            shuffle=False, num_workers=cfg.data.num_workers)
+                            shuffle=False, num_workers=cfg.data.num_workers,
+                            persistent_workers=cfg.data.num_workers > 0)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
     batches_per_epoch = len(train_loader)
     updates_per_epoch = math.ceil(batches_per_epoch / cfg.train.grad_accum)
