@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import OP_NAMES, check_frames, clip_correlation, get_op, pair_frames
+from .ops import OP_NAMES, check_context, check_frames, clip_correlation, get_op, pair_frames
 
 RESIDUAL_MODES = ("relu", "identity")
 
@@ -46,22 +46,20 @@ class ConvBNReLU(nn.Sequential):
         scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
         return conv.weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale
 
-    def finish(self, y: torch.Tensor, folded: bool) -> torch.Tensor:
-        """What follows the conv: ReLU if the BatchNorm was folded into it, else BatchNorm and ReLU."""
-        return y.relu_() if folded else self[2](self[1](y))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight, bias = self.conv_parameters()
         conv = self[0]
-        return self.finish(F.conv2d(x, weight, bias, conv.stride, conv.padding), bias is not None)
+        y = F.conv2d(x, weight, bias, conv.stride, conv.padding)
+        return y.relu_() if bias is not None else self[2](self[1](y))
 
 
 def row_kernel(weight: torch.Tensor, width: int, stride: int, padding: int) -> torch.Tensor:
-    """``weight`` ``(O, I, k, k)`` as a ``(O*w_out, I*width, k, 1)`` kernel over maps whose columns
-    are folded into the channels: the conv along a row becomes a banded matrix.
+    """``weight`` ``(O, I, k, k)`` as a ``(w_out*O, width*I, k, 1)`` kernel over maps whose columns
+    are folded into the channels (channel = column * channels + c): the conv along a row becomes
+    a banded matrix.
 
     ``conv2d(x, row_kernel(...), stride=(stride, 1), padding=(padding, 0))`` on ``x`` laid out
-    ``(1, I*width, height, N)`` (channel, column, row, item) equals ``conv2d`` with ``weight``
+    ``(1, width*I, height, N)`` (column and channel, row, item) equals ``conv2d`` with ``weight``
     on the ``N`` maps ``(I, height, width)``, laid out the same way.
     """
     out_ch, in_ch, k, _ = weight.shape
@@ -70,7 +68,74 @@ def row_kernel(weight: torch.Tensor, width: int, stride: int, padding: int) -> t
     tap = column.view(1, -1) - stride * torch.arange(out_width, device=weight.device).view(-1, 1)
     tap = tap + padding  # (out_width, width): which kernel column joins output and input columns
     banded = weight[..., tap.clamp(0, k - 1)] * ((tap >= 0) & (tap < k))  # (O, I, k, w_out, width)
-    return banded.permute(0, 3, 1, 4, 2).reshape(out_ch * out_width, in_ch * width, k, 1)
+    return banded.permute(3, 0, 4, 1, 2).reshape(out_width * out_ch, width * in_ch, k, 1)
+
+
+class _GroupedBatchNormReLU(torch.autograd.Function):
+    """Training-mode ``ReLU(BatchNorm(x))`` on ``x`` ``(rows, groups * C)``: column ``g * C + c``
+    is normalised with the batch statistics of channel ``c`` over every row and group.
+
+    Statistics are per-column sums (fast, cascade-summed reductions over the rows) of the data
+    shifted by one sample per channel, so that large means do not cancel digits; they are
+    accumulated in at least float32. Returns ``(y, mean, var)``, the last two (biased variance)
+    for the running averages.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float):
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        channels = x.shape[1] // groups
+        count = x.shape[0] * groups
+
+        def per_channel(columns: torch.Tensor) -> torch.Tensor:
+            return columns.view(groups, channels).sum(0)
+
+        shift = wide[0].view(groups, channels).mean(0)
+        shifted = wide - shift.repeat(groups)
+        offset = per_channel(shifted.sum(0)) / count
+        var = (per_channel(shifted.square_().sum(0)) / count - offset.square()).clamp_min(0)
+        mean = shift + offset
+        invstd = torch.rsqrt(var + eps)
+        scale = weight * invstd
+        y = torch.addcmul((bias - mean * scale).repeat(groups), wide, scale.repeat(groups)).relu_()
+        y = y.to(x.dtype)
+        ctx.groups = groups
+        ctx.save_for_backward(x, y, weight, mean, invstd)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y, _mean, _var):
+        x, y, weight, mean, invstd = ctx.saved_tensors
+        groups = ctx.groups
+        count = x.shape[0] * groups
+        grad = torch.ops.aten.threshold_backward(grad_y, y, 0).to(mean.dtype)
+        wide = x.to(mean.dtype)
+        grad_bias = grad.sum(0).view(groups, -1).sum(0)
+        grad_weight = invstd * ((grad * wide).sum(0).view(groups, -1).sum(0) - mean * grad_bias)
+        # dx = a * grad + b * x + c per channel: the BatchNorm backward with the sums above
+        a = weight * invstd
+        b = -a * invstd * grad_weight / count
+        c = -a * grad_bias / count - b * mean
+        grad_x = torch.addcmul(c.repeat(groups), grad, a.repeat(groups)).addcmul_(wide, b.repeat(groups))
+        return grad_x.to(x.dtype), grad_weight, grad_bias, None, None
+
+
+def batch_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, groups: int) -> torch.Tensor:
+    """``norm`` (train mode) then ReLU on ``x`` ``(rows, groups * channels)``, channel
+    ``c`` repeated in each of the ``groups`` column groups; updates ``norm``'s running averages as
+    ``nn.BatchNorm2d`` does."""
+    y, mean, var = _GroupedBatchNormReLU.apply(x, norm.weight, norm.bias, groups, norm.eps)
+    if norm.track_running_stats:
+        with torch.no_grad():
+            norm.num_batches_tracked.add_(1)
+            momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
+            count = x.shape[0] * groups
+            norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
+            unbiased = var * count / max(count - 1, 1)
+            norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), momentum)
+    return y
 
 
 class SimilarityEncoder(nn.Sequential):
@@ -80,22 +145,20 @@ class SimilarityEncoder(nn.Sequential):
     encoder is specific to ``window=9`` as in the reference.
 
     Takes the patches flattened, ``(N, 81)``, and returns ``(N, out_channels)``. Run as the reference's
-    ``N`` tiny images, these convs starve the CPU kernels (1 to 16 channels, 9x9 to 3x3 pixels)
-    and their BatchNorms either crawl (few pixels per image) or, channels-last, sum millions of
-    values in float32 and drift by ~1e-4. Here all ``N`` patches form one wide image: the
-    patch columns are folded into the channels (``row_kernel``), the rows stay rows and the
-    patches run along the width, so each layer is one conv with tens to hundreds of channels
-    over a 9 x N image, and each BatchNorm reads every channel as one contiguous run (exact,
-    float64-accumulated statistics). Same weights, same BatchNorm statistics and running
-    averages, same results up to float rounding. Beyond ``MAX_WIDTH`` patches the image is cut
-    into a batch of equal slices of at most ``CHUNK`` patches (the largest divisor of the count
-    not above it, if that is at least half of it): on images of tens of thousands of patches
-    oneDNN's kernels, the backward ones above all, are up to twice as slow as on the slices
-    (measured on a 2-core CPU: 32 clips of the tiny ViT's ATM(mul) step 1.05 -> 0.88 s; at
-    ViT-B/16's 7,840 patches slicing gains nothing). As a batch the slices need no copy or
-    concatenation between layers, and a BatchNorm channel stays one contiguous run per slice
-    (the encoder alone, 81,920 patches, forward + backward: 0.56 s as separate conv calls, 0.49 s
-    as a batch).
+    ``N`` tiny images, these convs starve the CPU kernels (1 to 16 channels, 9x9 to 3x3 pixels).
+    Here all ``N`` patches form one wide image: the patch columns are folded into the channels
+    (``row_kernel``), the rows stay rows and the patches run along the width, so each layer is one
+    conv with tens to hundreds of channels over a 9 x N image. The image is channels-last
+    (memory: row, patch, column, channel), which oneDNN's kernels run fastest, the backward ones
+    above all, and in which every position's channels of all columns are one contiguous row of a
+    ``(positions, columns * channels)`` matrix: the BatchNorm and ReLU run on that matrix
+    (``batch_norm_relu``), the statistics of a channel gathered over its columns. Same weights,
+    same BatchNorm statistics and running averages, same results up to float rounding. Beyond
+    ``MAX_WIDTH`` patches the image is cut into a batch of equal slices of at most ``CHUNK``
+    patches (the largest divisor of the count not above it, if that is at least half of it):
+    on images of tens of thousands of patches oneDNN's kernels are slower than on the slices.
+    Measured on a 2-core CPU, 81,920 patches (the tiny ViT's ATM(mul) at 32 clips), forward +
+    backward, interleaved: 0.42 s channels-first with PyTorch's BatchNorm, 0.36 s this way.
     """
 
     CHUNK, MAX_WIDTH = 2048, 8192  # patches per slice, for images wider than MAX_WIDTH
@@ -112,20 +175,26 @@ class SimilarityEncoder(nn.Sequential):
         count, area = patches.shape
         width = math.isqrt(area)
         slices = self.slices(count)
-        # (slices, columns, rows, patches of the slice): channel = (conv channel, column),
-        # height = row, width = patch
-        y = patches.view(slices, count // slices, width, width).permute(0, 3, 2, 1).contiguous()
+        # (slices, columns, rows, patches of the slice), channels-last: memory (slice, row, patch, column)
+        rows = patches.view(slices, count // slices, width, width).transpose(1, 2).contiguous()
+        y = rows.permute(0, 3, 1, 2)
         for layer in self:
             conv = layer[0]
             stride, padding = conv.stride[0], conv.padding[0]
             weight, bias = layer.conv_parameters()
             kernel = row_kernel(weight, width, stride, padding)
             width = kernel.shape[0] // conv.out_channels
-            bias = None if bias is None else bias.repeat_interleave(width)  # channel = (o, column)
-            y = F.conv2d(y, kernel, bias, stride=(stride, 1), padding=(padding, 0))
-            per_channel = y.view(slices, conv.out_channels, -1, y.shape[-1])
-            y = layer.finish(per_channel, bias is not None).view(y.shape)
-        return y.view(slices, -1, count // slices).transpose(1, 2).reshape(count, -1)
+            bias = None if bias is None else bias.repeat(width)  # channel = (column, o)
+            y = F.conv2d(y.contiguous(memory_format=torch.channels_last), kernel, bias,
+                         stride=(stride, 1), padding=(padding, 0))
+            rows = y.permute(0, 2, 3, 1)  # (slices, rows, patches, columns * channels)
+            if bias is not None:  # BatchNorm folded into the conv
+                rows = rows.relu_()
+            else:
+                flat = batch_norm_relu(rows.reshape(-1, rows.shape[-1]), layer[1], width)
+                rows = flat.view(rows.shape)
+            y = rows.permute(0, 3, 1, 2)
+        return y.permute(0, 2, 3, 1).reshape(count, -1)
 
     def slices(self, count: int) -> int:
         """How many equal slices the image of ``count`` patches is cut into (1 = not cut)."""
@@ -170,7 +239,8 @@ class ATMBlock(nn.Module):
             raise ValueError(f"unknown residual {residual!r}; choose from {RESIDUAL_MODES}")
         if op == "mul" and window != 9:
             raise ValueError(f"the similarity encoder needs window=9, got window={window}")
-        self.op, self.num_frames, self.context, self.window = op, num_frames, context, window
+        self.op, self.num_frames, self.window = op, num_frames, window
+        self.context = check_context(context)
         self.downsample, self.residual = downsample, residual
         self.capture = False
         self.last_cue: torch.Tensor | None = None

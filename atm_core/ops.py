@@ -36,6 +36,13 @@ def check_frames(num_items: int, num_frames: int) -> int:
     return num_items // num_frames
 
 
+def check_context(context: int) -> int:
+    """``context`` (K, the frames each frame is paired with, itself included), or a clear error."""
+    if context < 1 or context % 2 == 0:
+        raise ValueError(f"context must be a positive odd number of frames, got {context}")
+    return context
+
+
 def pair_frames(x: torch.Tensor, num_frames: int, context: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pair every frame ``t`` with its neighbours ``t + o``, ``o`` in ``[-(K//2), K//2]``.
 
@@ -44,8 +51,7 @@ def pair_frames(x: torch.Tensor, num_frames: int, context: int) -> tuple[torch.T
     so neighbours outside the clip are zeros. Only the time padding is copied, and it keeps
     the memory layout of ``x`` (channels-last stays channels-last), so the ops' outputs do too.
     """
-    if context < 1 or context % 2 == 0:
-        raise ValueError(f"context must be a positive odd number of frames, got {context}")
+    check_context(context)
     batch = check_frames(x.shape[0], num_frames)
     radius = context // 2
     # pad in x's physical order: (B*T, h, w, D) for channels-last maps, (B*T, D, h, w) otherwise
@@ -113,8 +119,7 @@ def clip_correlation(x: torch.Tensor, num_frames: int, context: int, window: int
     """
     if window < 1 or window % 2 == 0:
         raise ValueError(f"window must be a positive odd size, got {window}")
-    if context < 1 or context % 2 == 0:
-        raise ValueError(f"context must be a positive odd number of frames, got {context}")
+    check_context(context)
     batch = check_frames(x.shape[0], num_frames)
     _, dim, height, width = x.shape
     radius, time_radius = window // 2, context // 2

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from atm_core import ATM, ATMBlock
-from atm_core.atm import SimilarityEncoder
+from atm_core.atm import SimilarityEncoder, _GroupedBatchNormReLU
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -119,9 +119,10 @@ def randomise(module: torch.nn.Module) -> None:
 
 
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
-@pytest.mark.parametrize("downsample, width", [(False, 64), (True, 64), (False, 24)])
-def test_block_equals_independent_conv3d_formulation(op, downsample, width):
-    block = ATMBlock(12, num_frames=3, op=op, hidden=8, downsample=downsample, width=width).double()
+@pytest.mark.parametrize("downsample, width, context", [(False, 64, 5), (True, 64, 5), (False, 24, 3)])
+def test_block_equals_independent_conv3d_formulation(op, downsample, width, context):
+    block = ATMBlock(12, num_frames=3, op=op, hidden=8, downsample=downsample, width=width,
+                     context=context).double()
     randomise(block)
     x = torch.randn(2 * 3, 12, 6, 6, dtype=torch.float64)
     torch.testing.assert_close(block(x), reference_block(block, x), rtol=1e-9, atol=1e-9)
@@ -197,6 +198,21 @@ def test_similarity_encoder_train_mode_matches_conv3d_batchnorm_and_its_running_
         assert stage[1].num_batches_tracked.item() == 1
 
 
+def test_grouped_batch_norm_relu_gradients_and_float32_statistics_with_a_large_mean():
+    weight = torch.tensor([1.5, -0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor([0.1, 0.3, -0.2], dtype=torch.float64, requires_grad=True)
+    x = torch.randn(40, 4 * 3, dtype=torch.float64, requires_grad=True)  # 4 groups of 3 channels
+    assert torch.autograd.gradcheck(lambda *a: _GroupedBatchNormReLU.apply(*a, 4, 1e-5)[0], (x, weight, bias))
+    # float32 statistics of values far from zero (mean 1000, std 1) stay exact to float rounding
+    big = torch.randn(200_000, 4 * 3, dtype=torch.float64) + 1000
+    y32, mean32, var32 = _GroupedBatchNormReLU.apply(big.float(), weight.float(), bias.float(), 4, 1e-5)
+    per_channel = big.view(-1, 4, 3).permute(2, 0, 1).reshape(3, -1)
+    torch.testing.assert_close(mean32.double(), per_channel.mean(1), rtol=0, atol=1e-4)
+    torch.testing.assert_close(var32.double(), per_channel.var(1, correction=0), rtol=1e-4, atol=0)
+    y64 = _GroupedBatchNormReLU.apply(big, weight.detach(), bias.detach(), 4, 1e-5)[0]
+    torch.testing.assert_close(y32.double(), y64, rtol=1e-3, atol=1e-3)
+
+
 def test_identity_residual_is_exact_identity_at_init_and_relu_clips():
     x = torch.randn(2 * 4, 16, 5, 5)
     assert torch.equal(ATM(16, 4, ("mul", "sub", "add", "div"), residual="identity")(x), x)
@@ -255,6 +271,8 @@ def test_clear_errors():
         ATM(8, 4, ())
     with pytest.raises(ValueError, match="non-empty sequence"):
         ATM(8, 4, "mul")
+    with pytest.raises(ValueError, match="context must be a positive odd number of frames, got 4"):
+        ATM(8, 4, ("sub",), context=4)
     with pytest.raises(ValueError, match="unknown residual 'gelu'"):
         ATM(8, 4, ("sub",), residual="gelu")
     with pytest.raises(ValueError, match="not divisible by num_frames=4"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from atm_core.engine.config import Config, ConfigError, load_config
 
@@ -104,6 +105,8 @@ def test_circular_base(tmp_path):
     ("optim.layer_decay=1.5", "optim.layer_decay"),
     ("train.batch_size=0", "key 'train.batch_size' must be > 0"),
     ("optim.atm_lr_scale=0", "key 'optim.atm_lr_scale' must be > 0"),
+    ("model.atm_context=4", "key 'model.atm_context' must be odd"),
+    ("model.atm_context=0", "key 'model.atm_context' must be > 0"),
     ("data.num_frames=16", "model.num_frames=8 but data.num_frames=16"),
     ("train.resume=/nonexistent/ckpt", "checkpoint /nonexistent/ckpt does not exist"),
     ("train.save_every_steps=3", "must be a multiple of 'train.grad_accum'"),
@@ -149,3 +152,13 @@ def test_model_conv_stem_key_reaches_the_model():
     assert isinstance(linear, PatchEmbed) and linear.patch_size == (8, 8) and linear.grid_size == (8, 8)
     with pytest.raises(ConfigError, match="makes 4-pixel tokens, but patch_size is 8"):
         embedding("model.conv_stem=[8, 16]")
+
+
+def test_model_atm_context_key_reaches_the_blocks():
+    from atm_core.engine.builders import build_model
+
+    cfg = load_config(None, ["model.atm_ops=[mul,sub]", "model.atm_context=3"])
+    model = build_model(cfg, num_classes=12, img_size=64)
+    assert [(block.context, block.fuse[0].in_channels) for block in model.atm] == [(3, 3 * 32)] * 2
+    volume = model.atm[0].cue(torch.randn(16, 32, 8, 8))  # 2 clips of 8 frames, the reduced width
+    assert volume.shape == (2, 8, 3, 81, 8, 8)

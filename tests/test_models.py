@@ -350,10 +350,12 @@ def test_atm_widths_and_downsampling_reach_the_blocks():
     default = tiny(atm_ops=("mul", "sub"))
     assert [(b.reduce[0].out_channels, b.fuse[0].out_channels, b.downsample) for b in default.atm] == \
         [(32, 32, False)] * 2
-    model = tiny(atm_ops=("mul", "sub"), atm_hidden=8, atm_width=16, atm_downsample=True)
+    assert [b.context for b in default.atm] == [5, 5]
+    model = tiny(atm_ops=("mul", "sub"), atm_hidden=8, atm_width=16, atm_downsample=True, atm_context=3)
     for block in model.atm:
         assert block.reduce[0].out_channels == 8 and block.reduce[0].stride == (2, 2)
         assert block.fuse[0].out_channels == 16 and block.proj.in_channels == 16
+        assert block.context == 3 and block.fuse[0].in_channels == 3 * 16
     assert model.atm[0].encoder[-1][0].out_channels == 16
     x = clips()
     assert model(x).shape == (2, 5)

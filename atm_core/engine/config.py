@@ -35,6 +35,7 @@ class ModelConfig:
     atm_residual: Literal["relu", "identity"] = "relu"
     atm_hidden: Optional[int] = None  # ATM's reduced width; null = model default (64 published)
     atm_width: Optional[int] = None  # ATM's encoder / transfer width; null = model default (64)
+    atm_context: int = 5  # ATM's temporal context K (odd): each frame with its K-1 nearest (5 published)
     atm_downsample: Optional[bool] = None  # stride-2 ATM reduction; null = model default
     conv_stem: Optional[tuple[int, ...]] = None  # ViT conv stem widths; null = default, [] = none
     dropout: float = 0.0  # before the classifier
@@ -388,7 +389,7 @@ def check_values(cfg: Config) -> None:
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
     for key in ("model.num_frames", "model.img_size", "model.atm_layer", "model.atm_hidden",
-                "model.atm_width", "data.num_frames",
+                "model.atm_width", "model.atm_context", "data.num_frames",
                 "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs", "optim.atm_lr_scale",
                 "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
                 "train.keep_last", "train.log_every"):
@@ -412,6 +413,9 @@ def check_values(cfg: Config) -> None:
     bad = [op for op in cfg.model.atm_ops if op not in OP_NAMES]
     if bad:
         raise ConfigError(f"key 'model.atm_ops' has unknown op(s) {bad}; valid: {list(OP_NAMES)}")
+    if cfg.model.atm_context % 2 == 0:
+        raise ConfigError(f"key 'model.atm_context' must be odd (the frame and as many neighbours "
+                          f"before as after it), got {cfg.model.atm_context}")
     if cfg.model.temporal not in TEMPORAL_MODULES:
         raise ConfigError(f"key 'model.temporal' must be one of {list(TEMPORAL_MODULES)}")
     if cfg.train.save_every_steps % cfg.train.grad_accum:

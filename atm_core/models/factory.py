@@ -8,6 +8,7 @@ After ``import atm_core.models``::
 Keyword arguments: ``num_frames``, ``num_classes``, ``temporal``, ``atm_ops`` (``()`` = no
 ATM), ``atm_layer`` (1-based block / stage before which ATM runs), ``atm_residual``,
 ``atm_hidden`` / ``atm_width`` (ATM's reduced and transfer widths, 64 / 64 as published),
+``atm_context`` (ATM's temporal context K, 5 as published),
 ``atm_downsample`` (stride-2 reduction: on for ResNets, off for the published ViTs),
 ``conv_stem`` (ViTs trained from scratch: widths of a stride-2 conv stem in place of the linear
 patch embedding, ``()`` for none; the tiny ViT's default is ``(16, 32, 64)``),
@@ -144,6 +145,7 @@ def build_video_model(
     atm_residual: str = "relu",
     atm_hidden: Optional[int] = None,
     atm_width: Optional[int] = None,
+    atm_context: int = 5,
     atm_downsample: Optional[bool] = None,
     conv_stem: Optional[Sequence[int]] = None,
     dropout: float = 0.0,
@@ -174,7 +176,8 @@ def build_video_model(
 
     common = dict(num_frames=num_frames, num_classes=num_classes, temporal=temporal, atm_ops=tuple(atm_ops),
                   atm_layer=atm_layer, atm_residual=atm_residual, atm_hidden=atm_hidden,
-                  atm_width=atm_width, atm_downsample=atm_downsample, dropout=dropout)
+                  atm_width=atm_width, atm_context=atm_context, atm_downsample=atm_downsample,
+                  dropout=dropout)
     if spec.family == "resnet":
         model: VideoClassifier = VideoResNet(backbone, **common)
     else:

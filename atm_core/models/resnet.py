@@ -59,6 +59,7 @@ class VideoResNet(VideoClassifier):
         atm_residual: str = "relu",
         atm_hidden: int = 64,
         atm_width: int = 64,
+        atm_context: int = 5,
         atm_downsample: bool = True,
         dropout: float = 0.0,
     ):
@@ -80,7 +81,7 @@ class VideoResNet(VideoClassifier):
             self.temporal.attach([block.conv1 for stage in stages for block in stage])
         channels = stages[atm_layer - 1][0].conv1.in_channels
         self.atm = (ATM(channels, num_frames, tuple(atm_ops), hidden=atm_hidden, downsample=atm_downsample,
-                        residual=atm_residual, width=atm_width) if atm_ops else None)
+                        residual=atm_residual, width=atm_width, context=atm_context) if atm_ops else None)
 
     @staticmethod
     def stages_of(backbone: ResNet) -> list[nn.Sequential]:

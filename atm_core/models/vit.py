@@ -99,6 +99,7 @@ class VideoViT(VideoClassifier):
         atm_layer: 1-based index of the block before which ATM runs.
         atm_residual: ``"relu"`` (reference) or ``"identity"``.
         atm_hidden, atm_width: ATM's reduced width and encoder / transfer width (64 and 64 in the paper).
+        atm_context: ATM's temporal context K, neighbours -(K//2)..K//2 of each frame (5 in the paper).
         atm_downsample: run ATM on the token grid halved by a stride-2 reduction (off in the paper's ViTs).
         proj_dim: width of the CLIP image projection after the class token; None for no projection.
         proj_bias: OpenAI CLIP's projection has no bias, EVA-CLIP's has one.
@@ -116,6 +117,7 @@ class VideoViT(VideoClassifier):
         atm_residual: str = "relu",
         atm_hidden: int = 64,
         atm_width: int = 64,
+        atm_context: int = 5,
         atm_downsample: bool = False,
         proj_dim: Optional[int] = None,
         proj_bias: bool = False,
@@ -145,7 +147,7 @@ class VideoViT(VideoClassifier):
         self.proj = nn.Linear(embed_dim, proj_dim, bias=proj_bias) if proj_dim else nn.Identity()
         self.temporal = token_temporal(temporal, embed_dim, num_frames, depth)
         self.atm = (ATM(embed_dim, num_frames, tuple(atm_ops), hidden=atm_hidden, downsample=atm_downsample,
-                        residual=atm_residual, width=atm_width) if atm_ops else None)
+                        residual=atm_residual, width=atm_width, context=atm_context) if atm_ops else None)
 
     @property
     def is_eva(self) -> bool:
