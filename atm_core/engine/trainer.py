@@ -143,6 +143,11 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
                             shuffle=False, num_workers=cfg.data.num_workers,
                             persistent_workers=cfg.data.num_workers > 0)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
+    if cfg.data.num_workers > 0:
+        # Fork the persistent validation workers now, while this process is small: forked after the
+        # first epoch they would share its training-sized heap copy-on-write, and the next training
+        # steps would pay a page fault per page (measured: ~5 s of a 3-minute CPU run).
+        iter(getattr(val_loader, "base_dataloader", val_loader))
     batches_per_epoch = len(train_loader)
     updates_per_epoch = math.ceil(batches_per_epoch / cfg.train.grad_accum)
     scheduler = build_scheduler(optimizer, cfg.optim, lrs, updates_per_epoch)
