@@ -159,10 +159,11 @@ def read_run(run_dir: str | Path) -> dict:
     if not records:
         raise MissingMetrics(f"run {run_dir}: metrics.jsonl has no epoch records")
     for i, record in enumerate(records, start=1):
-        if "train_time" not in record:
-            raise MissingMetrics(f"run {run_dir}: metrics.jsonl line {i} has no 'train_time'")
+        for key in ("train_time", "epoch_time"):
+            if key not in record:
+                raise MissingMetrics(f"run {run_dir}: metrics.jsonl line {i} has no '{key}'")
     summary = json.loads((run_dir / "eval/summary.json").read_text())
-    for key in ("top1", "top5", "num_videos"):
+    for key in ("top1", "top5", "num_videos", "eval_time"):
         if not isinstance(summary.get(key), (int, float)):
             raise MissingMetrics(f"run {run_dir}: eval/summary.json has no number '{key}'")
     return {"config": load_config(run_dir / "config.yaml"), "metrics": records, "summary": summary}
@@ -181,7 +182,7 @@ def model_stats(cfg: Config, num_classes: int) -> tuple[int, float]:
 
 
 TABLE_COLUMNS = ("variant", "model", "temporal", "atm_ops", "top1", "top5", "mean_class_acc",
-                 "params_M", "gmacs", "train_min", "epochs", "views", "val_videos")
+                 "params_M", "gmacs", "train_min", "run_min", "epochs", "views", "val_videos")
 
 
 def build_table(runs: Mapping[str, str | Path]) -> pd.DataFrame:
@@ -210,6 +211,7 @@ def build_table(runs: Mapping[str, str | Path]) -> pd.DataFrame:
             "mean_class_acc": round(summary.get("mean_class_acc", float("nan")), 2),
             "params_M": round(params / 1e6, 4), "gmacs": round(gmacs, 4),
             "train_min": round(sum(r["train_time"] for r in run["metrics"]) / 60, 2),
+            "run_min": round((sum(r["epoch_time"] for r in run["metrics"]) + summary["eval_time"]) / 60, 2),
             "epochs": len(run["metrics"]), "views": summary.get("views", 1),
             "val_videos": summary["num_videos"],
         })
@@ -232,11 +234,11 @@ def describe_setup(run_dir: str | Path) -> dict:
 def markdown_table(df: pd.DataFrame) -> str:
     """The ablation table as a Markdown pipe table (no extra dependency)."""
     header = ["model", "temporal module", "ATM ops", "top-1 (%)", "top-5 (%)", "params (M)",
-              "G(MAC) / clip", "training time (min)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 5) + "|"]
+              "G(MAC) / clip", "training time (min)", "run time (min)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 6) + "|"]
     for row in df.itertuples():
         lines.append(f"| {row.model} | {row.temporal} | {row.atm_ops} | {row.top1:.1f} | {row.top5:.1f} "
-                     f"| {row.params_M:.3f} | {row.gmacs:.3f} | {row.train_min:.1f} |")
+                     f"| {row.params_M:.3f} | {row.gmacs:.3f} | {row.train_min:.1f} | {row.run_min:.1f} |")
     return "\n".join(lines)
 
 
@@ -255,7 +257,8 @@ def table_notes(setup: Mapping, quick: bool = False) -> str:
         f"validation videos, {setup['views']} view(s) each. Chance is 8.3 %; a model blind to "
         "frame order (TSN) cannot beat 50 %, since every clip has a reversed twin made of the same "
         "frames. G(MAC) per clip by fvcore; training time is the training loop on 2 CPU threads, "
-        "without per-epoch validation. Fixed seeds: a rerun on the same machine gives the same "
+        "without per-epoch validation; run time adds the per-epoch validation and the final "
+        "evaluation (not the start-up). Fixed seeds: a rerun on the same machine gives the same "
         "accuracies; on other hardware expect differences of a few points (floating-point order)."
     )
     if quick:

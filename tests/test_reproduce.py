@@ -22,14 +22,15 @@ def fake_run(run_dir: Path, key: str, top1: float, train_times=(30.0, 42.0), *, 
     run_dir.mkdir(parents=True)
     load_config(ROOT / workbook.variant(key).recipe).to_yaml(run_dir / "config.yaml")
     if metrics:
-        records = [{"epoch": i, "train_loss": 2.0 - i, "val_top1": top1, "train_time": t}
+        records = [{"epoch": i, "train_loss": 2.0 - i, "val_top1": top1, "train_time": t, "epoch_time": t + 3}
                    for i, t in enumerate(train_times)]
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (run_dir / "eval").mkdir()
     np.save(run_dir / "eval" / "confusion.npy", np.eye(12, dtype=np.int64) * 25)
     if summary:
         (run_dir / "eval" / "summary.json").write_text(json.dumps(
-            {"top1": top1, "top5": 99.0, "mean_class_acc": top1, "num_videos": 300, "views": 1}))
+            {"top1": top1, "top5": 99.0, "mean_class_acc": top1, "num_videos": 300, "views": 1,
+             "eval_time": 6.0}))
     return run_dir
 
 
@@ -52,6 +53,9 @@ def test_table_refuses_incomplete_records(tmp_path):
     (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_loss": 1.0}) + "\n")
     with pytest.raises(workbook.MissingMetrics, match="metrics.jsonl line 1 has no 'train_time'"):
         workbook.read_run(run)
+    (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "train_time": 1.0}) + "\n")
+    with pytest.raises(workbook.MissingMetrics, match="metrics.jsonl line 1 has no 'epoch_time'"):
+        workbook.read_run(run)
     (run / "metrics.jsonl").write_text("")
     with pytest.raises(workbook.MissingMetrics, match="no epoch records"):
         workbook.read_run(run)
@@ -69,11 +73,13 @@ def test_table_rows_come_from_the_run_outputs(tmp_path):
     assert table.model.tolist() == ["TSN", "ATM(mul, sub)"]
     assert table.top1.tolist() == [47.5, 96.25]
     assert table.train_min.tolist() == [2.5, 3.5]
+    assert table.run_min.tolist() == [2.7, 3.7]  # + 3 s of validation per epoch, + 6 s of evaluation
     assert table.atm_ops.tolist() == ["-", "mul, sub"]
     for key, row in zip(runs, table.itertuples()):
         cfg = load_config(runs[key] / "config.yaml")
         model = timm.create_model(cfg.model.name, num_classes=12, num_frames=8, temporal=cfg.model.temporal,
-                                  atm_ops=tuple(cfg.model.atm_ops), img_size=64)
+                                  atm_ops=tuple(cfg.model.atm_ops), atm_context=cfg.model.atm_context,
+                                  img_size=64)
         assert row.params_M == round(sum(p.numel() for p in model.parameters()) / 1e6, 4)
     assert table.params_M[1] > table.params_M[0] and table.gmacs[1] > table.gmacs[0] > 0
 

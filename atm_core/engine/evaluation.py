@@ -1,6 +1,7 @@
 """Evaluation of a checkpoint: multi-view testing, metrics and the ``eval/`` artefacts."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -25,14 +26,16 @@ def evaluate_model(accelerator: Accelerator, model: nn.Module, dataset: Dataset,
 
     ``batch_size`` is per process; the loader's global batch is split across processes and
     ``gather_for_metrics`` drops the padding of the last batch, so each video counts once.
+    The summary's ``eval_time`` is the seconds the predictions took.
     """
+    started = time.perf_counter()
     model = model.to(accelerator.device)
     loader = DataLoader(IndexedDataset(dataset), batch_size=batch_size * accelerator.num_processes,
                         shuffle=False, num_workers=num_workers)
     loader = accelerator.prepare_data_loader(loader)
     probs, labels, indices = predict(accelerator, model, loader, progress=progress)
     probs, labels, indices = probs.numpy(), labels.numpy(), indices.numpy()
-    extra = dict(extra or {})
+    extra = {**(extra or {}), "eval_time": round(time.perf_counter() - started, 2)}
     if accelerator.is_main_process:
         summary = write_eval(Path(out_dir), probs, labels, indices, class_names, paths, extra)
     else:
