@@ -85,8 +85,9 @@ SPECS: dict[str, BackboneSpec] = {
     # first block (the motion cue reaches every block) at half the published widths: at 8x8 tokens
     # the published widths cost more than the whole backbone. Its 8x8-pixel tokens come from a
     # stride-8 conv stem instead of a linear patch embedding (Xiao et al., "Early Convolutions Help
-    # Transformers See Better", 2021): from scratch on 2 CPU cores, 6 epochs, ATM(mul, sub) reaches
-    # 92.3 % top-1 with it, 88.3 % without (ATM(div) 91.3 / 88.3 %, ATM(sub) 87.7 % either way).
+    # Transformers See Better", 2021): from scratch on 2 CPU cores, 6 epochs, ATM context 5,
+    # ATM(mul, sub) reaches 92.3 % top-1 with it, 88.3 % without (ATM(div) 91.3 / 88.3 %, ATM(sub)
+    # 87.7 % either way).
     "atm_vit_tiny_patch8_64": BackboneSpec(
         "vit_tiny_patch16_224", None, "vit", atm_layer=1, temporal="tokent1d", num_classes=12,
         img_size=64, atm_hidden=32, atm_width=32, conv_stem=(16, 32, 64),
