@@ -154,14 +154,15 @@ class SimilarityEncoder(nn.Sequential):
     ``(positions, columns * channels)`` matrix: the BatchNorm and ReLU run on that matrix
     (``batch_norm_relu``), the statistics of a channel gathered over its columns. Same weights,
     same BatchNorm statistics and running averages, same results up to float rounding. Beyond
-    ``MAX_WIDTH`` patches the image is cut into a batch of equal slices of at most ``CHUNK``
-    patches (the largest divisor of the count not above it, if that is at least half of it):
-    on images of tens of thousands of patches oneDNN's kernels are slower than on the slices.
-    Measured on a 2-core CPU, 81,920 patches (the tiny ViT's ATM(mul) at 32 clips), forward +
-    backward, interleaved: 0.42 s channels-first with PyTorch's BatchNorm, 0.36 s this way.
+    ``CHUNK`` patches the image is cut into a batch of equal slices of at most ``CHUNK`` patches
+    (the largest divisor of the count not above it, if that is at least half of it): on wide
+    images oneDNN's kernels, the backward ones above all, are slower than on the slices.
+    Measured on a 2-core CPU, forward + backward, interleaved: 81,920 patches (the tiny ViT's
+    ATM(mul) at 32 clips, context 5) 0.42 s channels-first with PyTorch's BatchNorm, 0.36 s this
+    way; 7,840 patches (ViT-B/16, one 8-frame clip) 62 ms as one image, 52 ms as 4 slices.
     """
 
-    CHUNK, MAX_WIDTH = 2048, 8192  # patches per slice, for images wider than MAX_WIDTH
+    CHUNK = 2048  # the most patches per slice
 
     def __init__(self, out_channels: int = 64):
         super().__init__(
@@ -198,7 +199,7 @@ class SimilarityEncoder(nn.Sequential):
 
     def slices(self, count: int) -> int:
         """How many equal slices the image of ``count`` patches is cut into (1 = not cut)."""
-        if count > self.MAX_WIDTH:
+        if count > self.CHUNK:
             for size in range(self.CHUNK, (self.CHUNK - 1) // 2, -1):
                 if count % size == 0:
                     return count // size

@@ -160,14 +160,13 @@ def test_similarity_encoder_slices_wide_images_without_changing_results(monkeypa
     whole = outputs_and_grads()
     assert calls[0] == (1, 9, 9, 50)  # (slices, columns, rows, patches): one image
     monkeypatch.setattr(SimilarityEncoder, "CHUNK", 7)
-    monkeypatch.setattr(SimilarityEncoder, "MAX_WIDTH", 10)
     calls.clear()
     sliced = outputs_and_grads()
     assert len(calls) == 4 and calls[0] == (10, 9, 9, 5)  # 50 patches: 5 divides 50, 7 and 6 do not
     for a, b in zip(whole, sliced):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    # not cut: at most MAX_WIDTH patches, or no divisor between CHUNK / 2 and CHUNK (11, 53)
-    assert [encoder.slices(n) for n in (10, 11, 49, 53)] == [1, 1, 7, 1]
+    # not cut: at most CHUNK patches, or no divisor between CHUNK / 2 and CHUNK (11, 53)
+    assert [encoder.slices(n) for n in (7, 11, 49, 53)] == [1, 1, 7, 1]
 
 
 def reference_encoder(encoder: SimilarityEncoder, patches: torch.Tensor) -> torch.Tensor:
