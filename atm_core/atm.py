@@ -53,14 +53,13 @@ class ConvBNReLU(nn.Sequential):
         return y.relu_() if bias is not None else self[2](self[1](y))
 
 
-def row_kernel(weight: torch.Tensor, width: int, stride: int, padding: int) -> torch.Tensor:
-    """``weight`` ``(O, I, k, k)`` as a ``(w_out*O, width*I, k, 1)`` kernel over maps whose columns
-    are folded into the channels (channel = column * channels + c): the conv along a row becomes
-    a banded matrix.
+def banded_taps(weight: torch.Tensor, width: int, stride: int, padding: int) -> torch.Tensor:
+    """``weight`` ``(O, I, k, k)`` as ``k`` banded matrices ``(k, width*I, w_out*O)``, one per
+    kernel row, over rows whose columns are folded into the features (feature = column *
+    channels + c): the convolution along a row becomes a matrix product.
 
-    ``conv2d(x, row_kernel(...), stride=(stride, 1), padding=(padding, 0))`` on ``x`` laid out
-    ``(1, width*I, height, N)`` (column and channel, row, item) equals ``conv2d`` with ``weight``
-    on the ``N`` maps ``(I, height, width)``, laid out the same way.
+    ``x[r] @ taps[i]`` for a row ``r`` of maps laid out ``(items, width*I)`` is the contribution of
+    kernel row ``i`` to the output row that reads input row ``r`` through it, laid out the same way.
     """
     out_ch, in_ch, k, _ = weight.shape
     out_width = (width + 2 * padding - k) // stride + 1
@@ -68,7 +67,7 @@ def row_kernel(weight: torch.Tensor, width: int, stride: int, padding: int) -> t
     tap = column.view(1, -1) - stride * torch.arange(out_width, device=weight.device).view(-1, 1)
     tap = tap + padding  # (out_width, width): which kernel column joins output and input columns
     banded = weight[..., tap.clamp(0, k - 1)] * ((tap >= 0) & (tap < k))  # (O, I, k, w_out, width)
-    return banded.permute(3, 0, 4, 1, 2).reshape(out_width * out_ch, width * in_ch, k, 1)
+    return banded.permute(2, 4, 1, 3, 0).reshape(k, width * in_ch, out_width * out_ch)
 
 
 class _GroupedBatchNormReLU(torch.autograd.Function):
@@ -138,31 +137,117 @@ def batch_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, groups: int) -> torch
     return y
 
 
+def row_plan(rows: int, kernel: int, stride: int, padding: int) -> list[tuple[int, slice, slice]]:
+    """For a convolution along ``rows`` input rows: ``(tap, output rows, input rows)`` for each
+    kernel row ``tap``, output row ``o`` reading input row ``stride * o + tap - padding``; rows in
+    the zero padding are left out. The centre tap (``tap == padding``) comes first: it reaches
+    every output row."""
+    out_rows = (rows + 2 * padding - kernel) // stride + 1
+    plan = []
+    for tap in sorted(range(kernel), key=lambda k: k != padding):
+        first = max(0, -((tap - padding) // stride))
+        last = min(out_rows, (rows - 1 - tap + padding) // stride + 1)
+        if first < last:
+            begin = stride * first + tap - padding
+            plan.append((tap, slice(first, last), slice(begin, begin + stride * (last - first), stride)))
+    if not plan or plan[0][1] != slice(0, out_rows):
+        raise ValueError(f"padding={padding} leaves output rows without a centre tap")
+    return plan
+
+
+def _row_products(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
+    """``out[n] (+)= a[n] @ b`` for the row blocks ``n`` of ``(n, M, K)`` ``a``: one matrix
+    product when the blocks are contiguous, else one per block (a stride-2 slice of rows)."""
+    if a.is_contiguous() and out.is_contiguous():
+        a, out = a.reshape(1, -1, a.shape[-1]), out.view(1, -1, out.shape[-1])
+    for out_rows, a_rows in zip(out, a):
+        out_rows.addmm_(a_rows, b) if accumulate else torch.mm(a_rows, b, out=out_rows)
+
+
+class _RowConv(torch.autograd.Function):
+    """A convolution along the rows of ``x`` ``(rows, items, features)`` as matrix products:
+    ``y[o] = bias + sum over taps i of x[stride * o + i - padding] @ taps[i]``, ``taps``
+    ``(kernel, features, out_features)``, rows outside ``x`` being zeros.
+
+    Forward and backward are each a few GEMMs of ``items`` rows. The first product into each
+    output (or input-gradient) row writes it, the later ones add to it, so nothing is zero-filled.
+    """
+
+    @staticmethod
+    def forward(ctx, x, taps, bias, stride: int, padding: int):
+        plan = row_plan(x.shape[0], taps.shape[0], stride, padding)
+        y = x.new_empty(plan[0][1].stop, x.shape[1], taps.shape[2])
+        for index, (tap, out_rows, in_rows) in enumerate(plan):
+            _row_products(y[out_rows], x[in_rows], taps[tap], accumulate=index > 0)
+        if bias is not None:
+            y += bias
+        ctx.plan, ctx.has_bias = plan, bias is not None
+        ctx.save_for_backward(x, taps)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y):
+        x, taps = ctx.saved_tensors
+        grad_x = grad_taps = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(x)
+            written = [False] * x.shape[0]
+            for tap, out_rows, in_rows in ctx.plan:
+                rows = range(x.shape[0])[in_rows]
+                if len({written[r] for r in rows}) == 1:
+                    _row_products(grad_x[in_rows], grad_y[out_rows], taps[tap].t(), written[rows[0]])
+                else:
+                    for r, o in zip(rows, range(grad_y.shape[0])[out_rows]):
+                        _row_products(grad_x[r : r + 1], grad_y[o : o + 1], taps[tap].t(), written[r])
+                for r in rows:
+                    written[r] = True
+            for r in (r for r, done in enumerate(written) if not done):
+                grad_x[r].zero_()
+        if ctx.needs_input_grad[1]:
+            grad_taps = torch.empty_like(taps)
+            for tap, out_rows, in_rows in ctx.plan:
+                pairs = zip(x[in_rows], grad_y[out_rows])
+                for index, (x_row, grad_row) in enumerate(pairs):
+                    _row_products(grad_taps[tap : tap + 1], x_row.t()[None], grad_row, index > 0)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_y.sum((0, 1))
+        return grad_x, grad_taps, grad_bias, None, None
+
+
+def row_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, stride: int,
+             padding: int) -> torch.Tensor:
+    """``_RowConv``, in the dtype autocast gives convolutions (as ``F.conv2d`` would run)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        x, taps = x.to(dtype), taps.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    with torch.autocast(device, enabled=False):
+        return _RowConv.apply(x, taps, bias, stride, padding)
+
+
 class SimilarityEncoder(nn.Sequential):
     """Encodes each ``W x W`` similarity patch to ``out_channels`` (64): 9x9 -> 9 -> 5 -> 3 -> 1.
 
     Stride-2 layers halve the patch, the last 3x3 valid conv collapses it, so this
     encoder is specific to ``window=9`` as in the reference.
 
-    Takes the patches flattened, ``(N, 81)``, and returns ``(N, out_channels)``. Run as the reference's
-    ``N`` tiny images, these convs starve the CPU kernels (1 to 16 channels, 9x9 to 3x3 pixels).
-    Here all ``N`` patches form one wide image: the patch columns are folded into the channels
-    (``row_kernel``), the rows stay rows and the patches run along the width, so each layer is one
-    conv with tens to hundreds of channels over a 9 x N image. The image is channels-last
-    (memory: row, patch, column, channel), which oneDNN's kernels run fastest, the backward ones
-    above all, and in which every position's channels of all columns are one contiguous row of a
-    ``(positions, columns * channels)`` matrix: the BatchNorm and ReLU run on that matrix
-    (``batch_norm_relu``), the statistics of a channel gathered over its columns. Same weights,
-    same BatchNorm statistics and running averages, same results up to float rounding. Beyond
-    ``CHUNK`` patches the image is cut into a batch of equal slices of at most ``CHUNK`` patches
-    (the largest divisor of the count not above it, if that is at least half of it): on wide
-    images oneDNN's kernels, the backward ones above all, are slower than on the slices.
-    Measured on a 2-core CPU, forward + backward, interleaved: 81,920 patches (the tiny ViT's
-    ATM(mul) at 32 clips, context 5) 0.42 s channels-first with PyTorch's BatchNorm, 0.36 s this
-    way; 7,840 patches (ViT-B/16, one 8-frame clip) 62 ms as one image, 52 ms as 4 slices.
+    Takes the patches flattened, ``(N, 81)``, and returns ``(N, out_channels)``. Run as the
+    reference's ``N`` tiny images, these convs starve the CPU kernels (1 to 16 channels, 9x9 to 3x3
+    pixels), and oneDNN's backward of them runs far below its forward. Here the patches are laid
+    out ``(rows, patches, columns * channels)``: the convolution along a row is a banded matrix
+    (``banded_taps``) and the one across rows a sum over the kernel's rows, so each layer is a few
+    matrix products of ``N`` rows, forward and backward (``_RowConv``). Every row of a patch is
+    one contiguous row of a ``(rows * patches, columns * channels)`` matrix: the BatchNorm and
+    ReLU run on that matrix (``batch_norm_relu``), the statistics of a channel gathered over its
+    columns in cascade sums (PyTorch's own BatchNorm on ``(positions, channels)``, with only 4 or
+    16 channels, vectorises poorly and sums hundreds of thousands of float32 values one by one).
+    Same weights, same BatchNorm statistics and running averages, same results up to float
+    rounding as the reference's Conv3d stack. Measured on a 2-core CPU, 7,840 patches (ViT-B/16, one 8-frame
+    clip), train mode, forward + backward: 235 ms as banded ``conv2d`` calls over one wide image,
+    this way about half of that.
     """
-
-    CHUNK = 2048  # the most patches per slice
 
     def __init__(self, out_channels: int = 64):
         super().__init__(
@@ -175,35 +260,19 @@ class SimilarityEncoder(nn.Sequential):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         count, area = patches.shape
         width = math.isqrt(area)
-        slices = self.slices(count)
-        # (slices, columns, rows, patches of the slice), channels-last: memory (slice, row, patch, column)
-        rows = patches.view(slices, count // slices, width, width).transpose(1, 2).contiguous()
-        y = rows.permute(0, 3, 1, 2)
+        x = patches.view(count, width, width).transpose(0, 1).contiguous()  # (rows, patches, columns)
         for layer in self:
             conv = layer[0]
             stride, padding = conv.stride[0], conv.padding[0]
             weight, bias = layer.conv_parameters()
-            kernel = row_kernel(weight, width, stride, padding)
-            width = kernel.shape[0] // conv.out_channels
-            bias = None if bias is None else bias.repeat(width)  # channel = (column, o)
-            y = F.conv2d(y.contiguous(memory_format=torch.channels_last), kernel, bias,
-                         stride=(stride, 1), padding=(padding, 0))
-            rows = y.permute(0, 2, 3, 1)  # (slices, rows, patches, columns * channels)
-            if bias is not None:  # BatchNorm folded into the conv
-                rows = rows.relu_()
+            taps = banded_taps(weight, width, stride, padding)
+            width = taps.shape[2] // conv.out_channels
+            if bias is not None:  # BatchNorm folded into the conv; feature = (column, channel)
+                x = row_conv(x, taps, bias.repeat(width), stride, padding).relu_()
             else:
-                flat = batch_norm_relu(rows.reshape(-1, rows.shape[-1]), layer[1], width)
-                rows = flat.view(rows.shape)
-            y = rows.permute(0, 3, 1, 2)
-        return y.permute(0, 2, 3, 1).reshape(count, -1)
-
-    def slices(self, count: int) -> int:
-        """How many equal slices the image of ``count`` patches is cut into (1 = not cut)."""
-        if count > self.CHUNK:
-            for size in range(self.CHUNK, (self.CHUNK - 1) // 2, -1):
-                if count % size == 0:
-                    return count // size
-        return 1
+                x = row_conv(x, taps, None, stride, padding)
+                x = batch_norm_relu(x.view(-1, x.shape[-1]), layer[1], width).view(x.shape)
+        return x.reshape(count, -1)
 
 
 class ATMBlock(nn.Module):

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from atm_core import ATM, ATMBlock
-from atm_core.atm import SimilarityEncoder, _GroupedBatchNormReLU
+from atm_core.atm import SimilarityEncoder, _GroupedBatchNormReLU, banded_taps, row_conv, row_plan
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -146,27 +146,36 @@ def test_eval_mode_with_folded_batchnorm_equals_the_formulation_with_running_sta
     assert not torch.allclose(block(x), expected)  # train mode normalises with batch statistics
 
 
-def test_similarity_encoder_slices_wide_images_without_changing_results(monkeypatch):
-    encoder = SimilarityEncoder(8).double()
-    randomise(encoder)
-    x = torch.rand(50, 81, dtype=torch.float64, requires_grad=True)
+@pytest.mark.parametrize("rows, stride, padding", [(9, 1, 1), (9, 2, 1), (5, 2, 1), (3, 1, 0), (6, 2, 1)])
+def test_row_conv_equals_conv2d_with_gradients(rows, stride, padding):
+    """Banded taps + row products = conv2d on (items, channels, rows, columns) maps, and so do the
+    gradients of the input, the weight and the bias (float64, random weights)."""
+    items, in_ch, out_ch, columns = 7, 3, 5, 6
+    maps = torch.randn(items, in_ch, rows, columns, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(out_ch, in_ch, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(out_ch, dtype=torch.float64, requires_grad=True)
+    expected = F.conv2d(maps, weight, bias, stride=stride, padding=padding)
+    x = maps.permute(2, 0, 3, 1).reshape(rows, items, columns * in_ch)  # (rows, items, columns*ch)
+    taps = banded_taps(weight, columns, stride, padding)
+    out_columns = taps.shape[2] // out_ch
+    y = row_conv(x, taps, bias.repeat(out_columns), stride, padding)
+    got = y.view(-1, items, out_columns, out_ch).permute(1, 3, 0, 2)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(expected.shape, dtype=torch.float64)
+    grads = torch.autograd.grad(got, [maps, weight, bias], upstream)
+    expected_grads = torch.autograd.grad(expected, [maps, weight, bias], upstream)
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
-    def outputs_and_grads():
-        y = encoder(x)
-        return (y, *torch.autograd.grad(y.square().sum(), [x, *encoder.parameters()]))
 
-    calls = []
-    monkeypatch.setattr(F, "conv2d", lambda *a, **k: calls.append(tuple(a[0].shape)) or torch.conv2d(*a, **k))
-    whole = outputs_and_grads()
-    assert calls[0] == (1, 9, 9, 50)  # (slices, columns, rows, patches): one image
-    monkeypatch.setattr(SimilarityEncoder, "CHUNK", 7)
-    calls.clear()
-    sliced = outputs_and_grads()
-    assert len(calls) == 4 and calls[0] == (10, 9, 9, 5)  # 50 patches: 5 divides 50, 7 and 6 do not
-    for a, b in zip(whole, sliced):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    # not cut: at most CHUNK patches, or no divisor between CHUNK / 2 and CHUNK (11, 53)
-    assert [encoder.slices(n) for n in (7, 11, 49, 53)] == [1, 1, 7, 1]
+def test_row_plan_reads_each_input_row_through_the_right_tap():
+    # 5 rows, stride 2, padding 1: output rows 0..2 read rows 2o-1, 2o, 2o+1; row -1 and 5 are padding
+    assert row_plan(5, 3, 2, 1) == [(1, slice(0, 3), slice(0, 6, 2)), (0, slice(1, 3), slice(1, 5, 2)),
+                                    (2, slice(0, 2), slice(1, 5, 2))]
+    assert row_plan(3, 3, 1, 0) == [(0, slice(0, 1), slice(0, 1, 1)), (1, slice(0, 1), slice(1, 2, 1)),
+                                    (2, slice(0, 1), slice(2, 3, 1))]
+    with pytest.raises(ValueError, match="padding=2"):
+        row_plan(5, 3, 1, 2)
 
 
 def reference_encoder(encoder: SimilarityEncoder, patches: torch.Tensor) -> torch.Tensor:
