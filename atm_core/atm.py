@@ -155,9 +155,26 @@ def row_plan(rows: int, kernel: int, stride: int, padding: int) -> list[tuple[in
     return plan
 
 
+def column_blocks(taps: torch.Tensor, width: int, in_ch: int, out_ch: int, stride: int,
+                  padding: int, per_column: bool) -> list[tuple[slice, slice]]:
+    """``(input features, output features)`` of the blocks of ``banded_taps`` to multiply: the
+    whole band, or with ``per_column`` one dense block per output column, over the ``k`` input
+    columns it reads (the band's zeros left out: fewer MACs, narrower products)."""
+    kernel, _, out_features = taps.shape
+    if not per_column:
+        return [(slice(None), slice(None))]
+    blocks = []
+    for column in range(out_features // out_ch):
+        first = max(0, stride * column - padding)
+        last = min(width, stride * column - padding + kernel)
+        blocks.append((slice(first * in_ch, last * in_ch), slice(column * out_ch, (column + 1) * out_ch)))
+    return blocks
+
+
 def _row_products(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
     """``out[n] (+)= a[n] @ b`` for the row blocks ``n`` of ``(n, M, K)`` ``a``: one matrix
-    product when the blocks are contiguous, else one per block (a stride-2 slice of rows)."""
+    product when the blocks are contiguous, else one per block (a stride-2 slice of rows, a block
+    of columns)."""
     if a.is_contiguous() and out.is_contiguous():
         a, out = a.reshape(1, -1, a.shape[-1]), out.view(1, -1, out.shape[-1])
     for out_rows, a_rows in zip(out, a):
@@ -167,21 +184,25 @@ def _row_products(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulat
 class _RowConv(torch.autograd.Function):
     """A convolution along the rows of ``x`` ``(rows, items, features)`` as matrix products:
     ``y[o] = bias + sum over taps i of x[stride * o + i - padding] @ taps[i]``, ``taps``
-    ``(kernel, features, out_features)``, rows outside ``x`` being zeros.
+    ``(kernel, features, out_features)``, rows outside ``x`` being zeros; only the ``blocks``
+    of ``taps`` (``column_blocks``) are multiplied, the rest being zeros.
 
     Forward and backward are each a few GEMMs of ``items`` rows. The first product into each
-    output (or input-gradient) row writes it, the later ones add to it, so nothing is zero-filled.
+    output row writes it, the later ones add to it, and so into each input-gradient row where the
+    blocks do not overlap, so nothing is zero-filled that need not be.
     """
 
     @staticmethod
-    def forward(ctx, x, taps, bias, stride: int, padding: int):
+    def forward(ctx, x, taps, bias, stride: int, padding: int, blocks: list[tuple[slice, slice]]):
         plan = row_plan(x.shape[0], taps.shape[0], stride, padding)
         y = x.new_empty(plan[0][1].stop, x.shape[1], taps.shape[2])
-        for index, (tap, out_rows, in_rows) in enumerate(plan):
-            _row_products(y[out_rows], x[in_rows], taps[tap], accumulate=index > 0)
+        for in_f, out_f in blocks:
+            for index, (tap, out_rows, in_rows) in enumerate(plan):
+                _row_products(y[out_rows, :, out_f], x[in_rows, :, in_f], taps[tap, in_f, out_f],
+                              accumulate=index > 0)
         if bias is not None:
             y += bias
-        ctx.plan, ctx.has_bias = plan, bias is not None
+        ctx.plan, ctx.blocks, ctx.has_bias = plan, blocks, bias is not None
         ctx.save_for_backward(x, taps)
         return y
 
@@ -189,42 +210,51 @@ class _RowConv(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
         x, taps = ctx.saved_tensors
+        plan, blocks = ctx.plan, ctx.blocks
+        overlapping = len(blocks) > 1  # neighbouring output columns read shared input columns
         grad_x = grad_taps = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.empty_like(x)
-            written = [False] * x.shape[0]
-            for tap, out_rows, in_rows in ctx.plan:
-                rows = range(x.shape[0])[in_rows]
-                if len({written[r] for r in rows}) == 1:
-                    _row_products(grad_x[in_rows], grad_y[out_rows], taps[tap].t(), written[rows[0]])
-                else:
-                    for r, o in zip(rows, range(grad_y.shape[0])[out_rows]):
-                        _row_products(grad_x[r : r + 1], grad_y[o : o + 1], taps[tap].t(), written[r])
-                for r in rows:
-                    written[r] = True
+            grad_x = torch.zeros_like(x) if overlapping else torch.empty_like(x)
+            written = [overlapping] * x.shape[0]
+            for in_f, out_f in blocks:
+                for tap, out_rows, in_rows in plan:
+                    weight = taps[tap, in_f, out_f].t()
+                    rows = range(x.shape[0])[in_rows]
+                    if len({written[r] for r in rows}) == 1:
+                        _row_products(grad_x[in_rows, :, in_f], grad_y[out_rows, :, out_f], weight,
+                                      written[rows[0]])
+                    else:
+                        for r, o in zip(rows, range(grad_y.shape[0])[out_rows]):
+                            _row_products(grad_x[r : r + 1, :, in_f], grad_y[o : o + 1, :, out_f],
+                                          weight, written[r])
+                    for r in rows:
+                        written[r] = True
             for r in (r for r, done in enumerate(written) if not done):
                 grad_x[r].zero_()
         if ctx.needs_input_grad[1]:
-            grad_taps = torch.empty_like(taps)
-            for tap, out_rows, in_rows in ctx.plan:
-                pairs = zip(x[in_rows], grad_y[out_rows])
-                for index, (x_row, grad_row) in enumerate(pairs):
-                    _row_products(grad_taps[tap : tap + 1], x_row.t()[None], grad_row, index > 0)
+            grad_taps = torch.zeros_like(taps) if overlapping else torch.empty_like(taps)
+            for in_f, out_f in blocks:
+                for tap, out_rows, in_rows in plan:
+                    pairs = zip(x[in_rows, :, in_f], grad_y[out_rows, :, out_f])
+                    for index, (x_row, grad_row) in enumerate(pairs):
+                        _row_products(grad_taps[tap : tap + 1, in_f, out_f], x_row.t()[None],
+                                      grad_row, index > 0)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_y.sum((0, 1))
-        return grad_x, grad_taps, grad_bias, None, None
+        return grad_x, grad_taps, grad_bias, None, None, None
 
 
 def row_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, stride: int,
-             padding: int) -> torch.Tensor:
-    """``_RowConv``, in the dtype autocast gives convolutions (as ``F.conv2d`` would run)."""
+             padding: int, blocks: list[tuple[slice, slice]] | None = None) -> torch.Tensor:
+    """``_RowConv`` (over the whole band unless ``blocks`` are given), in the dtype autocast gives
+    convolutions (as ``F.conv2d`` would run)."""
     device = x.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         x, taps = x.to(dtype), taps.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     with torch.autocast(device, enabled=False):
-        return _RowConv.apply(x, taps, bias, stride, padding)
+        return _RowConv.apply(x, taps, bias, stride, padding, blocks or [(slice(None), slice(None))])
 
 
 class SimilarityEncoder(nn.Sequential):
@@ -249,6 +279,8 @@ class SimilarityEncoder(nn.Sequential):
     this way about half of that.
     """
 
+    MIN_BLOCK_DEPTH = 48  # per-column blocks once each reads this many features (16 channels x 3)
+
     def __init__(self, out_channels: int = 64):
         super().__init__(
             ConvBNReLU(1, 4),
@@ -266,11 +298,13 @@ class SimilarityEncoder(nn.Sequential):
             stride, padding = conv.stride[0], conv.padding[0]
             weight, bias = layer.conv_parameters()
             taps = banded_taps(weight, width, stride, padding)
+            blocks = column_blocks(taps, width, conv.in_channels, conv.out_channels, stride, padding,
+                                   per_column=conv.in_channels * 3 >= self.MIN_BLOCK_DEPTH)
             width = taps.shape[2] // conv.out_channels
             if bias is not None:  # BatchNorm folded into the conv; feature = (column, channel)
-                x = row_conv(x, taps, bias.repeat(width), stride, padding).relu_()
+                x = row_conv(x, taps, bias.repeat(width), stride, padding, blocks).relu_()
             else:
-                x = row_conv(x, taps, None, stride, padding)
+                x = row_conv(x, taps, None, stride, padding, blocks)
                 x = batch_norm_relu(x.view(-1, x.shape[-1]), layer[1], width).view(x.shape)
         return x.reshape(count, -1)
 
