@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import OP_NAMES, check_context, check_frames, clip_correlation, get_op, pair_frames
+from .ops import (OP_NAMES, SEPARABLE_OPS, check_context, check_frames, clip_correlation, get_op,
+                  pair_frames)
 
 RESIDUAL_MODES = ("relu", "identity")
 
@@ -51,6 +52,16 @@ class ConvBNReLU(nn.Sequential):
         conv = self[0]
         y = F.conv2d(x, weight, bias, conv.stride, conv.padding)
         return y.relu_() if bias is not None else self[2](self[1](y))
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The conv alone (the eval-mode BatchNorm's scale folded in, its shift left to ``activate``)."""
+        conv = self[0]
+        return F.conv2d(x, self.conv_parameters()[0], None, conv.stride, conv.padding)
+
+    def activate(self, y: torch.Tensor) -> torch.Tensor:
+        """What follows ``convolve``: ``forward(x) == activate(convolve(x))``."""
+        bias = self.conv_parameters()[1]
+        return (y + bias.view(-1, 1, 1)).relu_() if bias is not None else self[2](self[1](y))
 
 
 def banded_taps(weight: torch.Tensor, width: int, stride: int, padding: int) -> torch.Tensor:
@@ -370,6 +381,23 @@ class ATMBlock(nn.Module):
             return clip_correlation(x, self.num_frames, self.context, self.window)
         return self.op_fn(*pair_frames(x, self.num_frames, self.context))
 
+    def transfer_cue(self, x: torch.Tensor) -> torch.Tensor:
+        """The domain transfer of the cue of the reduced map: ``(B*T*K, width, h, w)``.
+
+        An element-wise op is ``combine(g(a), g(b))`` with ``combine`` linear (``SEPARABLE_OPS``),
+        so the transfer's first conv, linear too, runs on ``g`` of the T frames and the pairs are
+        combined after it: the same result with a K-th of that conv's work.
+        """
+        if self.op == "mul":
+            features = self.encode_similarity(self.cue(x))
+            b, t, k, d, h, w = features.shape
+            return self.transfer(features.reshape(b * t * k, d, h, w))
+        frame_map, combine = SEPARABLE_OPS[self.op]
+        first, rest = self.transfer[0], self.transfer[1:]
+        frames = first.convolve(x if frame_map is None else frame_map(x))
+        pairs = combine(*pair_frames(frames, self.num_frames, self.context))
+        return rest(first.activate(pairs.flatten(0, 2)))
+
     def encode_similarity(self, volume: torch.Tensor) -> torch.Tensor:
         """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, width, h, w)``, channels-last."""
         b, t, k, area, h, w = volume.shape
@@ -382,16 +410,18 @@ class ATMBlock(nn.Module):
             raise ValueError(f"downsample=True needs an even feature map, got {tuple(x.shape[-2:])}")
         # channels-last from here on: per-position vectors contiguous for the ops, the BatchNorms
         # and the convs (a ViT's token grid already is)
-        cue = self.cue(self.reduce(x).contiguous(memory_format=torch.channels_last))
-        features = self.encode_similarity(cue) if self.encoder is not None else cue
-        b, t, k, d, h, w = features.shape
-        transferred = self.transfer(features.reshape(b * t * k, d, h, w))
+        reduced = self.reduce(x).contiguous(memory_format=torch.channels_last)
+        transferred = self.transfer_cue(reduced)
+        bt, k = x.shape[0], self.context
+        h, w = reduced.shape[-2:]
         # offsets into channels, offset-major: (B*T, K*width, h, w), still channels-last
-        grouped = transferred.permute(0, 2, 3, 1).reshape(b * t, k, h, w, -1).permute(0, 2, 3, 1, 4)
-        grouped = grouped.reshape(b * t, h, w, -1).permute(0, 3, 1, 2)
+        grouped = transferred.permute(0, 2, 3, 1).reshape(bt, k, h, w, -1).permute(0, 2, 3, 1, 4)
+        grouped = grouped.reshape(bt, h, w, -1).permute(0, 3, 1, 2)
         branch = self.proj(self.fuse(grouped))
         if self.capture:
-            self.last_cue, self.last_branch = cue.detach(), branch.detach()
+            with torch.no_grad():
+                self.last_cue = self.cue(reduced).detach()
+            self.last_branch = branch.detach()
         out = x + branch
         return out.relu_() if self.residual == "relu" else out
 

@@ -72,9 +72,13 @@ def sub(anchor: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
     return neighbour - anchor
 
 
+def log_magnitude(x: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(x.abs())
+
+
 def div(anchor: torch.Tensor, neighbour: torch.Tensor) -> torch.Tensor:
     """Division in log space, ``log1p|b| - log1p|a|``: a plain ``b / a`` does not train."""
-    return torch.log1p(neighbour.abs()) - torch.log1p(anchor.abs())
+    return sub(log_magnitude(anchor), log_magnitude(neighbour))
 
 
 def l2_normalize(x: torch.Tensor, dim: int = -3) -> torch.Tensor:
@@ -236,6 +240,15 @@ def mul(anchor: torch.Tensor, neighbour: torch.Tensor, window: int = 9) -> torch
 
 
 OPS: dict[str, Callable[..., torch.Tensor]] = {"add": add, "sub": sub, "mul": mul, "div": div}
+
+# The element-wise ops as ``combine(frame_map(a), frame_map(b))`` with ``combine`` linear and
+# ``frame_map`` per frame (zero at zero, so time padding stays zero): a linear map of the cue
+# (the first conv of ATM's domain transfer) can then run on the T frames instead of the T*K pairs.
+SEPARABLE_OPS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor] | None, Callable[..., torch.Tensor]]] = {
+    "add": (None, add),
+    "sub": (None, sub),
+    "div": (log_magnitude, sub),
+}
 
 
 def get_op(name: str) -> Callable[..., torch.Tensor]:
