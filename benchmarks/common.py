@@ -91,8 +91,8 @@ def peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def matmul_rates(size: int = 2048, repeats: int = 7) -> dict[str, float]:
-    """fp32 GEMM rate in GMAC/s of the two GEMM engines PyTorch uses on CPU.
+def matmul_engines(size: int = 2048) -> tuple[dict[str, Callable[[], object]], int]:
+    """The fp32 GEMMs of the two engines PyTorch uses on CPU, as functions, and their MACs.
 
     ``torch.mm`` calls MKL's sgemm; convolutions (and so a 1x1 convolution, which is a GEMM)
     call oneDNN. On some CPUs (MKL on AMD) the two differ by 2x, so both are measured and the
@@ -103,9 +103,15 @@ def matmul_rates(size: int = 2048, repeats: int = 7) -> dict[str, float]:
     weight = b.t().contiguous().view(size, size, 1, 1)
     conv = F.conv2d(x, weight).permute(0, 2, 3, 1).reshape(size, size)
     torch.testing.assert_close(conv, a @ b, rtol=1e-3, atol=1e-2)
-    times = interleaved({"torch.mm (MKL sgemm)": lambda: torch.mm(a, b),
-                         "1x1 conv (oneDNN)": lambda: F.conv2d(x, weight)}, repeats, warmup=2)
-    return {name: size**3 / median(t) / 1e9 for name, t in times.items()}
+    return {"torch.mm (MKL sgemm)": lambda: torch.mm(a, b),
+            "1x1 conv (oneDNN)": lambda: F.conv2d(x, weight)}, size**3
+
+
+def matmul_rates(engines: dict[str, Callable[[], object]], macs: int, repeats: int = 7
+                 ) -> dict[str, float]:
+    """fp32 GEMM rate in GMAC/s of each of ``matmul_engines``."""
+    times = interleaved(engines, repeats, warmup=2)
+    return {name: macs / median(t) / 1e9 for name, t in times.items()}
 
 
 def load_average() -> float:
