@@ -7,10 +7,11 @@ Steps: write the benchmark data, then with papermill execute ``notebooks/train.i
 variant (TSN, TSM, TokenShift, TokenT1D and ATM with each op set, all with the same recipe),
 ``ablation.ipynb`` (the table, from the run outputs), ``evaluate.ipynb``,
 ``visualize_arithmetic.ipynb`` and ``results.ipynb``, then the model card. Executed notebooks
-land in ``results/runs/``; training runs (with checkpoints) in ``runs/reproduce/``, whose small
+land in ``results/runs/`` without their outputs (what they produce is the tables, figures and run
+artefacts; papermill's record of parameters and cell status stays); training runs (with checkpoints) in ``runs/reproduce/``, whose small
 artefacts (config, metrics, evaluation) are copied to ``results/runs/<variant>/``.
 
-A notebook that fails keeps its partly executed copy; the runner names the notebook and the cell,
+A notebook that fails keeps its partly executed copy, outputs and error included; the runner names the notebook and the cell,
 carries on with the other steps and exits non-zero at the end.
 """
 from __future__ import annotations
@@ -108,6 +109,17 @@ def execute(notebook: str | Path, output: str | Path, parameters: Mapping, cwd: 
     except Exception as e:  # noqa: BLE001 -- the kernel died, the notebook is unreadable, ...: report, go on
         return Failure(notebook, output, f"{type(e).__name__}: {e}")
     return None
+
+
+def strip_outputs(path: str | Path) -> None:
+    """Drop the outputs and execution counts of an executed notebook, keeping its metadata."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nbformat.write(nb, path)
 
 
 @dataclass
@@ -252,6 +264,8 @@ def run_job(job: Job, results: Path, root: Path, timings: dict[str, float]) -> F
     tic = time.perf_counter()
     failure = execute(notebook, output, job.parameters, cwd=root)
     timings[job.name] = time.perf_counter() - tic
+    if failure is None:
+        strip_outputs(output)
     status = "ok" if failure is None else "FAILED"
     print(f"--- {job.name}: {status} in {timings[job.name]:.0f} s", flush=True)
     return failure
