@@ -256,16 +256,16 @@ class _RowConv(torch.autograd.Function):
 
 
 def row_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, stride: int,
-             padding: int, blocks: list[tuple[slice, slice]] | None = None) -> torch.Tensor:
-    """``_RowConv`` (over the whole band unless ``blocks`` are given), in the dtype autocast gives
-    convolutions (as ``F.conv2d`` would run)."""
+             padding: int, blocks: list[tuple[slice, slice]]) -> torch.Tensor:
+    """``_RowConv`` over the ``blocks`` of ``taps``, in the dtype autocast gives convolutions (as
+    ``F.conv2d`` would run)."""
     device = x.device.type
     if torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         x, taps = x.to(dtype), taps.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     with torch.autocast(device, enabled=False):
-        return _RowConv.apply(x, taps, bias, stride, padding, blocks or [(slice(None), slice(None))])
+        return _RowConv.apply(x, taps, bias, stride, padding, blocks)
 
 
 class SimilarityEncoder(nn.Sequential):
@@ -311,8 +311,9 @@ class SimilarityEncoder(nn.Sequential):
             stride, padding = conv.stride[0], conv.padding[0]
             weight, bias = layer.conv_parameters()
             taps = banded_taps(weight, width, stride, padding)
+            depth = conv.in_channels * conv.kernel_size[1]  # features one output column reads
             blocks = column_blocks(taps, width, conv.in_channels, conv.out_channels, stride, padding,
-                                   per_column=conv.in_channels * 3 >= self.MIN_BLOCK_DEPTH)
+                                   per_column=depth >= self.MIN_BLOCK_DEPTH)
             width = taps.shape[2] // conv.out_channels
             if bias is not None:  # BatchNorm folded into the conv; feature = (column, channel)
                 x = row_conv(x, taps, bias.repeat(width), stride, padding, blocks).relu_()

@@ -148,7 +148,9 @@ def test_eval_mode_with_folded_batchnorm_equals_the_formulation_with_running_sta
 
 
 @pytest.mark.parametrize("per_column", [False, True])
-@pytest.mark.parametrize("rows, stride, padding", [(9, 1, 1), (9, 2, 1), (5, 2, 1), (3, 1, 0), (6, 2, 1)])
+# (6, 2, 1): an input row first read by a later tap; (4, 2, 0): an input row no tap reads
+@pytest.mark.parametrize("rows, stride, padding",
+                         [(9, 1, 1), (9, 2, 1), (5, 2, 1), (3, 1, 0), (6, 2, 1), (4, 2, 0)])
 def test_row_conv_equals_conv2d_with_gradients(rows, stride, padding, per_column):
     """Banded taps + row products (the whole band or per-column blocks) = conv2d on (items,
     channels, rows, columns) maps, and so do the gradients of the input, the weight and the bias
