@@ -12,7 +12,7 @@ ordered ``(b, t, o)`` with the offset fastest.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -255,3 +255,14 @@ def get_op(name: str) -> Callable[..., torch.Tensor]:
     if name not in OPS:
         raise ValueError(f"unknown ATM op {name!r}; choose from {', '.join(OP_NAMES)}")
     return OPS[name]
+
+
+def check_op_names(names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` as a tuple of op names, or a ValueError naming the unknown one and the valid ones."""
+    if isinstance(names, str):
+        raise ValueError(f"ATM ops must be a sequence of op names, got the string {names!r}")
+    names = tuple(names)
+    for name in names:
+        if name not in OP_NAMES:
+            raise ValueError(f"unknown ATM op {name!r}; choose from {', '.join(OP_NAMES)}")
+    return names

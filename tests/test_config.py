@@ -10,7 +10,7 @@ from atm_core.engine.config import Config, ConfigError, load_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 
-# DESIGN §3, the published runs: recipe -> (model, frames, lr, layer decay, epochs, RandAugment, input)
+# The reference scripts' published runs: recipe -> (model, frames, lr, layer decay, epochs, RandAugment, input)
 PUBLISHED = {
     **{f"{ds}_vit_b16_f{f}": ("atm_vit_base_patch16_clip_224", f, 7e-4, 0.70, 20, True, 224)
        for ds in ("ssv1", "ssv2") for f in (8, 16, 32)},
@@ -28,7 +28,7 @@ def test_published_recipes(name):
     model, frames, lr, layer_decay, epochs, randaug, size = PUBLISHED[name]
     cfg = load_config(PARAMS / f"{name}.yaml")
     assert cfg.model.name == model
-    assert cfg.model.num_frames == cfg.data.num_frames == frames
+    assert cfg.data.num_frames == frames
     assert cfg.optim.lr == lr and cfg.optim.layer_decay == layer_decay and cfg.optim.epochs == epochs
     assert cfg.data.dataset == name.split("_")[0]
     opts = cfg.data.options
@@ -100,14 +100,15 @@ def test_circular_base(tmp_path):
     ("optim.lr=fast", "key 'optim.lr' expects a number, got 'fast'"),
     ("train.ema=yes please", "key 'train.ema' expects true/false"),
     ("model.temporal=lstm", "key 'model.temporal' must be one of"),
-    ("model.atm_ops=[mul,prod]", "unknown op\\(s\\) \\['prod'\\]"),
+    ("model.atm_ops=[mul,prod]", "key 'model.atm_ops': unknown ATM op 'prod'; choose from add, sub, mul, div"),
     ("model.kwargs=3", "key 'model.kwargs' expects a mapping"),
     ("optim.layer_decay=1.5", "optim.layer_decay"),
     ("train.batch_size=0", "key 'train.batch_size' must be > 0"),
     ("optim.atm_lr_scale=0", "key 'optim.atm_lr_scale' must be > 0"),
     ("model.atm_context=4", "key 'model.atm_context' must be odd"),
     ("model.atm_context=0", "key 'model.atm_context' must be > 0"),
-    ("data.num_frames=16", "model.num_frames=8 but data.num_frames=16"),
+    ("data.num_frames=0", "key 'data.num_frames' must be > 0"),
+    ("model.num_frames=16", "unknown key 'model.num_frames'; did you mean 'data.num_frames'"),
     ("train.resume=/nonexistent/ckpt", "checkpoint /nonexistent/ckpt does not exist"),
     ("train.save_every_steps=3", "must be a multiple of 'train.grad_accum'"),
     ("novalue", "must look like section.key=value"),
@@ -162,3 +163,22 @@ def test_model_atm_context_key_reaches_the_blocks():
     assert [(block.context, block.fuse[0].in_channels) for block in model.atm] == [(3, 3 * 32)] * 2
     volume = model.atm[0].cue(torch.randn(16, 32, 8, 8))  # 2 clips of 8 frames, the reduced width
     assert volume.shape == (2, 8, 3, 81, 8, 8)
+
+
+def test_old_model_num_frames_key_points_to_data_num_frames(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("model:\n  temporal: tsm\n  num_frames: 16\ndata:\n  num_frames: 16\n")
+    with pytest.raises(ConfigError, match=rf"{path}:3: unknown key 'model.num_frames'; "
+                                          r"did you mean 'data.num_frames'"):
+        load_config(path)
+
+
+def test_data_num_frames_is_the_clip_length_the_model_is_built_for():
+    from atm_core.engine.builders import build_model
+
+    cfg = load_config(None, ["model.atm_ops=[sub]", "data.num_frames=4"])
+    model = build_model(cfg, num_classes=12, img_size=64)
+    assert model.num_frames == 4 and model.atm[0].num_frames == 4
+    assert model(torch.randn(1, 4, 3, 64, 64)).shape == (1, 12)
+    with pytest.raises(ValueError, match="expected clips of num_frames=4 frames"):
+        model(torch.randn(1, 8, 3, 64, 64))

@@ -84,9 +84,8 @@ def check_sample(cfg: Config, dataset, split: str) -> None:
     """Load one item and check it has the clip length and size the model expects."""
     clip = dataset[0][0]
     frames, size = clip.shape[-4], clip.shape[-1]
-    if frames != cfg.model.num_frames:
-        raise ConfigError(f"{split} clips have {frames} frames but model.num_frames="
-                          f"{cfg.model.num_frames}")
+    if frames != cfg.data.num_frames:
+        raise ConfigError(f"{split} clips have {frames} frames but data.num_frames={cfg.data.num_frames}")
     if cfg.model.img_size is not None and size != cfg.model.img_size:
         raise ConfigError(f"{split} clips are {size} px but model.img_size={cfg.model.img_size}; "
                           "set data.options.input_size or model.img_size so that they agree")
@@ -106,7 +105,7 @@ def build_model(cfg: Config, num_classes: int, img_size: int) -> nn.Module:
 
     m = cfg.model
     check_model_name(m.name)
-    kwargs = dict(num_classes=num_classes, num_frames=m.num_frames, temporal=m.temporal,
+    kwargs = dict(num_classes=num_classes, num_frames=cfg.data.num_frames, temporal=m.temporal,
                   atm_ops=tuple(m.atm_ops), atm_residual=m.atm_residual, atm_context=m.atm_context,
                   dropout=m.dropout, drop_path_rate=m.drop_path_rate, img_size=m.img_size or img_size,
                   pretrained=m.pretrained, **m.kwargs)

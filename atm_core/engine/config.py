@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from ..ops import OP_NAMES
+from ..ops import check_op_names
 from ..temporal import TEMPORAL_MODULES
 
 class ConfigError(ValueError):
@@ -26,8 +26,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = "atm_vit_tiny_patch8_64"  # a timm-registered video model
-    num_frames: int = 8
+    name: str = "atm_vit_tiny_patch8_64"  # a timm-registered video model (built for data.num_frames)
     img_size: Optional[int] = None  # null = the dataset's input size
     temporal: Literal["tsn", "tsm", "tokenshift", "tokent1d"] = "tokent1d"
     atm_ops: tuple[str, ...] = ("mul", "sub")  # () = no ATM
@@ -52,7 +51,7 @@ class DataConfig:
     root: str = "data/synthetic"
     train_list: Optional[str] = None  # default: the preset's list file under root
     val_list: Optional[str] = None
-    num_frames: int = 8
+    num_frames: int = 8  # clip length: frames the sampler draws per clip and the model is built for
     num_sample: Optional[int] = None  # repeated augmentation (clips per video per step); null = preset
     num_workers: int = 2
     on_error: Literal["raise", "skip"] = "raise"
@@ -388,7 +387,7 @@ def check_values(cfg: Config) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    for key in ("model.num_frames", "model.img_size", "model.atm_layer", "model.atm_hidden",
+    for key in ("model.img_size", "model.atm_layer", "model.atm_hidden",
                 "model.atm_width", "model.atm_context", "data.num_frames",
                 "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs", "optim.atm_lr_scale",
                 "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
@@ -410,9 +409,10 @@ def check_values(cfg: Config) -> None:
                           f"than 'optim.epochs' ({cfg.optim.epochs})")
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"key 'optim.betas' needs two values, got {list(cfg.optim.betas)}")
-    bad = [op for op in cfg.model.atm_ops if op not in OP_NAMES]
-    if bad:
-        raise ConfigError(f"key 'model.atm_ops' has unknown op(s) {bad}; valid: {list(OP_NAMES)}")
+    try:
+        check_op_names(cfg.model.atm_ops)
+    except ValueError as e:
+        raise ConfigError(f"key 'model.atm_ops': {e}") from None
     if cfg.model.atm_context % 2 == 0:
         raise ConfigError(f"key 'model.atm_context' must be odd (the frame and as many neighbours "
                           f"before as after it), got {cfg.model.atm_context}")
@@ -422,10 +422,6 @@ def check_values(cfg: Config) -> None:
         raise ConfigError(f"key 'train.save_every_steps' ({cfg.train.save_every_steps}) must be a "
                           f"multiple of 'train.grad_accum' ({cfg.train.grad_accum}): a checkpoint "
                           "cannot hold half-accumulated gradients")
-    if cfg.model.num_frames != cfg.data.num_frames:
-        raise ConfigError(
-            f"model.num_frames={cfg.model.num_frames} but data.num_frames={cfg.data.num_frames}: "
-            f"the model is built for the clip length the data delivers; set both to the same value")
     if cfg.train.resume not in (None, "auto") and not Path(cfg.train.resume).exists():
         raise ConfigError(f"key 'train.resume': checkpoint {cfg.train.resume} does not exist "
                           "(use 'auto' to resume from the latest checkpoint of train.output_dir)")
