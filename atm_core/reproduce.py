@@ -29,17 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine.runtime import relaunch_with_tuned_malloc
-from .workbook import (
-    ATM_KEYS,
-    RESULTS_DIR,
-    VARIANT_KEYS,
-    WORK_DIR,
-    MissingMetrics,
-    enter_project_root,
-    export_run,
-    prepare_data,
-    variant_config,
-)
+from .workbook.project import RESULTS_DIR, WORK_DIR, enter_project_root
+from .workbook.runs import MissingMetrics, export_run
+from .workbook.training import prepare_data
+from .workbook.variants import VARIANT_KEYS, variant, variant_config
 
 # ---------------------------------------------------------------- notebook execution
 
@@ -141,7 +134,7 @@ def report_jobs(trained: Sequence[str], common: Mapping) -> list[Job]:
     for key in ("tsn", "atm_mul_sub"):
         if key in trained:
             jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key}))
-    atm = [key for key in trained if key in ATM_KEYS]
+    atm = [key for key in trained if variant(key).ops]
     if atm:
         jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**common, "variants": atm}))
     jobs.append(Job("results", "results", {**common, "variants": list(trained)}))

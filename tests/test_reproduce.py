@@ -67,10 +67,10 @@ def test_table_refuses_incomplete_records(tmp_path):
 
 def test_table_rows_come_from_the_run_outputs(tmp_path):
     runs = {"tsn": fake_run(tmp_path / "tsn", "tsn", 47.5, (60.0, 90.0)),
-            "atm_mul_sub": fake_run(tmp_path / "ms", "atm_mul_sub", 96.25, (100.0, 110.0))}
+            "my_run": fake_run(tmp_path / "ms", "atm_mul_sub", 96.25, (100.0, 110.0))}
     table = workbook.build_table(runs)
-    assert table.variant.tolist() == ["tsn", "atm_mul_sub"]
-    assert table.model.tolist() == ["TSN", "ATM(mul, sub)"]
+    assert table.variant.tolist() == ["tsn", "my_run"]
+    assert table.model.tolist() == ["TSN", "ATM(mul, sub)"]  # named after the run's own config
     assert table.top1.tolist() == [47.5, 96.25]
     assert table.train_min.tolist() == [2.5, 3.5]
     assert table.run_min.tolist() == [2.7, 3.7]  # + 3 s of validation per epoch, + 6 s of evaluation
@@ -125,16 +125,33 @@ def test_pair_report_counts_reversed_twins():
     assert per_class.most_confused_with.tolist() == ["a_rev", "a", "-", "a"]
 
 
-def test_variant_configs_match_their_names():
+def test_variant_recipes_train_what_their_names_say():
     for v in workbook.VARIANTS:
         cfg = workbook.variant_config(v.key, work_dir="w")
-        assert cfg.model.temporal == v.temporal and tuple(cfg.model.atm_ops) == v.ops
+        named_ops = tuple(v.key.split("_")[1:]) if v.key.startswith("atm_") else ()
+        assert tuple(cfg.model.atm_ops) == v.ops == named_ops, v.recipe
+        assert cfg.model.temporal == v.temporal == ("tokent1d" if named_ops else v.key), v.recipe
         assert cfg.train.output_dir == f"w/{v.key}"
+    assert [v.label for v in workbook.VARIANTS] == [
+        "TSN", "TSM", "TokenShift", "TokenT1D", "ATM(add)", "ATM(sub)", "ATM(mul)", "ATM(div)", "ATM(mul, sub)"]
     quick = workbook.variant_config("tsn", quick=True)
     assert quick.optim.epochs == 1 and quick.data.root.endswith("_quick")
     assert quick.data.generate["train_per_class"] == workbook.QUICK_DATA["train_per_class"]
     with pytest.raises(KeyError, match="unknown variant 'atm_xor'"):
         workbook.variant_config("atm_xor")
+
+
+def test_variant_reads_its_module_and_ops_from_its_recipe(tmp_path, monkeypatch):
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "synthetic_base.yaml").write_text((ROOT / "params" / "synthetic_base.yaml").read_text())
+    (tmp_path / "params" / "synthetic_atm_mul.yaml").write_text(
+        "base: synthetic_base.yaml\nmodel:\n  temporal: tsm\n  atm_ops: [div, add]\n")
+    monkeypatch.chdir(tmp_path)
+    v = workbook.variant("atm_mul")
+    assert (v.temporal, v.ops, v.label) == ("tsm", ("div", "add"), "ATM(div, add)")
+    cfg = workbook.variant_config("atm_mul", work_dir="w")
+    assert (cfg.model.temporal, cfg.model.atm_ops) == ("tsm", ("div", "add"))
 
 
 def failing_notebook(path: Path) -> Path:

@@ -1,0 +1,31 @@
+"""What the notebooks call, one job per module; ``atm_core.reproduce`` runs the notebooks in batch.
+
+    project    the project folder and the main job's output folders
+    variants   the benchmark's variants (a recipe each) and their configurations
+    runs       a run's small artefacts: exported, read back and checked
+    training   a variant's data, training and trained model
+    tables     the ablation table and its notes
+    analysis   per-class accuracy, time-reversal pairs, single predictions
+    paper      the paper's published numbers
+
+Run layout: training writes ``<work_dir>/<variant>/`` (checkpoints, metrics, evaluation);
+:func:`export_run` copies the small artefacts to ``<results_dir>/runs/<variant>/``, from which
+:func:`build_table` reads the ablation table. Notebooks use the names below as
+``workbook.<name>``.
+"""
+from .analysis import class_names, find_clip, pair_report, per_class_accuracy, predict_clip, read_predictions
+from .paper import PAPER_RESULTS
+from .project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
+from .runs import RUN_FILES, MissingMetrics, export_run, read_run
+from .tables import build_table, describe_setup, markdown_table, model_stats, table_notes, write_tables
+from .training import ensure_trained, load_trained, prepare_data, run_variant
+from .variants import (QUICK_DATA, QUICK_OVERRIDES, VARIANT_KEYS, VARIANTS, Variant, model_label, variant,
+                       variant_config)
+
+__all__ = [
+    "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "VARIANTS", "VARIANT_KEYS",
+    "WORK_DIR", "MissingMetrics", "Variant", "build_table", "class_names", "describe_setup", "ensure_trained",
+    "enter_project_root", "export_run", "find_clip", "load_trained", "markdown_table", "model_label",
+    "model_stats", "pair_report", "per_class_accuracy", "predict_clip", "prepare_data", "project_root",
+    "read_predictions", "read_run", "run_variant", "table_notes", "variant", "variant_config", "write_tables",
+]

@@ -1,0 +1,53 @@
+"""A training run's small artefacts: copied out of the run folder, and read back with every file
+and value the tables need checked."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ..engine import load_config
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "eval/summary.json", "eval/predictions.csv",
+             "eval/confusion.npy", "eval/confusion.png")
+
+
+class MissingMetrics(RuntimeError):
+    """A run directory lacks a file or a value the table needs."""
+
+
+def export_run(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy a training run's small artefacts (no checkpoints) to ``dest``."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise MissingMetrics(f"run {run_dir} has no {', '.join(missing)}: did training or its "
+                             "evaluation (eval.after_train) fail?")
+    if dest.exists():
+        shutil.rmtree(dest)
+    for name in RUN_FILES:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run_dir / name, dest / name)
+    return dest
+
+
+def read_run(run_dir: str | Path) -> dict:
+    """Metrics of one run directory: ``config`` (Config), ``metrics`` (epoch records),
+    ``summary`` (evaluation). Raises :class:`MissingMetrics` naming the file or key."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "metrics.jsonl", "eval/summary.json"):
+        if not (run_dir / name).is_file():
+            raise MissingMetrics(f"run {run_dir}: missing {name}")
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+               if line.strip()]
+    if not records:
+        raise MissingMetrics(f"run {run_dir}: metrics.jsonl has no epoch records")
+    for i, record in enumerate(records, start=1):
+        for key in ("train_time", "epoch_time"):
+            if key not in record:
+                raise MissingMetrics(f"run {run_dir}: metrics.jsonl line {i} has no '{key}'")
+    summary = json.loads((run_dir / "eval/summary.json").read_text())
+    for key in ("top1", "top5", "num_videos", "eval_time"):
+        if not isinstance(summary.get(key), (int, float)):
+            raise MissingMetrics(f"run {run_dir}: eval/summary.json has no number '{key}'")
+    return {"config": load_config(run_dir / "config.yaml"), "metrics": records, "summary": summary}

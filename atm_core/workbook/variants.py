@@ -1,0 +1,84 @@
+"""The benchmark's variants: one CPU recipe ``params/synthetic_<key>.yaml`` each, all inheriting
+``synthetic_base.yaml``. A variant's temporal module and ATM ops are read from its recipe; its
+display label follows from them."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine import Config, load_config
+from .project import WORK_DIR, project_root
+
+VARIANT_KEYS = ("tsn", "tsm", "tokenshift", "tokent1d", "atm_add", "atm_sub", "atm_mul", "atm_div",
+                "atm_mul_sub")
+TEMPORAL_LABELS = {"tsn": "TSN", "tsm": "TSM", "tokenshift": "TokenShift", "tokent1d": "TokenT1D"}
+
+# --quick: a handful of tiny clips and one short epoch; everything else as in the full job.
+QUICK_DATA = {"train_per_class": 1, "val_per_class": 1, "size": 64, "num_frames": 24}
+QUICK_OVERRIDES = (
+    "optim.epochs=1", "optim.warmup_epochs=0", "train.batch_size=6", "eval.batch_size=12",
+    "data.num_workers=0", "eval.num_clips=1", "eval.num_crops=1", "train.tensorboard=false",
+)
+
+
+def model_label(temporal: str, ops: Sequence[str]) -> str:
+    """How tables and figures name a model: ``ATM(mul, sub)`` when it has ATM ops, else its
+    temporal module (``TokenT1D``)."""
+    return f"ATM({', '.join(ops)})" if ops else TEMPORAL_LABELS[temporal]
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+
+    @property
+    def recipe(self) -> str:
+        """The recipe, relative to the project folder."""
+        return f"params/synthetic_{self.key}.yaml"
+
+    def recipe_config(self) -> Config:
+        return load_config(project_root() / self.recipe)
+
+    @property
+    def temporal(self) -> str:
+        return self.recipe_config().model.temporal
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return tuple(self.recipe_config().model.atm_ops)
+
+    @property
+    def label(self) -> str:
+        cfg = self.recipe_config()
+        return model_label(cfg.model.temporal, cfg.model.atm_ops)
+
+
+VARIANTS: tuple[Variant, ...] = tuple(Variant(key) for key in VARIANT_KEYS)
+
+
+def variant(key: str) -> Variant:
+    if key not in VARIANT_KEYS:
+        raise KeyError(f"unknown variant {key!r}; choose from {list(VARIANT_KEYS)}")
+    return Variant(key)
+
+
+def quick_data_root(root: str | Path) -> str:
+    return f"{Path(root)}_quick"
+
+
+def variant_config(key: str, work_dir: str | Path = WORK_DIR, quick: bool = False,
+                   data_root: str | Path | None = None, overrides: Iterable[str] = (),
+                   progress: bool = True) -> Config:
+    """The configuration of one variant: its CPU recipe with the output in ``work_dir/<key>``.
+    ``quick`` adds the tiny-data overrides (data in ``<data.root>_quick`` unless ``data_root``)."""
+    recipe = project_root() / variant(key).recipe
+    extra = [f"train.output_dir={Path(work_dir) / key}", f"train.progress={str(progress).lower()}"]
+    if quick:
+        base = load_config(recipe)
+        extra += [*QUICK_OVERRIDES, f"data.root={quick_data_root(base.data.root)}",
+                  f"data.generate={json.dumps({**(base.data.generate or {}), **QUICK_DATA})}"]
+    if data_root is not None:
+        extra.append(f"data.root={data_root}")
+    return load_config(recipe, [*extra, *overrides])
