@@ -70,3 +70,17 @@ def test_cells_read_like_a_report(path):
         assert len(cell.source.splitlines()) <= 15, f"{path.name} cell {i} is long; move logic to atm_core"
     markdown = sum(c.cell_type == "markdown" for c in nb.cells)
     assert markdown >= 3, f"{path.name}: explain what the cells do"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_workbook_names_used_exist(path):
+    from atm_core import workbook
+
+    nb = nbformat.read(path, as_version=4)
+    used = {node.attr for cell in nb.cells if cell.cell_type == "code"
+            for node in ast.walk(ast.parse(code_of(cell)))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "workbook"}
+    assert used, f"{path.name} does not use the workbook"
+    missing = sorted(used - set(workbook.__all__))
+    assert not missing, f"{path.name} calls workbook.{missing[0]}, which atm_core.workbook does not export"
+    assert all(hasattr(workbook, name) for name in workbook.__all__)
