@@ -258,9 +258,10 @@ def get_op(name: str) -> Callable[..., torch.Tensor]:
 
 
 def check_op_names(names: Iterable[str]) -> tuple[str, ...]:
-    """``names`` as a tuple of op names, or a ValueError naming the unknown one and the valid ones."""
+    """``names`` as a tuple of op names, or a ValueError naming the unknown one and the valid ones
+    (a TypeError for a single string, which would read as one op per letter)."""
     if isinstance(names, str):
-        raise ValueError(f"ATM ops must be a sequence of op names, got the string {names!r}")
+        raise TypeError(f"ATM ops must be a sequence of op names, got the string {names!r}")
     names = tuple(names)
     for name in names:
         if name not in OP_NAMES:

@@ -13,14 +13,36 @@ Run layout: training writes ``<work_dir>/<variant>/`` (checkpoints, metrics, eva
 :func:`build_table` reads the ablation table. Notebooks use the names below as
 ``workbook.<name>``.
 """
-from .analysis import class_names, find_clip, pair_report, per_class_accuracy, predict_clip, read_predictions
+from .analysis import (
+    class_names,
+    find_clip,
+    pair_report,
+    per_class_accuracy,
+    predict_clip,
+    read_predictions,
+)
 from .paper import PAPER_RESULTS
 from .project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
 from .runs import RUN_FILES, MissingMetrics, export_run, read_run
-from .tables import build_table, describe_setup, markdown_table, model_stats, table_notes, write_tables
+from .tables import (
+    build_table,
+    describe_setup,
+    markdown_table,
+    model_stats,
+    table_notes,
+    write_tables,
+)
 from .training import ensure_trained, load_trained, prepare_data, run_variant
-from .variants import (QUICK_DATA, QUICK_OVERRIDES, VARIANT_KEYS, VARIANTS, Variant, model_label, variant,
-                       variant_config)
+from .variants import (
+    QUICK_DATA,
+    QUICK_OVERRIDES,
+    VARIANT_KEYS,
+    VARIANTS,
+    Variant,
+    model_label,
+    variant,
+    variant_config,
+)
 
 __all__ = [
     "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "VARIANTS", "VARIANT_KEYS",
