@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    name: str = "atm_vit_tiny_patch8_64"  # a timm-registered video model (built for data.num_frames)
+    name: str = "atm_vit_tiny_patch8_64"  # a timm-registered video model
     img_size: Optional[int] = None  # null = the dataset's input size
     temporal: Literal["tsn", "tsm", "tokenshift", "tokent1d"] = "tokent1d"
     atm_ops: tuple[str, ...] = ("mul", "sub")  # () = no ATM
