@@ -2,7 +2,10 @@
 counted -- across DataLoader workers too --, a training sample replaced by a real one, an
 evaluation sample left out."""
 
+import gc
 import logging
+import multiprocessing
+from pathlib import Path
 
 import av
 import numpy as np
@@ -12,6 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from atm_core.data import LEFT_OUT, DataError, build_dataset, read_labels, render_clip
+from atm_core.data.readers import PyAVVideo
 from atm_core.data.synthetic import write_frames, write_mp4
 
 OPTIONS = {"num_classes": 3, "input_size": 32, "scale": 32}
@@ -180,3 +184,30 @@ def test_frames_of_a_folder_with_mixed_sizes_are_refused(tmp_path):
     ds = build_dataset("custom", "val", tmp_path, "list.txt", num_frames=2, **OPTIONS)
     with pytest.raises(DataError, match="list.txt:1: .*clip: frames have different sizes"):
         ds[0]
+
+
+def _drop_and_collect(kept: list) -> None:
+    kept.clear()
+    gc.collect()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_failed_decode_leaves_no_decoder_threads_that_a_forked_worker_would_wait_for(root):
+    """A DataError kept by the caller (a log record, a retry loop) must not keep PyAV's decoder
+    alive: a process forked meanwhile inherits the decoder without its FFmpeg threads, and freeing
+    it there waits for them forever (the hang of a DataLoader worker)."""
+    video = PyAVVideo(root / "truncated.mp4")
+    kept = []
+    try:
+        video.read(range(len(video)))
+    except DataError as e:
+        kept.append(e)
+    assert kept
+    threads = [(p / "comm").read_text().strip() for p in Path("/proc/self/task").iterdir()]
+    assert not [name for name in threads if name.startswith("av:")]
+    child = multiprocessing.get_context("fork").Process(target=_drop_and_collect, args=(kept,))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
