@@ -101,7 +101,11 @@ class VideoDataset(Dataset):
     def num_skipped(self) -> int:
         """Videos found unreadable so far (all workers), plus list lines dropped while loading
         the list."""
-        return sum(self._bad) + self.skipped_lines
+        return int(self.unreadable().sum()) + self.skipped_lines
+
+    def unreadable(self) -> np.ndarray:
+        """Per video (bool): found unreadable so far, by this process or its DataLoader workers."""
+        return np.frombuffer(self._bad, dtype=np.int8).astype(bool)
 
     def skipped_paths(self) -> list[str]:
         """``"list_file:line path"`` of every video found unreadable so far (all workers)."""
