@@ -323,9 +323,9 @@ def _stopped_by(run: Run, error: DataError, started: float) -> DataError:
         return DataError(message)
     state.train_time = time.perf_counter() - started
     path = run.save()
-    return DataError(f"{message}\nthe {state.batch} batches of epoch {state.epoch + 1} trained before "
-                     f"it are saved in {path}: fix or remove that video (or set data.on_error=skip) "
-                     "and continue with --resume auto")
+    return DataError(f"{message}\nthe training so far (epoch {state.epoch + 1}, batch {state.batch}) is "
+                     f"saved in {path}: fix or remove that video (or set data.on_error=skip) and "
+                     "continue with --resume auto")
 
 
 def _validate_epoch(run: Run, epoch: int, record: dict) -> bool:
