@@ -10,21 +10,33 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_engine_train import PARAMS, tiny_overrides
 
 from atm_core import evaluate as evaluate_cli
 from atm_core import train as train_cli
+from atm_core.data import generate_benchmark
 from atm_core.data.lists import read_list
 from atm_core.data.synthetic import DEFAULT_ROOT, ensure_benchmark
-from atm_core.engine import ConfigError, load_config, read_metrics, train
-from atm_core.engine import checkpoint
+from atm_core.engine import ConfigError, checkpoint, load_config, read_metrics, train
 from atm_core.engine.builders import build_model
-from atm_core.engine.checkpoint import (DiskFullError, resolve_resume, save_weights, step_dirs,
-                                       write_atomically)
+from atm_core.engine.checkpoint import (
+    DiskFullError,
+    resolve_resume,
+    save_weights,
+    step_dirs,
+    write_atomically,
+)
 from atm_core.engine.sampling import EpochSampler
 
-from test_engine_train import PARAMS, bench, tiny_overrides  # noqa: F401  (fixture)
-
 TINY_BENCH = {"train_per_class": 1, "val_per_class": 1, "size": 32, "num_frames": 8}
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    """The tiny benchmark of test_engine_train: 24 train / 12 val videos."""
+    root = tmp_path_factory.mktemp("bench")
+    generate_benchmark(root, seed=0, train_per_class=2, val_per_class=1, size=72, num_frames=8)
+    return root
 
 
 @pytest.fixture
@@ -47,6 +59,7 @@ def training_position(num_videos: int, seed: int, epoch: int, position: int) -> 
     return list(sampler)[position][0]
 
 
+@pytest.mark.slow
 def test_skipped_videos_are_counted_per_split_and_evaluation_never_substitutes(broken_bench, tmp_path):
     train_bad = corrupt(broken_bench, "train.txt", training_position(24, 0, 0, 20))
     val_bad = corrupt(broken_bench, "val.txt", 6)
@@ -68,6 +81,7 @@ def test_skipped_videos_are_counted_per_split_and_evaluation_never_substitutes(b
     assert [p.name for p in step_dirs(out / "checkpoints")] == [f"step_{i:08d}" for i in (1, 2, 3)]
 
 
+@pytest.mark.slow
 def test_a_bad_training_video_mid_epoch_ends_the_run_with_one_line_and_a_checkpoint(
         bench, broken_bench, tmp_path, capsys):
     # batch 3 of 3: the loader reads one batch ahead, so the error comes after batch 1 trained
@@ -186,7 +200,7 @@ def small_disk(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                      capture_output=True).returncode:
+                      capture_output=True, check=False).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)

@@ -35,8 +35,19 @@ from tqdm.auto import tqdm
 from ..data.dataset import VideoDataset
 from ..data.errors import DataError, error_message
 from .builders import build_model, build_split, check_sample, write_benchmark_if_asked
-from .checkpoint import (abandon, clear, load_weights, prune, publish, resolve_resume, save_module,
-                         save_weights, tmp_path, write_atomically, write_meta)
+from .checkpoint import (
+    abandon,
+    clear,
+    load_weights,
+    prune,
+    publish,
+    resolve_resume,
+    save_module,
+    save_weights,
+    tmp_path,
+    write_atomically,
+    write_meta,
+)
 from .config import Config, ConfigError, as_config
 from .evaluation import left_out, run_evaluation
 from .inference import IndexedDataset, predict
