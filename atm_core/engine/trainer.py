@@ -118,9 +118,9 @@ def validate(accelerator: Accelerator, model, loader, dataset: VideoDataset, pro
 def count_skipped(accelerator: Accelerator, dataset: VideoDataset) -> int:
     """Videos of ``dataset`` found unreadable so far by any process (each counted once), plus
     the list lines dropped while loading it."""
-    bad = torch.from_numpy(dataset.unreadable()).to(accelerator.device)
+    bad = torch.from_numpy(dataset.unreadable()).to(accelerator.device, torch.uint8)
     if accelerator.num_processes > 1:
-        bad = accelerator.gather(bad[None]).any(0)
+        bad = accelerator.gather(bad[None]).amax(0)
     return int(bad.sum()) + dataset.skipped_lines
 
 
