@@ -140,9 +140,10 @@ def test_resume_takes_a_step_checkpoint_or_a_run_dir_and_explains_anything_else(
     assert resolve_resume(str(tmp_path), "unused") == paths["step2"]
     assert resolve_resume("auto", tmp_path) == paths["step2"]
     assert resolve_resume("auto", tmp_path / "elsewhere") is None
-    with pytest.raises(ValueError, match=r"best holds weights only \(like best/\), not a training state "
-                                         r"to resume: evaluate it .*--checkpoint .*best\) or start a new "
-                                         r"run from it with model.pretrained_file=.*best/model.safetensors"):
+    with pytest.raises(ValueError, match=r"best holds model weights only \(as best/ does\), no optimizer "
+                                         r"or schedule state to resume from: evaluate it .*--checkpoint "
+                                         r".*best\) or start a new run from it with "
+                                         r"model.pretrained_file=.*best/model.safetensors"):
         resolve_resume(str(paths["best"]), "unused")
     with pytest.raises(ValueError, match=r"elsewhere is neither a step checkpoint \(checkpoints/step_<n>/ "
                                          r"with meta.json\) nor a run directory with one"):
@@ -209,8 +210,11 @@ def small_disk(tmp_path):
 def test_a_full_tmpfs(small_disk):
     final = small_disk / "checkpoints" / "step_00000001"
     write_atomically(final, lambda tmp: torch.save(torch.zeros(256, 1024), tmp / "optimizer.bin"))
-    with pytest.raises(DiskFullError, match="the disk is full"):
-        write_atomically(final, lambda tmp: torch.save(torch.zeros(1024, 1024), tmp / "optimizer.bin"))
+    second = final.with_name("step_00000002")
+    with pytest.raises(DiskFullError, match=rf"cannot write checkpoint {second}: the disk is full \(removed "
+                                            r"the partial .tmp-step_00000002; the checkpoints written "
+                                            r"before are kept\)"):
+        write_atomically(second, lambda tmp: torch.save(torch.zeros(1024, 1024), tmp / "optimizer.bin"))
     assert sorted(p.name for p in final.parent.iterdir()) == ["step_00000001"]
     assert torch.load(final / "optimizer.bin").shape == (256, 1024)
     assert shutil.disk_usage(small_disk).free > 2 << 20  # the partial file is gone

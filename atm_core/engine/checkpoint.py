@@ -85,9 +85,9 @@ def abandon(tmp: Path, final: Path, error: BaseException) -> BaseException:
     clear(tmp)
     if not full:
         return error
-    kept = f"; {final} is kept as it was" if final.exists() else ""
+    kept = f"{final} is kept as it was" if final.exists() else "the checkpoints written before are kept"
     return DiskFullError(f"cannot write checkpoint {final}: the disk is full (removed the partial "
-                         f"{tmp.name}{kept})")
+                         f"{tmp.name}; {kept})")
 
 
 def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
@@ -142,9 +142,9 @@ def resolve_resume(spec: str, output_dir: str | Path) -> Path | None:
     if is_step_checkpoint(path):
         return path
     if (path / "model.safetensors").is_file() and not (path / "optimizer.bin").exists():
-        raise ValueError(f"{path} holds weights only (like best/), not a training state to resume: "
-                         "evaluate it (python -m atm_core.evaluate --checkpoint "
-                         f"{path}) or start a new run from it with "
+        raise ValueError(f"{path} holds model weights only (as best/ does), no optimizer or "
+                         "schedule state to resume from: evaluate it (python -m atm_core.evaluate "
+                         f"--checkpoint {path}) or start a new run from it with "
                          f"model.pretrained_file={path / 'model.safetensors'}")
     latest = latest_checkpoint(path / "checkpoints") if path.is_dir() else None
     if latest is not None:
