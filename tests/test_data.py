@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from atm_core.data import (
     SS_FLIP_LABELS,
+    DataError,
     TrainTransform,
     VideoMixup,
     ViewTransform,
@@ -128,15 +129,34 @@ def test_frame_folders_give_rgb_uint8_whatever_the_image_mode(tmp_path):
 
 def test_list_files_in_both_reference_formats(tmp_path):
     lst = tmp_path / "list.txt"
-    lst.write_text("# comment\nsome dir/clip 1 24 3\n\nvideos/a.webm 5\n  12345 46 0  \n")
+    lst.write_text("# comment\nsome dir/clip 1 24 3\n\nvideos/a.webm 5 1\n  12345 46 0  \n")
     records, skipped = read_list(lst, num_classes=6)
     assert skipped == 0
     assert [(r.path, r.num_frames, r.label) for r in records] == [
-        ("some dir/clip 1", 24, 3), ("videos/a.webm", None, 5), ("12345", 46, 0)]
+        ("some dir/clip 1", 24, 3), ("videos/a.webm", 5, 1), ("12345", 46, 0)]
     assert [r.source for r in records] == [f"{lst}:2", f"{lst}:4", f"{lst}:5"]
+    short = tmp_path / "short.txt"
+    short.write_text("some dir/a clip.webm 3\nvideos/a.webm 5\n")
+    records, _ = read_list(short, num_classes=6, fields=2)
+    assert [(r.path, r.num_frames, r.label) for r in records] == [
+        ("some dir/a clip.webm", None, 3), ("videos/a.webm", None, 5)]
     labels = tmp_path / "labels.csv"
     labels.write_text('id,name\n1,"Pushing something, then more"\n0,Holding something\n')
     assert read_labels(labels) == ["Holding something", "Pushing something, then more"]
+
+
+@pytest.mark.parametrize("num_classes", [12, 30])
+def test_a_line_missing_its_label_is_refused_not_read_with_the_frame_count_as_label(
+        tmp_path, num_classes):
+    lst = tmp_path / "list.txt"
+    lst.write_text("videos/a/x.mp4 24 3\nvideos/b/x.mp4 24\n")
+    with pytest.raises(DataError, match=r"list.txt:2: expected 3 fields 'path num_frames label', "
+                                        r"got 2 in 'videos/b/x.mp4 24'"):
+        read_list(lst, num_classes=num_classes)
+    lst.write_text("videos/a/x.mp4 3\nvideos/b/x.mp4 24 3\n")  # a 3-field line in a 2-field list
+    with pytest.raises(DataError, match=r"list.txt:2: expected 2 fields 'path label', got a line "
+                                        r"of 3 'path num_frames label'"):
+        read_list(lst, num_classes=num_classes, fields=2)
 
 
 # ---------------------------------------------------------------- sampling
@@ -329,7 +349,7 @@ def test_every_preset_serves_train_val_and_test_items(bench):
     small = {"input_size": 48, "num_classes": 12}
     cases = [
         ("ssv1", "train_frames.txt", {**small, "scale": (56, 70)}, 6),
-        ("ssv2", ssv2_list, {**small, "scale": (56, 70)}, 6),
+        ("ssv2", ssv2_list, {**small, "scale": (56, 70), "list_fields": 2}, 6),
         ("k400", k400_list, {**small, "scale": 56, "sampling": "dense", "dense_stride": 2}, 12),
         ("synthetic", None, {}, 1),
         ("custom", "train.txt", {"input_size": 48, "scale": 56}, 1),

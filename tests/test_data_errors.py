@@ -1,7 +1,11 @@
-"""Bad input: every case names the file (and list line), or with on_error="skip" is logged,
-replaced by a real sample and counted -- across DataLoader workers too."""
+"""Bad input: every case names the file (and list line), or with on_error="skip" is logged and
+counted -- across DataLoader workers too --, a training sample replaced by a real one, an
+evaluation sample left out."""
 
+import gc
 import logging
+import multiprocessing
+from pathlib import Path
 
 import av
 import numpy as np
@@ -10,7 +14,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from atm_core.data import DataError, build_dataset, read_labels, render_clip
+from atm_core.data import LEFT_OUT, DataError, build_dataset, read_labels, render_clip
+from atm_core.data.readers import PyAVVideo
 from atm_core.data.synthetic import write_frames, write_mp4
 
 OPTIONS = {"num_classes": 3, "input_size": 32, "scale": 32}
@@ -63,7 +68,7 @@ def _list(root, name, lines):
 BAD_SAMPLES = [
     ("missing.mp4 24 1", "missing.mp4: video file not found"),
     ("corrupt.mp4 24 1", "corrupt.mp4: corrupt or unsupported video"),
-    ("empty.mp4 1", r"empty.mp4: empty video file \(0 bytes\)"),
+    ("empty.mp4 24 1", r"empty.mp4: empty video file \(0 bytes\)"),
     ("truncated.mp4 24 1", "truncated.mp4: .*truncated video"),
     ("zero.mp4 24 1", "zero.mp4: video has no frames"),
     ("bad_jpeg 24 1", r"bad_jpeg/00011.jpg: unreadable image"),
@@ -82,10 +87,12 @@ def test_bad_sample_names_the_list_line_and_the_file(root, line, message):
 
 
 @pytest.mark.parametrize(("line", "message"), [
-    ("good0.mp4", r"list.txt:2: expected 'path \[num_frames\] label', got 'good0.mp4'"),
-    ("good0.mp4 24 x", "list.txt:2: expected 'path"),
+    ("good0.mp4", r"list.txt:2: expected 3 fields 'path num_frames label', got 1 in 'good0.mp4'"),
+    ("good0.mp4 24", r"list.txt:2: expected 3 fields 'path num_frames label', got 2"),
+    ("good0.mp4 24 x", "list.txt:2: label 'x' is not an integer"),
+    ("good0.mp4 x 1", "list.txt:2: num_frames 'x' is not an integer"),
     ("good0.mp4 24 3", r"list.txt:2: label 3 out of range \[0, 3\)"),
-    ("good0.mp4 -1", r"list.txt:2: label -1 out of range"),
+    ("good0.mp4 24 -1", r"list.txt:2: label -1 out of range"),
     ("good0.mp4 0 1", "list.txt:2: num_frames must be positive"),
 ])
 def test_bad_list_line_names_the_file_and_line(root, line, message):
@@ -121,19 +128,24 @@ def _mixed_list(root):
     return _list(root, "mixed.txt", [x for pair in zip(bad, good * 3) for x in pair]), len(bad)
 
 
-def test_skip_replaces_bad_samples_with_real_ones_and_counts_them(root, caplog):
+def test_evaluation_skip_leaves_bad_videos_out_and_lists_them(root, caplog):
     name, num_bad = _mixed_list(root)
     strict = build_dataset("custom", "test", root, name, **OPTIONS)
     ds = build_dataset("custom", "test", root, name, on_error="skip", **OPTIONS)
-    good_paths = {"good0.mp4", "good1.mp4", "good_frames"}
+    bad_paths = {line.split()[0] for line, _ in BAD_SAMPLES}
     caplog.set_level(logging.WARNING, logger="atm_core.data.dataset")
     for i in range(len(ds)):
         views, label, index = ds[i]
-        assert ds.records[index].path in good_paths
-        assert label == ds.records[index].label
-        assert torch.equal(views, strict[index][0])  # the replacement's real frames
+        assert index == i  # never another video in its place
+        if ds.records[i].path in bad_paths:
+            assert label == LEFT_OUT
+        else:
+            assert label == ds.records[i].label
+            assert torch.equal(views, strict[i][0])
     warnings = [r for r in caplog.records if "skipping bad sample" in r.getMessage()]
-    assert ds.num_skipped == len(warnings) >= num_bad
+    assert ds.num_skipped == len(warnings) == num_bad
+    assert [p.split()[1] for p in ds.skipped_paths()] == [line.split()[0] for line, _ in BAD_SAMPLES]
+    assert ds.skipped_paths()[0] == f"{root / name}:1 missing.mp4"
 
 
 def test_skip_count_is_shared_with_dataloader_workers(root):
@@ -142,10 +154,12 @@ def test_skip_count_is_shared_with_dataloader_workers(root):
     for workers in (0, 2):
         ds = build_dataset("custom", "val", root, name, on_error="skip", **OPTIONS)
         batches = list(DataLoader(ds, batch_size=4, num_workers=workers))
-        assert sum(len(b[1]) for b in batches) == len(ds)
-        assert all(torch.isfinite(b[0]).all() and b[0].abs().sum() > 0 for b in batches)
-        counts.append(ds.num_skipped)
-    assert counts[0] == counts[1] >= num_bad
+        labels = torch.cat([b[1] for b in batches])
+        assert len(labels) == len(ds) and int((labels == LEFT_OUT).sum()) == num_bad
+        kept = torch.cat([b[0] for b in batches])[labels != LEFT_OUT]
+        assert torch.isfinite(kept).all() and (kept.flatten(1).abs().sum(1) > 0).all()
+        counts.append((ds.num_skipped, ds.skipped_paths()))
+    assert counts[0] == counts[1] and counts[0][0] == num_bad
 
 
 def test_training_split_skips_too_and_gives_up_on_hopeless_data(root):
@@ -170,3 +184,30 @@ def test_frames_of_a_folder_with_mixed_sizes_are_refused(tmp_path):
     ds = build_dataset("custom", "val", tmp_path, "list.txt", num_frames=2, **OPTIONS)
     with pytest.raises(DataError, match="list.txt:1: .*clip: frames have different sizes"):
         ds[0]
+
+
+def _drop_and_collect(kept: list) -> None:
+    kept.clear()
+    gc.collect()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_a_failed_decode_leaves_no_decoder_threads_that_a_forked_worker_would_wait_for(root):
+    """A DataError kept by the caller (a log record, a retry loop) must not keep PyAV's decoder
+    alive: a process forked meanwhile inherits the decoder without its FFmpeg threads, and freeing
+    it there waits for them forever (the hang of a DataLoader worker)."""
+    video = PyAVVideo(root / "truncated.mp4")
+    kept = []
+    try:
+        video.read(range(len(video)))
+    except DataError as e:
+        kept.append(e)
+    assert kept
+    threads = [(p / "comm").read_text().strip() for p in Path("/proc/self/task").iterdir()]
+    assert not [name for name in threads if name.startswith("av:")]
+    child = multiprocessing.get_context("fork").Process(target=_drop_and_collect, args=(kept,))
+    child.start()
+    child.join(timeout=30)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0

@@ -156,21 +156,24 @@ def test_unknown_polarity_is_named():
 
 
 def test_a_benchmark_generated_otherwise_is_named_and_replaced_only_on_request(tmp_path):
-    from atm_core.engine.builders import ensure_synthetic_data
+    from atm_core.data.synthetic import ensure_benchmark
+    from atm_core.engine.builders import write_benchmark_if_asked
     from atm_core.engine.config import ConfigError, load_config
 
     root = tmp_path / "bench"
-    small = "{train_per_class: 1, val_per_class: 1, size: 32, num_frames: 8"
-    cfg = lambda generate: load_config(None, ["data.dataset=synthetic", f"data.root={root}",  # noqa: E731
-                                              f"data.generate={generate}"])
-    ensure_synthetic_data(cfg(small + ", seed: 1}"))
+    small = {"train_per_class": 1, "val_per_class": 1, "size": 32, "num_frames": 8}
+    assert ensure_benchmark(root, {**small, "seed": 1}, create=True)
     spec = json.loads((root / "benchmark.json").read_text())
     assert spec["seed"] == 1 and spec["difficulty"]["polarity"] == "bright"
-    ensure_synthetic_data(cfg(small + ", seed: 1}"))  # the same settings: kept as it is
-    with pytest.raises(ConfigError, match=r"other settings: difficulty\.polarity, seed; delete the folder"):
-        ensure_synthetic_data(cfg(small + ", seed: 2, difficulty: {polarity: any}}"))
-    ensure_synthetic_data(cfg(small + ", seed: 2}"), replace=True)
+    assert not ensure_benchmark(root, {**small, "seed": 1})  # the same settings: kept as it is
+    with pytest.raises(ValueError, match=r"other settings: difficulty\.polarity, seed; delete the folder"):
+        ensure_benchmark(root, {**small, "seed": 2, "difficulty": {"polarity": "any"}})
+    assert ensure_benchmark(root, {**small, "seed": 2}, replace=True)
     assert json.loads((root / "benchmark.json").read_text())["seed"] == 2
     (root / "benchmark.json").unlink()
-    with pytest.raises(ConfigError, match="has no benchmark.json"):
-        ensure_synthetic_data(cfg(small + ", seed: 2}"))
+    cfg = load_config(None, ["data.dataset=synthetic", f"data.root={root}",
+                             f"data.generate={json.dumps({**small, 'seed': 2})}"])
+    with pytest.raises(ConfigError, match="key 'data.generate': the benchmark in .* has no benchmark.json"):
+        write_benchmark_if_asked(cfg)
+    with pytest.raises(ValueError, match=r"difficulty has unknown field\(s\) \['polarty'\]"):
+        ensure_benchmark(root, {**small, "difficulty": {"polarty": "any"}})

@@ -121,6 +121,8 @@ def test_two_processes_match_one_process(bench, tmp_path):
         assert r1["val_loss"] == pytest.approx(r2["val_loss"], abs=1e-4)
         for key in ("val_top1", "val_top5", "val_mean_class_acc"):
             assert r1[key] == pytest.approx(r2[key], abs=1e-9), key
+        # the skip counts gathered over both processes
+        assert (r2["train_skipped"], r2["val_skipped"], r2["val_num_videos"]) == (0, 0, 12)
     config = (tmp_path / "two" / "config.yaml").read_text()
     assert "batch_size: 4" in config
 

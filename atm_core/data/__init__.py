@@ -5,7 +5,7 @@ Entry points: :func:`build_dataset` (presets ssv1 / ssv2 / k400 / synthetic / cu
 See README.md in this folder.
 """
 
-from .dataset import VideoDataset, collate_repeated
+from .dataset import LEFT_OUT, TestViews, TrainClips, ValClips, VideoDataset, collate_repeated
 from .errors import DataError
 from .lists import ClipRecord, read_labels, read_list
 from .mixup import VideoMixup, build_mixup
@@ -17,8 +17,8 @@ from .synthetic import generate_benchmark, render_clip
 from .transforms import CLIP_MEAN, CLIP_STD, SS_FLIP_LABELS, TrainTransform, ViewTransform
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "PRESETS", "SS_FLIP_LABELS", "SYNTHETIC_CLASSES", "ClipRecord",
-    "DataError", "Recipe", "TrainTransform", "VideoDataset", "VideoMixup", "ViewTransform",
+    "CLIP_MEAN", "CLIP_STD", "LEFT_OUT", "PRESETS", "SS_FLIP_LABELS", "SYNTHETIC_CLASSES", "ClipRecord",
+    "DataError", "Recipe", "TestViews", "TrainClips", "TrainTransform", "ValClips", "VideoDataset", "VideoMixup", "ViewTransform",
     "build_dataset", "build_mixup", "collate_repeated", "generate_benchmark", "open_source",
     "open_video", "read_labels", "read_list", "render_clip", "sample_indices",
 ]

@@ -1,18 +1,22 @@
-"""The video dataset: list records -> sampled frames -> transformed clips.
+"""The video datasets: list records -> sampled frames -> transformed clips.
 
-Items by split:
-  * ``"train"``: ``(clip, label)`` with clip (T, 3, S, S) float32 and label an int; with
-    repeated augmentation (``num_sample = R > 1``) ``(clips (R, T, 3, S, S), labels (R,))``,
-    which ``dataset.collate_fn`` flattens into a batch of B*R clips.
-  * ``"val"``: ``(clip, label)``, one deterministic view (centre frames of each segment, centre
-    crop) -- the quick validation used during training.
-  * ``"test"``: ``(views, label, index)``, views (V, T, 3, S, S) with
+One class per item shape, all reading frames the same way (:class:`VideoDataset`):
+  * :class:`TrainClips` (split ``"train"``): ``(clip, label)`` with clip (T, 3, S, S) float32 and
+    label an int; with repeated augmentation (``num_sample = R > 1``) ``(clips (R, T, 3, S, S),
+    labels (R,))``, which ``dataset.collate_fn`` flattens into a batch of B*R clips.
+  * :class:`ValClips` (split ``"val"``): ``(clip, label)``, one deterministic view (centre frames
+    of each segment, centre crop) -- the quick validation used during training.
+  * :class:`TestViews` (split ``"test"``): ``(views, label, index)``, views (V, T, 3, S, S) with
     V = test_num_segment * test_num_crop ordered clip-major, crop-minor.
 Always use ``DataLoader(dataset, collate_fn=dataset.collate_fn)``.
 
-Bad input raises :class:`DataError`; with ``on_error="skip"`` the sample is logged, counted and
-replaced by another (real) sample. The count is shared with DataLoader worker processes:
-read it with ``dataset.num_skipped``.
+Bad input raises :class:`DataError`. With ``on_error="skip"`` the bad video is logged and marked:
+a training item is replaced by another (real) video; an evaluation item is never replaced but
+left out -- it comes back with label :data:`LEFT_OUT` and zero pixels, which
+:func:`atm_core.engine.inference.predict` drops before anything is scored. The marks are one byte
+per video in shared memory, written without a lock (a worker only ever sets bytes to 1), so
+DataLoader workers report to the main process: ``dataset.num_skipped`` and
+``dataset.skipped_paths()``.
 
 ``cache_frames=True`` keeps every video's decoded frames (uint8) in memory after its first read,
 so later epochs sample and augment without decoding: for datasets that fit in RAM (the built-in
@@ -39,8 +43,8 @@ from .sampling import sample_indices
 from .transforms import TrainTransform, ViewTransform
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "test")
 ON_ERROR = ("raise", "skip")
+LEFT_OUT = -1  # the label of an evaluation item whose video could not be read (on_error="skip")
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -51,38 +55,37 @@ def collate_repeated(batch: Sequence[Pair]) -> Pair:
 
 
 class VideoDataset(Dataset):
-    def __init__(self, records: Sequence[ClipRecord], root: str | Path, *, split: str,
-                 num_frames: int, transform: TrainTransform | ViewTransform,
-                 sampling: str = "segment", dense_stride: int = 8, test_num_segment: int = 1,
-                 num_sample: int = 1, reader: str = "auto", frame_template: str = "{:05d}.jpg",
+    """Records, frame reading, sampling and the bad-input policy shared by the three item
+    shapes; subclasses say which frames make the item (``_clips``) and what it is (``_item``)."""
+
+    split: str
+    transform_type: type = ViewTransform
+
+    def __init__(self, records: Sequence[ClipRecord], root: str | Path, *, num_frames: int,
+                 transform: TrainTransform | ViewTransform, sampling: str = "segment",
+                 dense_stride: int = 8, reader: str = "auto", frame_template: str = "{:05d}.jpg",
                  frame_start: int = 1, on_error: str = "raise", classes: Sequence[str] = (),
-                 skipped_lines: int = 0, max_retries: int = 10, cache_frames: bool = False):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+                 skipped_lines: int = 0, cache_frames: bool = False):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         if reader not in READERS:
             raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
         if sampling not in ("segment", "dense"):
             raise ValueError(f"sampling must be 'segment' or 'dense', got {sampling!r}")
-        if (split == "train") != isinstance(transform, TrainTransform):
-            kind = "TrainTransform" if split == "train" else "ViewTransform"
-            raise ValueError(f"split {split!r} needs a {kind}")
+        if not isinstance(transform, self.transform_type):
+            raise ValueError(f"split {self.split!r} needs a {self.transform_type.__name__}")
         if not records:
             raise ValueError("no records")
         self.records = list(records)
         self.root = Path(root)
-        self.split, self.num_frames, self.transform = split, num_frames, transform
+        self.num_frames, self.transform = num_frames, transform
         self.sampling, self.dense_stride = sampling, dense_stride
-        self.test_num_segment = test_num_segment if split == "test" else 1
-        self.num_sample = num_sample if split == "train" else 1
         self.reader, self.frame_template, self.frame_start = reader, frame_template, frame_start
-        self.on_error, self.max_retries = on_error, max_retries
+        self.on_error = on_error
         self.classes = list(classes)
         self.skipped_lines = skipped_lines
-        # Shared memory so that skips inside DataLoader workers are visible to the main process.
-        self._skipped = multiprocessing.Value("q", 0)
-        self.collate_fn = collate_repeated if self.num_sample > 1 else default_collate
+        self._bad = multiprocessing.RawArray("b", len(self.records))  # 1 = unreadable video
+        self.collate_fn = default_collate
         self.cache_frames = cache_frames
         self._frames: dict[int, np.ndarray] = {}  # index -> all decoded frames, if cache_frames
 
@@ -90,31 +93,40 @@ class VideoDataset(Dataset):
         return len(self.records)
 
     @property
-    def num_skipped(self) -> int:
-        """Samples replaced because of bad input since construction (all workers), plus list
-        lines dropped while loading the list."""
-        return self._skipped.value + self.skipped_lines
+    def num_views(self) -> int:
+        """Views per item (1 for train / val)."""
+        return 1
 
     @property
-    def num_views(self) -> int:
-        """Views per test item (1 for train / val)."""
-        return self.test_num_segment * getattr(self.transform, "num_crops", 1)
+    def num_skipped(self) -> int:
+        """Videos found unreadable so far (all workers), plus list lines dropped while loading
+        the list."""
+        return int(self.unreadable().sum()) + self.skipped_lines
 
-    def _indices(self, length: int, rng: np.random.Generator | None) -> list[np.ndarray]:
-        prefix = "dense_" if self.sampling == "dense" else ""
-        if self.split == "train":
-            return [sample_indices(length, self.num_frames, prefix + "train", rng,
-                                   stride=self.dense_stride)]
-        return [sample_indices(length, self.num_frames, prefix + "test", clip=k,
-                               num_clips=self.test_num_segment, stride=self.dense_stride)
-                for k in range(self.test_num_segment)]
+    def unreadable(self) -> np.ndarray:
+        """Per video (bool): found unreadable so far, by this process or its DataLoader workers."""
+        return np.frombuffer(self._bad, dtype=np.int8).astype(bool)
+
+    def skipped_paths(self) -> list[str]:
+        """``"list_file:line path"`` of every video found unreadable so far (all workers)."""
+        return [f"{r.source} {r.path}" for r, bad in zip(self.records, self._bad) if bad]
+
+    def _mode(self, mode: str) -> str:
+        return "dense_" + mode if self.sampling == "dense" else mode
+
+    def _clips(self, length: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _item(self, frames: np.ndarray, num_clips: int, index: int, rng: np.random.Generator):
+        raise NotImplementedError
 
     def _open(self, record: ClipRecord):
         return open_source(self.root / record.path, reader=self.reader,
                            frame_template=self.frame_template, frame_start=self.frame_start,
                            num_frames=record.num_frames)
 
-    def _load(self, index: int, rng: np.random.Generator):
+    def _frames_of(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        """The sampled frames of video ``index`` (all clips, concatenated) and the clip count."""
         record = self.records[index]
         try:
             video = self._frames.get(index)
@@ -122,39 +134,119 @@ class VideoDataset(Dataset):
                 source = self._open(record)
                 if self.cache_frames:
                     video = self._frames[index] = read_clip(source, range(len(source)), self.reader)
-            clips = self._indices(len(source) if video is None else len(video), rng)
+            clips = self._clips(len(source) if video is None else len(video), rng)
             indices = np.concatenate(clips)
             frames = read_clip(source, indices, self.reader) if video is None else video[indices]
         except DataError as e:
             raise DataError(f"{record.source}: {e}") from e
-        if self.split == "train":
-            pairs = [self.transform(frames, record.label, rng) for _ in range(self.num_sample)]
-            if self.num_sample == 1:
-                return pairs[0]
-            return torch.stack([c for c, _ in pairs]), torch.tensor([lab for _, lab in pairs])
-        views = torch.cat([self.transform(f) for f in np.split(frames, len(clips))])
-        if self.split == "val":
-            return views[0], record.label
-        return views, record.label, index
+        return frames, len(clips)
+
+    def _mark_bad(self, index: int, error: DataError) -> None:
+        if self.on_error == "raise":
+            raise error
+        self._bad[index] = 1
+        log.warning("skipping bad sample %d (%s)", index, error)
+
+
+class TrainClips(VideoDataset):
+    """Training items: a random clip per video, ``num_sample`` augmentations of it; a bad video
+    (``on_error="skip"``) is replaced by another one, at most ``max_retries`` times in a row."""
+
+    split = "train"
+    transform_type = TrainTransform
+
+    def __init__(self, records: Sequence[ClipRecord], root: str | Path, *, num_sample: int = 1,
+                 max_retries: int = 10, **kwargs):
+        super().__init__(records, root, **kwargs)
+        self.num_sample, self.max_retries = num_sample, max_retries
+        if num_sample > 1:
+            self.collate_fn = collate_repeated
+
+    def _clips(self, length: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        return [sample_indices(length, self.num_frames, self._mode("train"), rng,
+                               stride=self.dense_stride)]
+
+    def _item(self, frames: np.ndarray, num_clips: int, index: int, rng: np.random.Generator):
+        label = self.records[index].label
+        pairs = [self.transform(frames, label, rng) for _ in range(self.num_sample)]
+        if self.num_sample == 1:
+            return pairs[0]
+        return torch.stack([c for c, _ in pairs]), torch.tensor([lab for _, lab in pairs])
 
     def __getitem__(self, index: int):
-        if self.split == "train":
-            # Drawn from torch's generator, which DataLoader seeds per worker and per epoch.
-            rng = np.random.default_rng(int(torch.randint(2**62, ())))
-        else:
-            rng = np.random.default_rng(index)  # only used to pick replacements
+        # Drawn from torch's generator, which DataLoader seeds per worker and per epoch.
+        rng = np.random.default_rng(int(torch.randint(2**62, ())))
         for _ in range(self.max_retries + 1):
             try:
-                return self._load(index, rng)
+                return self._item(*self._frames_of(index, rng), index, rng)
             except DataError as e:
-                if self.on_error == "raise":
-                    raise
+                self._mark_bad(index, e)
                 last_error = e
-                with self._skipped.get_lock():
-                    self._skipped.value += 1
                 replacement = int(rng.integers(len(self)))
-                log.warning("skipping bad sample %d (%s); using sample %d instead",
-                            index, e, replacement)
+                log.warning("using sample %d instead of %d", replacement, index)
                 index = replacement
         raise DataError(f"{self.max_retries + 1} bad samples in a row, the data look broken; "
                         f"last: {last_error}")
+
+
+class _EvalItems(VideoDataset):
+    """Evaluation items are deterministic; a bad video is an error or, with ``skip``, left out
+    (never replaced by another one)."""
+
+    def __getitem__(self, index: int):
+        try:
+            return self._item(*self._frames_of(index, None), index, None)
+        except DataError as e:
+            self._mark_bad(index, e)
+            return self._left_out(index)
+
+    def _left_out(self, index: int):
+        raise NotImplementedError
+
+
+class ValClips(_EvalItems):
+    """Validation items: the centre clip of each video, centre crop."""
+
+    split = "val"
+
+    def _clips(self, length: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        return [sample_indices(length, self.num_frames, self._mode("test"),
+                               stride=self.dense_stride)]
+
+    def _item(self, frames: np.ndarray, num_clips: int, index: int, rng: None):
+        return self.transform(frames)[0], self.records[index].label
+
+    def _left_out(self, index: int):
+        size = self.transform.input_size
+        return torch.zeros(self.num_frames, 3, size, size), LEFT_OUT
+
+
+class TestViews(_EvalItems):
+    """Test items: ``test_num_segment`` clips x the transform's crops per video."""
+
+    split = "test"
+
+    def __init__(self, records: Sequence[ClipRecord], root: str | Path, *,
+                 test_num_segment: int = 1, **kwargs):
+        super().__init__(records, root, **kwargs)
+        self.test_num_segment = test_num_segment
+
+    @property
+    def num_views(self) -> int:
+        return self.test_num_segment * self.transform.num_crops
+
+    def _clips(self, length: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+        return [sample_indices(length, self.num_frames, self._mode("test"), clip=k,
+                               num_clips=self.test_num_segment, stride=self.dense_stride)
+                for k in range(self.test_num_segment)]
+
+    def _item(self, frames: np.ndarray, num_clips: int, index: int, rng: None):
+        views = torch.cat([self.transform(f) for f in np.split(frames, num_clips)])
+        return views, self.records[index].label, index
+
+    def _left_out(self, index: int):
+        size = self.transform.input_size
+        return torch.zeros(self.num_views, self.num_frames, 3, size, size), LEFT_OUT, index
+
+
+SPLITS: dict[str, type[VideoDataset]] = {"train": TrainClips, "val": ValClips, "test": TestViews}

@@ -1,23 +1,27 @@
 """List files (one clip per line) and label files, in the reference formats.
 
-List lines: ``path num_frames label`` (frame folders, or videos) or ``path label`` (videos; the
-frame count is then read from the container). Paths are relative to the dataset root and may
-contain spaces. Label files: CSV ``id,name`` with an optional header, ids ``0 .. C-1``.
+A list file has one format, fixed by the number of fields of every line (``list_fields`` of the
+dataset preset):
+  * 3 fields, ``path num_frames label`` (the reference format: frame folders and videos);
+  * 2 fields, ``path label`` (videos only; the frame count is read from the container).
+A line with another number of fields is refused naming the file and line, so that a line missing
+its label is never read as ``path label`` with the frame count for a label. Paths are relative to
+the dataset root and may contain spaces (the numeric fields are the last ones; in a 2-field
+list a path must not end in a number, which would make the line read as 3 fields). Label files: CSV
+``id,name`` with an optional header, ids ``0 .. C-1``.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
 
 log = logging.getLogger(__name__)
-_WITH_COUNT = re.compile(r"^(?P<path>.+?)\s+(?P<frames>-?\d+)\s+(?P<label>-?\d+)$")
-_WITHOUT_COUNT = re.compile(r"^(?P<path>.+?)\s+(?P<label>-?\d+)$")
+LIST_FORMATS = {3: "path num_frames label", 2: "path label"}
 
 
 @dataclass(frozen=True)
@@ -28,27 +32,43 @@ class ClipRecord:
     source: str  # "list_file:line" for error messages
 
 
-def parse_list_line(line: str, source: str, num_classes: int | None = None) -> ClipRecord:
-    """Parse one list line; ``source`` ("file:line") prefixes any error."""
+def _integer(text: str, name: str, source: str, line: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise DataError(f"{source}: {name} {text!r} is not an integer in {line!r}") from None
+
+
+def parse_list_line(line: str, source: str, num_classes: int | None = None,
+                    fields: int = 3) -> ClipRecord:
+    """Parse one list line of a ``fields``-field list (see :data:`LIST_FORMATS`); ``source``
+    ("file:line") prefixes any error."""
+    if fields not in LIST_FORMATS:
+        raise ValueError(f"list_fields must be one of {sorted(LIST_FORMATS)}, got {fields}")
     text = line.strip()
-    match = _WITH_COUNT.match(text) or _WITHOUT_COUNT.match(text)
-    if match is None:
-        raise DataError(f"{source}: expected 'path [num_frames] label', got {text!r}")
-    fields = match.groupdict()
-    frames = int(fields["frames"]) if fields.get("frames") is not None else None
-    label = int(fields["label"])
+    parts = text.rsplit(None, fields - 1)
+    if len(parts) != fields:
+        raise DataError(f"{source}: expected {fields} fields '{LIST_FORMATS[fields]}', got "
+                        f"{len(text.split())} in {text!r}")
+    path, *numbers = parts
+    if fields == 2 and path.split()[-1].lstrip("-").isdigit():
+        raise DataError(f"{source}: expected 2 fields '{LIST_FORMATS[2]}', got a line of 3 "
+                        f"'{LIST_FORMATS[3]}' in {text!r} (a list with frame counts needs "
+                        "list_fields=3)")
+    label = _integer(numbers[-1], "label", source, text)
+    frames = _integer(numbers[0], "num_frames", source, text) if fields == 3 else None
     if frames is not None and frames <= 0:
         raise DataError(f"{source}: num_frames must be positive, got {frames} in {text!r}")
     if label < 0 or (num_classes is not None and label >= num_classes):
         bound = f"[0, {num_classes})" if num_classes is not None else ">= 0"
         raise DataError(f"{source}: label {label} out of range {bound} in {text!r}")
-    return ClipRecord(fields["path"], frames, label, source)
+    return ClipRecord(path, frames, label, source)
 
 
-def read_list(list_file: str | Path, num_classes: int | None = None,
-              on_error: str = "raise") -> tuple[list[ClipRecord], int]:
-    """All records of a list file, and how many bad lines were skipped (``on_error="skip"``).
-    Blank lines and lines starting with ``#`` are ignored."""
+def read_list(list_file: str | Path, num_classes: int | None = None, on_error: str = "raise",
+              fields: int = 3) -> tuple[list[ClipRecord], int]:
+    """All records of a ``fields``-field list file, and how many bad lines were skipped
+    (``on_error="skip"``). Blank lines and lines starting with ``#`` are ignored."""
     list_file = Path(list_file)
     if not list_file.is_file():
         raise DataError(f"{list_file}: list file not found")
@@ -58,7 +78,7 @@ def read_list(list_file: str | Path, num_classes: int | None = None,
             if not line.strip() or line.lstrip().startswith("#"):
                 continue
             try:
-                records.append(parse_list_line(line, f"{list_file}:{number}", num_classes))
+                records.append(parse_list_line(line, f"{list_file}:{number}", num_classes, fields))
             except DataError as e:
                 if on_error != "skip":
                     raise

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dataset import VideoDataset
+from .dataset import SPLITS, VideoDataset
 from .errors import DataError
 from .lists import read_labels, read_list
 from .synthetic import FLIP_LABELS as SYNTHETIC_FLIP_LABELS
@@ -25,6 +25,7 @@ class Recipe:
     label_file: str | None = "labels.csv"
     train_list: str = "train.txt"
     val_list: str = "val.txt"  # also used by the "test" split
+    list_fields: int = 3  # fields per list line: 3 = "path num_frames label", 2 = "path label"
     frame_template: str = "{:05d}.jpg"
     frame_start: int = 1
     reader: str = "auto"
@@ -51,6 +52,8 @@ _SS = Recipe(num_classes=174, scale=(256, 320), flip=True, flip_labels=SS_FLIP_L
              randaugment="rand-m7-n4-mstd0.5-inc1", num_sample=2, test_num_segment=2,
              test_num_crop=3)
 
+# Every preset reads lists of 3 fields, "path num_frames label" (the reference format); a list of
+# video files without frame counts, "path label", needs list_fields=2.
 PRESETS: dict[str, Recipe] = {
     # SS-V1: JPEG frame folders 00001.jpg, ...
     "ssv1": _SS,
@@ -105,12 +108,14 @@ def build_dataset(name: str, split: str, root: str | Path, list_file: str | Path
     ``list_file`` defaults to the recipe's train/val list under ``root``; a relative path is
     taken relative to ``root``. Clip paths inside the list are relative to ``root``.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
     recipe = _recipe(name, overrides)
     root = Path(root)
     classes = _classes(recipe, root, "label_file" in overrides)
     if list_file is None:
         list_file = recipe.train_list if split == "train" else recipe.val_list
-    records, skipped = read_list(root / list_file, len(classes), on_error)
+    records, skipped = read_list(root / list_file, len(classes), on_error, recipe.list_fields)
     if split == "train":
         transform = TrainTransform(recipe.input_size, recipe.scale, recipe.crop, recipe.crop_area,
                                    recipe.flip, recipe.flip_labels, recipe.randaugment,
@@ -124,9 +129,13 @@ def build_dataset(name: str, split: str, root: str | Path, list_file: str | Path
         if split == "test" and recipe.test_scale is not None:
             scale = recipe.test_scale
         transform = ViewTransform(recipe.input_size, scale, crops, recipe.mean, recipe.std)
-    return VideoDataset(records, root, split=split, num_frames=num_frames, transform=transform,
-                        sampling=recipe.sampling, dense_stride=recipe.dense_stride,
-                        test_num_segment=recipe.test_num_segment, num_sample=recipe.num_sample,
-                        reader=recipe.reader, frame_template=recipe.frame_template,
-                        frame_start=recipe.frame_start, on_error=on_error, classes=classes,
-                        skipped_lines=skipped, cache_frames=recipe.cache_frames)
+    common = dict(num_frames=num_frames, transform=transform, sampling=recipe.sampling,
+                  dense_stride=recipe.dense_stride, reader=recipe.reader,
+                  frame_template=recipe.frame_template, frame_start=recipe.frame_start,
+                  on_error=on_error, classes=classes, skipped_lines=skipped,
+                  cache_frames=recipe.cache_frames)
+    if split == "train":
+        common["num_sample"] = recipe.num_sample
+    elif split == "test":
+        common["test_num_segment"] = recipe.test_num_segment
+    return SPLITS[split](records, root, **common)

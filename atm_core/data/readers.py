@@ -99,7 +99,25 @@ class PyAVVideo:
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         indices = _check_indices(self.path, indices, self._length)
-        wanted, last = set(indices), max(indices)
+        decoded, count, error = self._decode(set(indices), max(indices))
+        if error is not None:
+            raise DataError(f"{self.path}: corrupt or truncated video, decoding failed after "
+                            f"{count} of {self._length} frames ({error})")
+        if count <= max(indices):
+            raise DataError(
+                f"{self.path}: truncated video, decoded {count} frames but the container "
+                f"declares {self._length} and frame {max(indices)} was requested"
+            )
+        return np.stack([decoded[i] for i in indices])
+
+    def _decode(self, wanted: set[int], last: int) -> tuple[dict[int, np.ndarray], int, str | None]:
+        """Frames ``wanted`` of the first ``last + 1``, how many were decoded, and FFmpeg's error.
+
+        The error comes back as text, not raised: an exception would keep this frame, and with it
+        the decoder and its FFmpeg threads, alive for as long as the exception is kept. A process
+        forked meanwhile (a DataLoader worker) inherits the decoder without its threads, and
+        freeing it there waits for them forever.
+        """
         decoded: dict[int, np.ndarray] = {}
         count = 0
         try:
@@ -113,14 +131,8 @@ class PyAVVideo:
                     if count > last:
                         break
         except av.FFmpegError as e:
-            raise DataError(f"{self.path}: corrupt or truncated video, decoding failed after "
-                            f"{count} of {self._length} frames ({e})") from e
-        if count <= last:
-            raise DataError(
-                f"{self.path}: truncated video, decoded {count} frames but the container "
-                f"declares {self._length} and frame {last} was requested"
-            )
-        return np.stack([decoded[i] for i in indices])
+            return decoded, count, str(e)
+        return decoded, count, None
 
 
 class FrameFolder:

@@ -1,5 +1,6 @@
-"""Which frames of a video make a clip: a pure function of (num_frames, T, mode, rng).
+"""Which frames of a video make a clip: a pure function of (video_length, clip_length, mode, rng).
 
+With ``N = video_length`` and ``T = clip_length``:
 TSN segments: the video's ``N`` frames are cut into ``T`` equal segments, segment ``i`` being
 frames ``[floor(i*N/T), floor((i+1)*N/T))``.
   * ``"train"``: one uniformly random frame from each segment.
@@ -19,22 +20,25 @@ import numpy as np
 MODES = ("train", "test", "dense_train", "dense_test")
 
 
-def sample_indices(num_frames: int, T: int, mode: str, rng: np.random.Generator | None = None,
-                   *, clip: int = 0, num_clips: int = 1, stride: int = 8) -> np.ndarray:
-    """0-based frame indices (int64, length ``T``, non-decreasing) for one clip."""
-    if num_frames < 1 or T < 1:
-        raise ValueError(f"need num_frames >= 1 and T >= 1, got {num_frames}, {T}")
+def sample_indices(video_length: int, clip_length: int, mode: str,
+                   rng: np.random.Generator | None = None, *, clip: int = 0, num_clips: int = 1,
+                   stride: int = 8) -> np.ndarray:
+    """0-based frame indices (int64, ``clip_length`` of them, non-decreasing) of one clip of a
+    video of ``video_length`` frames."""
+    if video_length < 1 or clip_length < 1:
+        raise ValueError(f"need video_length >= 1 and clip_length >= 1, got {video_length}, "
+                         f"{clip_length}")
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if not 0 <= clip < num_clips:
         raise ValueError(f"clip must be in [0, {num_clips}), got {clip}")
     if mode.endswith("train") and rng is None:
         raise ValueError(f"mode {mode!r} needs an rng")
-    i = np.arange(T)
+    i = np.arange(clip_length)
     if mode.startswith("dense"):
-        window = (T - 1) * stride + 1
-        if window <= num_frames:
-            room = num_frames - window
+        window = (clip_length - 1) * stride + 1
+        if window <= video_length:
+            room = video_length - window
             if mode == "dense_train":
                 start = int(rng.integers(0, room + 1))
             else:
@@ -42,8 +46,8 @@ def sample_indices(num_frames: int, T: int, mode: str, rng: np.random.Generator 
             return start + i * stride
         mode, clip, num_clips = "test", 0, 1
     if mode == "train":
-        start = (i * num_frames) // T
-        end = np.maximum(((i + 1) * num_frames) // T, start + 1)
+        start = (i * video_length) // clip_length
+        end = np.maximum(((i + 1) * video_length) // clip_length, start + 1)
         return rng.integers(start, end)
-    # floor((i + (clip + 0.5) / num_clips) * num_frames / T) in exact integer arithmetic
-    return ((2 * i * num_clips + 2 * clip + 1) * num_frames) // (2 * num_clips * T)
+    # floor((i + (clip + 0.5) / num_clips) * video_length / clip_length) in exact integer arithmetic
+    return ((2 * i * num_clips + 2 * clip + 1) * video_length) // (2 * num_clips * clip_length)

@@ -41,6 +41,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ SHAPES = ("disk", "square", "triangle", "hexagon", "ellipse", "bar")
 ROTATING_SHAPES = ("triangle", "ellipse", "bar")
 POLARITIES = ("bright", "any")
 SPEC_FILE = "benchmark.json"  # the generator settings, written beside the lists
+DEFAULT_ROOT = "data/synthetic"  # where the recipes keep the benchmark (relative to the working dir)
 
 
 @dataclass(frozen=True)
@@ -364,6 +366,47 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int =
                "seconds": round(time.perf_counter() - started, 1)}
     log.info("benchmark written: %s", summary)
     return summary
+
+
+def ensure_benchmark(root: str | Path, settings: dict, *, create: bool = False,
+                     replace: bool = False) -> bool:
+    """Make ``root`` hold the benchmark :func:`generate_benchmark` writes with ``settings`` (its
+    keyword arguments; ``difficulty`` as a dict of :class:`Difficulty` fields); returns whether
+    it wrote it. Call it on one process only.
+
+    An absent ``root`` is written only where the user asked for it: at :data:`DEFAULT_ROOT`, or
+    anywhere with ``create`` (else ``FileNotFoundError``, so that a mistyped path never starts a
+    generation). A benchmark already there must have been generated with the same settings,
+    else it is a ``ValueError`` or, with ``replace``, deleted and written again.
+    """
+    root = Path(root)
+    kwargs = dict(settings)
+    if "difficulty" in kwargs:
+        fields = {f.name for f in dataclasses.fields(Difficulty)}
+        unknown = set(kwargs["difficulty"]) - fields
+        if unknown:
+            raise ValueError(f"difficulty has unknown field(s) {sorted(unknown)}; valid: {sorted(fields)}")
+        kwargs["difficulty"] = Difficulty(**{k: tuple(v) if isinstance(v, list) else v
+                                             for k, v in kwargs["difficulty"].items()})
+    try:
+        spec = benchmark_spec(**kwargs)
+    except TypeError as e:
+        raise ValueError(str(e)) from e
+    if not root.exists() and not create and root.resolve() != Path(DEFAULT_ROOT).resolve():
+        raise FileNotFoundError(f"directory {root} does not exist; the built-in benchmark is "
+                                f"generated on demand only at its default root {DEFAULT_ROOT}")
+    differences = spec_differences(root, spec) if (root / "train.txt").is_file() else None
+    if differences == []:
+        return False
+    if differences and not replace:
+        what = (f"has no {SPEC_FILE} (written by an older version?)" if differences == [SPEC_FILE]
+                else f"was generated with other settings: {', '.join(differences)}")
+        raise ValueError(f"the benchmark in {root} {what}; delete the folder to regenerate it, or "
+                         "use it as it is by giving no generator settings")
+    if differences:
+        shutil.rmtree(root)
+    generate_benchmark(root, **kwargs)
+    return True
 
 
 def main(argv: list[str] | None = None) -> None:

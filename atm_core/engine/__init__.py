@@ -1,8 +1,8 @@
 """Training and evaluation engine on HF Accelerate.
 
     cfg = load_config("params/synthetic_atm_mul_sub.yaml", ["optim.epochs=5"])
-    result = train(cfg)                 # {"output_dir", "best_top1", "best_epoch", "last", "eval"}
-    summary = evaluate(cfg, "best")     # {"top1", "top5", "mean_class_acc", "num_videos", ...}
+    result = train(cfg)                 # {"output_dir", "best_top1", "best_epoch", "last", "skipped", "eval"}
+    summary = evaluate(cfg, "best")     # {"top1", "top5", "mean_class_acc", "num_videos", "skipped", ...}
 """
 from .config import Config, ConfigError, load_config
 from .evaluation import evaluate, evaluate_model

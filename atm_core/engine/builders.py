@@ -1,9 +1,7 @@
 """Config -> datasets and model, with every check that can fail done before training starts."""
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import shutil
 from pathlib import Path
 
 import timm
@@ -12,40 +10,21 @@ import torch.nn as nn
 from .config import Config, ConfigError
 
 
-def ensure_synthetic_data(cfg: Config, replace: bool = False) -> None:
-    """Write the built-in benchmark to ``data.root`` when it is absent and ``data.generate``
-    asks for it (call on the main process only). A benchmark already there must have been
-    generated with the same settings, else it is an error or, with ``replace``, deleted and
-    written again; ``data.generate: null`` uses whatever is there."""
-    root = Path(cfg.data.root)
+def write_benchmark_if_asked(cfg: Config) -> None:
+    """Write the built-in benchmark to ``data.root`` when ``data.generate`` asks for it (see
+    :func:`atm_core.data.synthetic.ensure_benchmark`; main process only), errors phrased in
+    config keys."""
     if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
         return
-    from ..data.synthetic import SPEC_FILE, Difficulty, benchmark_spec, generate_benchmark, spec_differences
+    from ..data.synthetic import DEFAULT_ROOT, ensure_benchmark
 
-    kwargs = dict(cfg.data.generate)
-    if "difficulty" in kwargs:
-        fields = {f.name for f in dataclasses.fields(Difficulty)}
-        unknown = set(kwargs["difficulty"]) - fields
-        if unknown:
-            raise ConfigError(f"key 'data.generate.difficulty' has unknown field(s) {sorted(unknown)}; "
-                              f"valid: {sorted(fields)}")
-        kwargs["difficulty"] = Difficulty(**{k: tuple(v) if isinstance(v, list) else v
-                                             for k, v in kwargs["difficulty"].items()})
     try:
-        spec = benchmark_spec(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"key 'data.generate': {e}") from e
-    differences = spec_differences(root, spec) if (root / "train.txt").is_file() else None
-    if differences == []:
-        return
-    if differences and not replace:
-        what = (f"has no {SPEC_FILE} (written by an older version?)" if differences == [SPEC_FILE]
-                else f"was generated with other settings: {', '.join(differences)}")
-        raise ConfigError(f"key 'data.generate': the benchmark in {root} {what}; delete the folder to "
-                          "regenerate it, or set data.generate: null to use it as it is")
-    if differences:
-        shutil.rmtree(root)
-    generate_benchmark(root, **kwargs)
+        ensure_benchmark(cfg.data.root, cfg.data.generate, create=cfg.data.create_root)
+    except FileNotFoundError as e:
+        raise ConfigError(f"key 'data.root': {e} (set data.create_root=true to write it to "
+                          f"{cfg.data.root}, or data.root={DEFAULT_ROOT})") from e
+    except ValueError as e:
+        raise ConfigError(f"key 'data.generate': {e} (data.generate: null)") from e
 
 
 def dataset_options(cfg: Config, split: str) -> dict:
@@ -67,8 +46,8 @@ def build_split(cfg: Config, split: str):
 
     root = Path(cfg.data.root)
     if not root.is_dir():
-        hint = (" (or set data.generate: {} to write the built-in benchmark there)"
-                if cfg.data.dataset == "synthetic" else "")
+        hint = (" (or set data.generate: {} and data.create_root: true to write the built-in "
+                "benchmark there)" if cfg.data.dataset == "synthetic" else "")
         raise ConfigError(f"key 'data.root': directory {root} does not exist{hint}")
     list_file = cfg.data.train_list if split == "train" else cfg.data.val_list
     try:

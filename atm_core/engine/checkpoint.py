@@ -4,15 +4,20 @@ Layout under ``<output_dir>/checkpoints/``:
     step_00000120/   ``accelerator.save_state`` (model, optimizer, scheduler, scaler, RNG
                      states, registered objects) + meta.json; the number counts training
                      batches consumed since the start of the run
-    best/            model.safetensors (+ ema.safetensors) + meta.json of the best val top-1
+    best/            model.safetensors (+ ema.safetensors) + meta.json of the best val top-1:
+                     weights only, for evaluation or as ``model.pretrained_file``; a run
+                     resumes from a step checkpoint, never from best/
 A directory is written under a ``.tmp-`` name and renamed when complete, so a run
-killed while saving never leaves a half-written checkpoint behind a valid name.
+killed while saving never leaves a half-written checkpoint behind a valid name; a save that
+fails (a full disk) removes its temporary directory and leaves the previous checkpoint as it is.
 """
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,6 +26,15 @@ from safetensors.torch import load_file, save_file
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 TMP_PREFIX = ".tmp-"
+NEARLY_FULL = 1 << 20  # bytes left when a failed write counts as a full disk
+
+
+class DiskFullError(OSError):
+    """A checkpoint could not be written because its filesystem is full."""
+
+
+def is_step_checkpoint(path: Path) -> bool:
+    return path.is_dir() and STEP_DIR.match(path.name) is not None and (path / "meta.json").is_file()
 
 
 def step_dirs(ckpt_root: Path) -> list[Path]:
@@ -56,6 +70,39 @@ def publish(tmp: Path, final: Path) -> None:
     clear(old)
 
 
+def _disk_is_full(error: BaseException, directory: Path) -> bool:
+    while error is not None:  # torch.save reports ENOSPC as "basic_ios::clear: iostream error"
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        error = error.__cause__ or error.__context__
+    return shutil.disk_usage(directory).free < NEARLY_FULL
+
+
+def abandon(tmp: Path, final: Path, error: BaseException) -> BaseException:
+    """Remove the partial ``tmp`` of a failed write of ``final``; returns the error to raise:
+    :class:`DiskFullError` naming ``final`` when the filesystem is full, else ``error``."""
+    full = _disk_is_full(error, tmp.parent)
+    clear(tmp)
+    if not full:
+        return error
+    kept = f"{final} is kept as it was" if final.exists() else "the checkpoints written before are kept"
+    return DiskFullError(f"cannot write checkpoint {final}: the disk is full (removed the partial "
+                         f"{tmp.name}; {kept})")
+
+
+def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` into a fresh temporary directory, then :func:`publish` it as ``final``; a
+    failed write leaves ``final`` as it was (see :func:`abandon`)."""
+    tmp = tmp_path(final)
+    clear(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+    except (OSError, RuntimeError) as e:
+        raise abandon(tmp, final, e) from e
+    publish(tmp, final)
+
+
 def prune(ckpt_root: Path, keep_last: int) -> None:
     for path in step_dirs(ckpt_root)[:-keep_last]:
         shutil.rmtree(path)
@@ -83,6 +130,27 @@ def save_weights(directory: Path, model: nn.Module, ema: nn.Module | None, meta:
     if ema is not None:
         save_module(ema, directory / "ema.safetensors")
     write_meta(directory, meta)
+
+
+def resolve_resume(spec: str, output_dir: str | Path) -> Path | None:
+    """The step checkpoint to resume from: ``"auto"`` (the latest one of ``output_dir``, None if
+    there is none), a step checkpoint, or a run directory (its latest step checkpoint). Anything
+    else is refused saying what was expected."""
+    if spec == "auto":
+        return latest_checkpoint(Path(output_dir) / "checkpoints")
+    path = Path(spec)
+    if is_step_checkpoint(path):
+        return path
+    if (path / "model.safetensors").is_file() and not (path / "optimizer.bin").exists():
+        raise ValueError(f"{path} holds model weights only (as best/ does), no optimizer or "
+                         "schedule state to resume from: evaluate it (python -m atm_core.evaluate "
+                         f"--checkpoint {path}) or start a new run from it with "
+                         f"model.pretrained_file={path / 'model.safetensors'}")
+    latest = latest_checkpoint(path / "checkpoints") if path.is_dir() else None
+    if latest is not None:
+        return latest
+    raise ValueError(f"{path} is neither a step checkpoint (checkpoints/step_<n>/ with meta.json) "
+                     "nor a run directory with one (<train.output_dir> holding checkpoints/step_<n>/)")
 
 
 def resolve_checkpoint(spec: str, output_dir: str | Path) -> Path:

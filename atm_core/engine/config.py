@@ -57,6 +57,7 @@ class DataConfig:
     on_error: Literal["raise", "skip"] = "raise"
     options: dict = field(default_factory=dict)  # dataset preset overrides (atm_core.data Recipe fields)
     generate: Optional[dict] = None  # synthetic only: generator kwargs, used to create root if absent
+    create_root: bool = False  # let data.generate write to a data.root other than data/synthetic
 
 
 @dataclass
@@ -96,6 +97,7 @@ class TrainConfig:
     ema_decay: float = 0.9998
     eval_every: int = 1  # epochs
     save_every_steps: int = 0  # extra mid-epoch checkpoints, 0 = only at epoch ends
+    save_every_minutes: float = 5.0  # also a checkpoint once this much time passed since the last; 0 = off
     keep_last: int = 2  # epoch checkpoints kept besides best/
     resume: Optional[str] = None  # "auto", a checkpoint directory, or null
     threads: int = 0  # torch intra-op threads, 0 = leave torch's default
@@ -398,7 +400,7 @@ def check_values(cfg: Config) -> None:
             positive(key, value)
     for key in ("optim.lr", "optim.warmup_lr", "optim.min_lr", "optim.weight_decay",
                 "optim.warmup_epochs", "loss.label_smoothing", "loss.mixup", "loss.cutmix",
-                "data.num_workers", "train.save_every_steps", "train.threads",
+                "data.num_workers", "train.save_every_steps", "train.save_every_minutes", "train.threads",
                 "model.dropout", "model.drop_path_rate"):
         section, name = key.split(".")
         positive(key, getattr(getattr(cfg, section), name), allow_zero=True)

@@ -9,6 +9,7 @@ import torch.nn as nn
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.errors import DataError
 from .builders import build_model, build_split, check_sample
 from .checkpoint import load_weights, resolve_checkpoint
 from .config import Config, as_config
@@ -26,7 +27,9 @@ def evaluate_model(accelerator: Accelerator, model: nn.Module, dataset: Dataset,
 
     ``batch_size`` is per process; the loader's global batch is split across processes and
     ``gather_for_metrics`` drops the padding of the last batch, so each video counts once.
-    The summary's ``eval_time`` is the seconds the predictions took.
+    The summary's ``eval_time`` is the seconds the predictions took; ``num_videos`` the videos
+    scored of ``num_listed`` (the list's lines), ``skipped`` the ``list:line path`` of those
+    left out as unreadable (``data.on_error=skip``).
     """
     started = time.perf_counter()
     model = model.to(accelerator.device)
@@ -35,7 +38,8 @@ def evaluate_model(accelerator: Accelerator, model: nn.Module, dataset: Dataset,
     loader = accelerator.prepare_data_loader(loader)
     probs, labels, indices = predict(accelerator, model, loader, progress=progress)
     probs, labels, indices = probs.numpy(), labels.numpy(), indices.numpy()
-    extra = {**(extra or {}), "eval_time": round(time.perf_counter() - started, 2)}
+    extra = {**(extra or {}), **left_out(dataset, indices),
+             "eval_time": round(time.perf_counter() - started, 2)}
     if accelerator.is_main_process:
         summary = write_eval(Path(out_dir), probs, labels, indices, class_names, paths, extra)
     else:
@@ -43,6 +47,18 @@ def evaluate_model(accelerator: Accelerator, model: nn.Module, dataset: Dataset,
         summary.update(extra)
     accelerator.wait_for_everyone()
     return summary
+
+
+def left_out(dataset: Dataset, scored: Sequence[int]) -> dict:
+    """How many listed videos were not scored, and which (``num_listed``, ``num_skipped``,
+    ``skipped``); an error if none was."""
+    dropped_lines = getattr(dataset, "skipped_lines", 0)
+    missing = sorted(set(range(len(dataset))) - {int(i) for i in scored})
+    records = getattr(dataset, "records", None)
+    if len(missing) == len(dataset):
+        raise DataError(f"none of the {len(dataset)} videos could be read")
+    return {"num_listed": len(dataset) + dropped_lines, "num_skipped": len(missing) + dropped_lines,
+            "skipped": [f"{records[i].source} {records[i].path}" if records else str(i) for i in missing]}
 
 
 def run_evaluation(accelerator: Accelerator, cfg: Config, checkpoint: str | Path | None = None) -> dict:
@@ -61,8 +77,10 @@ def run_evaluation(accelerator: Accelerator, cfg: Config, checkpoint: str | Path
                              cfg.data.num_workers, dataset.classes, [r.path for r in dataset.records],
                              extra, progress=cfg.train.progress)
     accelerator.print(f"eval {path}: top1 {summary['top1']:.2f}  top5 {summary['top5']:.2f}  "
-                      f"mean class acc {summary['mean_class_acc']:.2f}  "
-                      f"({summary['num_videos']} videos x {dataset.num_views} views) -> {out_dir}")
+                      f"mean class acc {summary['mean_class_acc']:.2f}  ({summary['num_videos']} of "
+                      f"{summary['num_listed']} videos scored x {dataset.num_views} views) -> {out_dir}")
+    for line in summary["skipped"]:
+        accelerator.print(f"  left out (unreadable): {line}")
     return summary
 
 

@@ -7,6 +7,8 @@ from accelerate import Accelerator
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from ..data.dataset import LEFT_OUT
+
 
 class IndexedDataset(Dataset):
     """``ds[i]`` -> ``(clip or views, label, i)`` whatever extra fields the dataset returns."""
@@ -30,7 +32,9 @@ def predict(accelerator: Accelerator, model: nn.Module, loader, desc: str = "eva
     Batches are ``(x, label, index)`` with ``x`` a clip ``(B, T, 3, H, W)`` or views
     ``(B, V, T, 3, H, W)``. Returns ``(probs (N, C) float32, labels (N,), indices (N,))``
     on every process, each video exactly once: ``gather_for_metrics`` drops the samples
-    the distributed sampler repeated to even out the last batch.
+    the distributed sampler repeated to even out the last batch. Videos the dataset left out
+    (label ``LEFT_OUT``: unreadable, ``data.on_error=skip``) are dropped too: the indices
+    missing from the result are the videos that were not scored.
     """
     model.eval()
     probs, labels, indices = [], [], []
@@ -43,7 +47,8 @@ def predict(accelerator: Accelerator, model: nn.Module, loader, desc: str = "eva
             logits = model(views.flatten(0, 1))
         p = logits.float().softmax(-1).view(b, v, -1).mean(1)
         p, label, index = accelerator.gather_for_metrics((p, label, index))
-        probs.append(p.cpu())
-        labels.append(label.cpu())
-        indices.append(index.cpu())
+        scored = (label != LEFT_OUT).cpu()
+        probs.append(p.cpu()[scored])
+        labels.append(label.cpu()[scored])
+        indices.append(index.cpu()[scored])
     return torch.cat(probs), torch.cat(labels), torch.cat(indices)

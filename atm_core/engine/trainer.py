@@ -8,6 +8,10 @@ Run directory (``train.output_dir``):
     checkpoints/     step_<batches>/ (full state, last ``keep_last``) and best/ (weights)
     eval/            multi-view evaluation of best/ (``eval.after_train``)
 
+Step checkpoints are written at every epoch end, every ``train.save_every_steps`` batches and
+once ``train.save_every_minutes`` passed since the last one, and before a data error ends the
+run; ``--resume`` takes one of them or the run directory (its latest).
+
 Exact resume: the data order and every sample's augmentation are functions of
 ``(seed, epoch, position)`` and the step randomness (Mixup, drop-path) is reseeded from
 ``(seed, epoch, batch, rank)`` before every step, so a run resumed from any checkpoint
@@ -18,20 +22,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .builders import build_model, build_split, check_sample, ensure_synthetic_data
-from .checkpoint import (clear, latest_checkpoint, load_weights, prune, publish, save_module,
-                         save_weights, tmp_path, write_meta)
+from ..data.dataset import VideoDataset
+from ..data.errors import DataError, error_message
+from .builders import build_model, build_split, check_sample, write_benchmark_if_asked
+from .checkpoint import (
+    abandon,
+    clear,
+    load_weights,
+    prune,
+    publish,
+    resolve_resume,
+    save_module,
+    save_weights,
+    tmp_path,
+    write_atomically,
+    write_meta,
+)
 from .config import Config, ConfigError, as_config
-from .evaluation import run_evaluation
+from .evaluation import left_out, run_evaluation
 from .inference import IndexedDataset, predict
 from .metrics import classification_metrics
 from .optim import build_loss, build_optimizer, build_scheduler, build_video_mixup, scaled_lrs
@@ -63,35 +81,53 @@ class TrainState:
 
 
 def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, state: TrainState, ema, keep_last: int) -> Path:
-    """``save_state`` into a temporary directory, then rename it into place."""
+    """``save_state`` into a temporary directory, then rename it into place; a failed save
+    removes the temporary directory and keeps the previous checkpoints."""
     final = ckpt_root / f"step_{state.batches_total:08d}"
     tmp = tmp_path(final)
     if accelerator.is_main_process:
         clear(tmp)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()  # every process has written its RNG state into tmp
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()  # every process has written its RNG state into tmp
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_module(ema.module, tmp / "ema.safetensors")
+            write_meta(tmp, state.state_dict())
+    except (OSError, RuntimeError) as e:
+        raise abandon(tmp, final, e) from e
     if accelerator.is_main_process:
-        if ema is not None:
-            save_module(ema.module, tmp / "ema.safetensors")
-        write_meta(tmp, state.state_dict())
         publish(tmp, final)
         prune(ckpt_root, keep_last)
     accelerator.wait_for_everyone()
     return final
 
 
-def validate(accelerator: Accelerator, model, loader, progress: bool) -> dict:
-    probs, labels, _ = predict(accelerator, model, loader, desc="val", progress=progress)
+def validate(accelerator: Accelerator, model, loader, dataset: VideoDataset, progress: bool) -> dict:
+    """Single-view metrics over the videos of ``dataset`` that could be read (``num_videos``)."""
+    probs, labels, indices = predict(accelerator, model, loader, desc="val", progress=progress)
+    left_out(dataset, indices)  # an error if no video could be read
     metrics = classification_metrics(probs.numpy(), labels.numpy())
     nll = -probs[torch.arange(len(labels)), labels].clamp_min(1e-12).log().mean()
     return {"top1": metrics["top1"], "top5": metrics["top5"],
-            "mean_class_acc": metrics["mean_class_acc"], "loss": float(nll)}
+            "mean_class_acc": metrics["mean_class_acc"], "loss": float(nll),
+            "num_videos": metrics["num_videos"]}
+
+
+def count_skipped(accelerator: Accelerator, dataset: VideoDataset) -> int:
+    """Videos of ``dataset`` found unreadable so far by any process (each counted once), plus
+    the list lines dropped while loading it."""
+    bad = torch.from_numpy(dataset.unreadable()).to(accelerator.device, torch.uint8)
+    if accelerator.num_processes > 1:
+        bad = accelerator.gather(bad[None]).amax(0)
+    return int(bad.sum()) + dataset.skipped_lines
 
 
 def train(cfg: Config | str | Path | dict) -> dict:
     """Python API of ``python -m atm_core.train``. Returns ``{"output_dir", "best_top1",
-    "best_epoch", "last" (the last metrics record), "eval" (the evaluation summary or None)}``."""
+    "best_epoch", "last" (the last metrics record), "skipped" (unreadable videos per split),
+    "eval" (the evaluation summary or None)}``."""
     cfg = as_config(cfg)
     accelerator = make_accelerator(cfg)
     try:
@@ -100,19 +136,54 @@ def train(cfg: Config | str | Path | dict) -> dict:
         release_accelerator()
 
 
-def _train(accelerator: Accelerator, cfg: Config) -> dict:
-    out = Path(cfg.train.output_dir)
-    ckpt_root = out / "checkpoints"
-    main = accelerator.is_main_process
-    if main:
-        ensure_synthetic_data(cfg)
-    accelerator.wait_for_everyone()
+@dataclass
+class Run:
+    """Everything one training run holds, built by :func:`_build_run`."""
 
-    # Everything that can be wrong with the configuration fails here, before any training.
+    cfg: Config
+    accelerator: Accelerator
+    train_set: VideoDataset
+    val_set: VideoDataset
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    mixup: object
+    criterion: object
+    ema: ModelEmaV3 | None
+    sampler: EpochSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    state: TrainState = field(default_factory=TrainState)
+    last_save: float = field(default_factory=time.monotonic)
+
+    @property
+    def ckpt_root(self) -> Path:
+        return Path(self.cfg.train.output_dir) / "checkpoints"
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.train.batch_size * self.accelerator.num_processes
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.accelerator, self.ckpt_root, self.state, self.ema,
+                               self.cfg.train.keep_last)
+        self.last_save = time.monotonic()
+        return path
+
+    def skipped(self) -> dict:
+        return {"train": count_skipped(self.accelerator, self.train_set),
+                "val": count_skipped(self.accelerator, self.val_set)}
+
+
+def _prepare_data(accelerator: Accelerator, cfg: Config) -> tuple[VideoDataset, VideoDataset]:
+    """The benchmark where asked for, then both splits, checked against the model's input.
+    Everything that can be wrong with the configuration or the lists fails here."""
+    if accelerator.is_main_process:
+        write_benchmark_if_asked(cfg)
+    accelerator.wait_for_everyone()
     train_set, val_set = build_split(cfg, "train"), build_split(cfg, "val")
     check_sample(cfg, train_set, "train")
     check_sample(cfg, val_set, "val")
-    num_classes = len(train_set.classes)
     global_batch = cfg.train.batch_size * accelerator.num_processes
     if len(train_set) < global_batch:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} "
@@ -121,140 +192,225 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
     if (cfg.loss.mixup > 0 or cfg.loss.cutmix > 0) and clips_per_batch % 2:
         raise ConfigError(f"Mixup/CutMix need an even number of clips per device batch, got "
                           f"{clips_per_batch} (train.batch_size x data.num_sample)")
-    resume_from = None
-    if cfg.train.resume == "auto":
-        resume_from = latest_checkpoint(ckpt_root)
-    elif cfg.train.resume is not None:
-        resume_from = Path(cfg.train.resume)
+    return train_set, val_set
 
+
+def _resume_point(cfg: Config) -> Path | None:
+    if cfg.train.resume is None:
+        return None
+    try:
+        return resolve_resume(cfg.train.resume, cfg.train.output_dir)
+    except ValueError as e:
+        raise ConfigError(f"key 'train.resume': {e}") from e
+
+
+def _build_run(accelerator: Accelerator, cfg: Config, train_set: VideoDataset,
+               val_set: VideoDataset) -> Run:
+    """Model, optimizer, schedule and loaders, prepared by the Accelerator."""
+    num_classes = len(train_set.classes)
     seed_everything(cfg.train.seed)  # identical initial weights on every process
     model = build_model(cfg, num_classes, train_set.transform.input_size)
-    total_batch = global_batch * cfg.train.grad_accum
-    lrs = scaled_lrs(cfg.optim, total_batch)
+    global_batch = cfg.train.batch_size * accelerator.num_processes
+    lrs = scaled_lrs(cfg.optim, global_batch * cfg.train.grad_accum)
     optimizer = build_optimizer(model, cfg.optim, lrs["lr"])
     mixup = build_video_mixup(cfg.loss, num_classes)
-    criterion = build_loss(cfg.loss, mixup)
-
     sampler = EpochSampler(len(train_set), cfg.train.seed)
+    workers = cfg.data.num_workers
     train_loader = DataLoader(SeededDataset(train_set), batch_size=global_batch, sampler=sampler,
-                              drop_last=True, num_workers=cfg.data.num_workers,
-                              persistent_workers=cfg.data.num_workers > 0, collate_fn=train_set.collate_fn)
+                              drop_last=True, num_workers=workers, persistent_workers=workers > 0,
+                              collate_fn=train_set.collate_fn)
     val_loader = DataLoader(IndexedDataset(val_set), batch_size=cfg.eval.batch_size * accelerator.num_processes,
-                            shuffle=False, num_workers=cfg.data.num_workers,
-                            persistent_workers=cfg.data.num_workers > 0)
+                            shuffle=False, num_workers=workers, persistent_workers=workers > 0)
     model, optimizer, train_loader, val_loader = accelerator.prepare(model, optimizer, train_loader, val_loader)
-    if cfg.data.num_workers > 0:
+    if workers > 0:
         # Fork the persistent validation workers now, while this process is small: forked after the
         # first epoch they would share its training-sized heap copy-on-write, and the next training
-        # steps would pay a page fault per page (measured: ~5 s of a 3-minute CPU run).
+        # steps would pay a page fault per page.
         iter(getattr(val_loader, "base_dataloader", val_loader))
-    batches_per_epoch = len(train_loader)
-    updates_per_epoch = math.ceil(batches_per_epoch / cfg.train.grad_accum)
+    updates_per_epoch = math.ceil(len(train_loader) / cfg.train.grad_accum)
     scheduler = build_scheduler(optimizer, cfg.optim, lrs, updates_per_epoch)
-    state = TrainState()
-    accelerator.register_for_checkpointing(scheduler, state)
+    run = Run(cfg, accelerator, train_set, val_set, model, optimizer, scheduler, mixup,
+              build_loss(cfg.loss, mixup), None, sampler, train_loader, val_loader)
+    accelerator.register_for_checkpointing(scheduler, run.state)
     unwrapped = accelerator.unwrap_model(model)
-    ema = ModelEmaV3(unwrapped, decay=cfg.train.ema_decay) if cfg.train.ema else None
+    if cfg.train.ema:
+        run.ema = ModelEmaV3(unwrapped, decay=cfg.train.ema_decay)
+    accelerator.print(f"{cfg.model.name}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f} M "
+                      f"parameters; {len(train_set)} train / {len(val_set)} val videos, {num_classes} "
+                      f"classes; total batch {global_batch * cfg.train.grad_accum} "
+                      f"({accelerator.num_processes} process(es)); lr {lrs['lr']:.3g}")
+    return run
 
+
+def _restore(run: Run, resume_from: Path | None) -> None:
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        if ema is not None:
-            load_weights(ema.module, resume_from / "ema.safetensors")
-        accelerator.print(f"resumed from {resume_from}: epoch {state.epoch + 1}, batch {state.batch}")
-    elif cfg.train.resume == "auto":
-        accelerator.print(f"no checkpoint in {ckpt_root}; starting from scratch")
-    log = MetricsLog(out, cfg.train.tensorboard) if main else None
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(out / "config.yaml")
-        log.truncate(state.epoch)
-        n_params = sum(p.numel() for p in unwrapped.parameters())
-        accelerator.print(f"{cfg.model.name}: {n_params / 1e6:.2f} M parameters; {len(train_set)} train / "
-                          f"{len(val_set)} val videos, {num_classes} classes; total batch {total_batch} "
-                          f"({accelerator.num_processes} process(es)); lr {lrs['lr']:.3g}")
+        run.accelerator.load_state(str(resume_from))
+        if run.ema is not None:
+            load_weights(run.ema.module, resume_from / "ema.safetensors")
+        run.accelerator.print(f"resumed from {resume_from}: epoch {run.state.epoch + 1}, "
+                              f"batch {run.state.batch}")
+    elif run.cfg.train.resume == "auto":
+        run.accelerator.print(f"no checkpoint in {run.ckpt_root}; starting from scratch")
 
-    rank = accelerator.process_index
-    record: dict = {}
-    for epoch in range(state.epoch, cfg.optim.epochs):
-        sampler.epoch = epoch
-        loader = train_loader if state.batch == 0 else accelerator.skip_first_batches(train_loader, state.batch)
-        model.train()
-        bar = tqdm(total=batches_per_epoch, initial=state.batch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                   leave=False, disable=not (cfg.train.progress and accelerator.is_local_main_process))
-        started = time.perf_counter() - state.train_time
+
+def _checkpoint_due(run: Run, batches_per_epoch: int) -> bool:
+    """A mid-epoch checkpoint after this batch: every ``save_every_steps`` batches, or once
+    ``save_every_minutes`` passed (decided on the main process, so that all processes agree)."""
+    cfg, state = run.cfg.train, run.state
+    if state.batch >= batches_per_epoch or state.batch % cfg.grad_accum:
+        return False  # the epoch end saves anyway; never half-accumulated gradients
+    due = bool(cfg.save_every_steps) and state.batch % cfg.save_every_steps == 0
+    if cfg.save_every_minutes and not due:
+        due = time.monotonic() - run.last_save >= 60 * cfg.save_every_minutes
+        if run.accelerator.num_processes > 1:
+            flag = torch.tensor([int(due)], device=run.accelerator.device)
+            due = bool(broadcast(flag, from_process=0).item())
+    return due
+
+
+def _train_step(run: Run, clips: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    seed_everything(derive_seed(cfg.train.seed, epoch, state.batch, accelerator.process_index, 1))
+    targets = labels
+    if run.mixup is not None:
+        clips, targets = run.mixup(clips, labels)
+    with accelerator.accumulate(run.model):
+        with accelerator.autocast():
+            loss = run.criterion(run.model(clips), targets)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and cfg.optim.clip_grad is not None:
+            accelerator.clip_grad_norm_(run.model.parameters(), cfg.optim.clip_grad)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    state.batch += 1
+    state.batches_total += 1
+    state.loss_sum += float(accelerator.reduce(loss.detach(), "mean"))
+    state.loss_count += 1
+    if accelerator.sync_gradients:
+        state.global_step += 1
+        run.scheduler.step_update(num_updates=state.global_step)
+        if run.ema is not None:
+            run.ema.update(accelerator.unwrap_model(run.model), step=state.global_step)
+
+
+def _train_epoch(run: Run, epoch: int) -> dict:
+    """Train (the rest of) one epoch; returns its training record. A data error ends the run
+    after saving the batches trained so far."""
+    cfg, accelerator, state = run.cfg, run.accelerator, run.state
+    run.sampler.epoch = epoch
+    batches = len(run.train_loader)
+    loader = (run.train_loader if state.batch == 0
+              else accelerator.skip_first_batches(run.train_loader, state.batch))
+    run.model.train()
+    bar = tqdm(total=batches, initial=state.batch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", leave=False,
+               disable=not (cfg.train.progress and accelerator.is_local_main_process))
+    started = time.perf_counter() - state.train_time
+    try:
         for clips, labels in loader:
-            seed_everything(derive_seed(cfg.train.seed, epoch, state.batch, rank, 1))
-            targets = labels
-            if mixup is not None:
-                clips, targets = mixup(clips, labels)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    loss = criterion(model(clips), targets)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.optim.clip_grad is not None:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            state.batch += 1
-            state.batches_total += 1
-            state.loss_sum += float(accelerator.reduce(loss.detach(), "mean"))
-            state.loss_count += 1
-            if accelerator.sync_gradients:
-                state.global_step += 1
-                scheduler.step_update(num_updates=state.global_step)
-                if ema is not None:
-                    ema.update(unwrapped, step=state.global_step)
+            _train_step(run, clips, labels, epoch)
             bar.update(1)
             if state.batch % cfg.train.log_every == 0:
                 bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}",
-                                lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            if cfg.train.save_every_steps and state.batch % cfg.train.save_every_steps == 0 \
-                    and state.batch < batches_per_epoch:
+                                lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
+            if _checkpoint_due(run, batches):
                 state.train_time = time.perf_counter() - started
-                save_checkpoint(accelerator, ckpt_root, state, ema, cfg.train.keep_last)
+                run.save()
+    except DataError as e:
+        raise _stopped_by(run, e, started) from e
+    finally:
         bar.close()
-        train_time = time.perf_counter() - started
+    train_time = time.perf_counter() - started
+    return {"epoch": epoch, "global_step": state.global_step,
+            "lr": max(g["lr"] for g in run.optimizer.param_groups),
+            "train_loss": state.loss_sum / max(state.loss_count, 1), "train_time": train_time,
+            "samples_per_s": batches * run.global_batch * run.train_set.num_sample / train_time}
 
-        record = {"epoch": epoch, "global_step": state.global_step,
-                  "lr": max(g["lr"] for g in optimizer.param_groups),
-                  "train_loss": state.loss_sum / max(state.loss_count, 1)}
-        improved = False
-        last_epoch = epoch + 1 == cfg.optim.epochs
-        if (epoch + 1) % cfg.train.eval_every == 0 or last_epoch:
-            val = validate(accelerator, model, val_loader, cfg.train.progress)
-            record.update({f"val_{k}": v for k, v in val.items()})
-            score = val["top1"]
-            if ema is not None:
-                ema_val = validate(accelerator, ema.module, val_loader, cfg.train.progress)
-                record.update({f"val_ema_{k}": v for k, v in ema_val.items()})
-                if cfg.eval.use_ema:
-                    score = ema_val["top1"]
-            if score > state.best_top1:
-                state.best_top1, state.best_epoch, improved = score, epoch, True
-        record.update({"epoch_time": time.perf_counter() - started, "train_time": train_time,
-                       "samples_per_s": batches_per_epoch * global_batch * train_set.num_sample / train_time})
-        state.epoch, state.batch, state.loss_sum, state.loss_count, state.train_time = epoch + 1, 0, 0.0, 0, 0.0
-        if main:
-            if improved:
-                best_tmp = tmp_path(ckpt_root / "best")
-                clear(best_tmp)
-                save_weights(best_tmp, unwrapped, ema.module if ema is not None else None,
-                             {"epoch": epoch, **record})
-                publish(best_tmp, ckpt_root / "best")
-            log.write(record)
-        save_checkpoint(accelerator, ckpt_root, state, ema, cfg.train.keep_last)
-        val_text = (f"val top1 {record['val_top1']:.2f} top5 {record['val_top5']:.2f} "
-                    if "val_top1" in record else "")
-        accelerator.print(f"epoch {epoch + 1}/{cfg.optim.epochs}  loss {record['train_loss']:.4f}  "
-                          f"lr {record['lr']:.2e}  {val_text}best {state.best_top1:.2f}  "
-                          f"({record['epoch_time']:.1f} s, {record['samples_per_s']:.1f} clips/s)")
+
+def _stopped_by(run: Run, error: DataError, started: float) -> DataError:
+    """The data error that ends a run, saying where the batches trained before it are."""
+    message = error_message(error)
+    state = run.state
+    if state.batch == 0 or state.batch % run.cfg.train.grad_accum:
+        return DataError(message)
+    state.train_time = time.perf_counter() - started
+    path = run.save()
+    return DataError(f"{message}\nthe training so far (epoch {state.epoch + 1}, batch {state.batch}) is "
+                     f"saved in {path}: fix or remove that video (or set data.on_error=skip) and "
+                     "continue with --resume auto")
+
+
+def _validate_epoch(run: Run, epoch: int, record: dict) -> bool:
+    """Validation metrics into ``record`` (where due); returns whether the epoch is the best."""
+    cfg, state = run.cfg, run.state
+    if (epoch + 1) % cfg.train.eval_every and epoch + 1 != cfg.optim.epochs:
+        return False
+    val = validate(run.accelerator, run.model, run.val_loader, run.val_set, cfg.train.progress)
+    record.update({f"val_{k}": v for k, v in val.items()})
+    score = val["top1"]
+    if run.ema is not None:
+        ema_val = validate(run.accelerator, run.ema.module, run.val_loader, run.val_set,
+                           cfg.train.progress)
+        record.update({f"val_ema_{k}": v for k, v in ema_val.items()})
+        if cfg.eval.use_ema:
+            score = ema_val["top1"]
+    if score <= state.best_top1:
+        return False
+    state.best_top1, state.best_epoch = score, epoch
+    return True
+
+
+def _end_epoch(run: Run, epoch: int, record: dict, improved: bool, log: MetricsLog | None) -> None:
+    """best/ if improved, the metrics record, the epoch checkpoint and the epoch line."""
+    accelerator, state = run.accelerator, run.state
+    state.epoch, state.batch, state.loss_sum, state.loss_count, state.train_time = epoch + 1, 0, 0.0, 0, 0.0
+    if accelerator.is_main_process:
+        if improved:
+            unwrapped = accelerator.unwrap_model(run.model)
+            ema = run.ema.module if run.ema is not None else None
+            write_atomically(run.ckpt_root / "best",
+                             lambda tmp: save_weights(tmp, unwrapped, ema, {"epoch": epoch, **record}))
+        log.write(record)
+    run.save()
+    val_text = (f"val top1 {record['val_top1']:.2f} top5 {record['val_top5']:.2f} "
+                if "val_top1" in record else "")
+    skip_text = (f"skipped train {record['train_skipped']} val {record['val_skipped']}  "
+                 if run.cfg.data.on_error == "skip" else "")
+    accelerator.print(f"epoch {epoch + 1}/{run.cfg.optim.epochs}  loss {record['train_loss']:.4f}  "
+                      f"lr {record['lr']:.2e}  {val_text}best {state.best_top1:.2f}  {skip_text}"
+                      f"({record['epoch_time']:.1f} s, {record['samples_per_s']:.1f} clips/s)")
+
+
+def _train(accelerator: Accelerator, cfg: Config) -> dict:
+    out = Path(cfg.train.output_dir)
+    train_set, val_set = _prepare_data(accelerator, cfg)
+    resume_from = _resume_point(cfg)
+    run = _build_run(accelerator, cfg, train_set, val_set)
+    _restore(run, resume_from)
+    log = MetricsLog(out, cfg.train.tensorboard) if accelerator.is_main_process else None
+    if log is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.to_yaml(out / "config.yaml")
+        log.truncate(run.state.epoch)
+
+    record: dict = {}
+    for epoch in range(run.state.epoch, cfg.optim.epochs):
+        started = time.perf_counter() - run.state.train_time
+        record = _train_epoch(run, epoch)
+        improved = _validate_epoch(run, epoch, record)
+        record.update({"epoch_time": time.perf_counter() - started,
+                       **{f"{split}_skipped": n for split, n in run.skipped().items()}})
+        _end_epoch(run, epoch, record, improved, log)
     if log is not None:
         log.close()
 
     summary = None
-    if cfg.eval.after_train and (ckpt_root / "best").exists():
-        summary = run_evaluation(accelerator, cfg, ckpt_root / "best")
+    if cfg.eval.after_train and (run.ckpt_root / "best").exists():
+        summary = run_evaluation(accelerator, cfg, run.ckpt_root / "best")
     if not record and (out / "metrics.jsonl").is_file():  # resumed after the last epoch
         record = read_metrics(out)[-1]
-    return {"output_dir": str(out), "best_top1": state.best_top1, "best_epoch": state.best_epoch,
-            "last": record, "eval": summary}
+    skipped = run.skipped()
+    if cfg.data.on_error == "skip":
+        accelerator.print(f"unreadable videos skipped: train {skipped['train']} of {len(train_set)}, "
+                          f"val {skipped['val']} of {len(val_set)}")
+    return {"output_dir": str(out), "best_top1": run.state.best_top1, "best_epoch": run.state.best_epoch,
+            "last": record, "skipped": skipped, "eval": summary}

@@ -18,11 +18,11 @@ def prepare_data(cfg: Config) -> dict:
     """Write the benchmark to ``data.root`` as ``data.generate`` describes, unless the folder
     already holds exactly that (its ``benchmark.json`` records the generator's settings); a
     benchmark generated otherwise is replaced. Returns ``data.generate``."""
-    from ..engine.builders import ensure_synthetic_data
+    from ..data.synthetic import ensure_benchmark
 
     if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
         raise ValueError(f"{cfg.data.root}: the main job needs data.dataset=synthetic with data.generate")
-    ensure_synthetic_data(cfg, replace=True)
+    ensure_benchmark(cfg.data.root, cfg.data.generate, create=True, replace=True)
     return json.loads(json.dumps(cfg.data.generate))
 
 
