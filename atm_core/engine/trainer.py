@@ -27,6 +27,7 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..data.preflight import preflight
 from .builders import build_model, build_split, check_sample, ensure_synthetic_data
 from .checkpoint import (clear, latest_checkpoint, load_weights, prune, publish, save_module,
                          save_weights, tmp_path, write_meta)
@@ -110,6 +111,8 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
 
     # Everything that can be wrong with the configuration fails here, before any training.
     train_set, val_set = build_split(cfg, "train"), build_split(cfg, "val")
+    if cfg.data.preflight:
+        preflight((train_set, val_set), cfg.data.on_error, out, cfg.train.progress)
     check_sample(cfg, train_set, "train")
     check_sample(cfg, val_set, "val")
     num_classes = len(train_set.classes)
