@@ -83,6 +83,14 @@ def _csv_rows(path: Path, problems: list[Problem], delimiter: str = ","
                 yield number, row
 
 
+def _format(pattern: str, fields: dict) -> str:
+    try:
+        return pattern.format(**fields)
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"name pattern {pattern!r} cannot be filled from the fields "
+                         f"{sorted(fields)}: {e!r}") from None
+
+
 def _text_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]]:
     """Non-blank stripped lines with their numbers (class names may contain commas)."""
     if not path.is_file():
@@ -145,8 +153,8 @@ def read_ssv2(folder: Path, pattern: str = NAME_PATTERNS["ssv2"]) -> Annotations
                 continue
             video_id = str(item["id"])
             name = str(item["template"]).replace("[", "").replace("]", "")
-            collector.add(split, video_id, name, index.get(name), pattern.format(id=video_id),
-                          f"{where} (id {video_id})")
+            collector.add(split, video_id, name, index.get(name),
+                          _format(pattern, {"id": video_id}), f"{where} (id {video_id})")
     return annotations
 
 
@@ -186,8 +194,8 @@ def read_ssv1(folder: Path, pattern: str = NAME_PATTERNS["ssv1"]) -> Annotations
                                                f"{';'.join(row)!r}"))
                 continue
             video_id, name = row[0].strip(), row[1].strip()
-            collector.add(split, video_id, name, index.get(name), pattern.format(id=video_id),
-                          where)
+            collector.add(split, video_id, name, index.get(name),
+                          _format(pattern, {"id": video_id}), where)
     return annotations
 
 
@@ -237,7 +245,7 @@ def read_k400(folder: Path, pattern: str = NAME_PATTERNS["k400"],
     for split, split_rows in rows.items():
         for where, r in split_rows:
             video_id = f"{r['youtube_id']}_{r['time_start']:06d}_{r['time_end']:06d}"
-            video = pattern.format(split=split, **r)
+            video = _format(pattern, r)
             collector.add(split, video_id, r["label"], index.get(r["label"]), video, where)
     return annotations
 

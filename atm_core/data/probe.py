@@ -5,8 +5,7 @@ and the training preflight (:mod:`atm_core.data.preflight`). A probe opens the s
 same readers the dataset uses and decodes its first and last frame, so that a file that exists
 but is empty, truncated or not a video, or a frame folder with a gap, is found before training.
 
-Parallel over processes (``forkserver``: the workers do not inherit the parent's threads or
-OpenMP state), with a progress bar, and resumable: each finished probe is appended to a cache
+Parallel over processes, with a progress bar, and resumable: each finished probe is appended to a cache
 file at once, and a rerun reuses every entry whose source has the same size and modification
 time, so an interrupted run redoes only what was not done.
 """
@@ -213,9 +212,11 @@ def default_workers() -> int:
 
 
 def _pool(workers: int):
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context.Pool(workers)
+    # Forked where the platform allows: a spawned worker imports torch and timm again (seconds
+    # per worker). The workers only decode (decord, PyAV, PIL) and use no OpenMP or thread pool
+    # of the parent, whose locks a forked child could find held.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn").Pool(workers)
 
 
 def _probe_star(args: tuple[str, ProbeSettings]) -> Probe:
