@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 READERS = ("auto", "decord", "torchcodec", "pyav")
 TORCHCODEC_HINT = ("pip install 'atm_core[torchcodec]' (or conda env create -f environment.yml); "
                    "torchcodec also needs FFmpeg's shared libraries libavcodec, libavformat, "
-                   "libavutil, libswscale (FFmpeg 4 to 7: apt install ffmpeg, "
+                   "libavutil, libswscale (FFmpeg 4 to 9: apt install ffmpeg, "
                    "conda install ffmpeg, brew install ffmpeg)")
 _announced: set[str] = set()
 
