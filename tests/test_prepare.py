@@ -12,8 +12,8 @@ from PIL import Image
 
 from atm_core.data import DataError, build_dataset, read_labels, read_list
 from atm_core.data import probe as probe_module
-from atm_core.data.prepare import main, prepare
 from atm_core.data.preflight import preflight
+from atm_core.data.prepare import main, prepare
 
 
 def run(*args: str) -> int:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from .dataset import VideoDataset
 from .errors import DataError
-from .probe import Problem, ProbeSettings, default_workers, probe_all, write_report
+from .probe import ProbeSettings, Problem, default_workers, probe_all, write_report
 
 log = logging.getLogger(__name__)
 SHOWN = 20  # problems quoted in the error message; the report file has all of them

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .annotations import ANNOTATION_FILES, NAME_PATTERNS, READERS, read_reference_lists
 from .presets import PRESETS
-from .probe import Extraction, Problem, ProbeSettings, default_workers, probe_all, write_report
+from .probe import Extraction, ProbeSettings, Problem, default_workers, probe_all, write_report
 
 REPORT = "prepare_report.txt"
 CACHE = ".prepare-cache.jsonl"
