@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from official_layouts import SSV2_CLASSES, clip_frames, make_k400, make_ssv1, make_ssv2, write_video
 from PIL import Image
 
-from atm_core.data import DataError, build_dataset, read_labels, read_list
+from atm_core.data import DataError, build_dataset, generate_benchmark, read_labels, read_list
 from atm_core.data import probe as probe_module
 from atm_core.data.preflight import preflight
 from atm_core.data.prepare import main, prepare
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
 
 
 def run(*args: str) -> int:
@@ -207,3 +210,25 @@ def test_preflight_lists_problems_with_list_file_and_line_then_stops_or_skips(ss
     assert preflight([train, val], "skip", tmp_path / "run", progress=False, workers=1) == 2
     assert len(train) == 4 and train.num_skipped == 2 and len(val) == 3 and val.num_skipped == 0
     assert all(r.source.split(":")[-1] not in ("3", "5") for r in train.records)
+
+
+def test_training_stops_at_the_preflight_before_any_step(tmp_path):
+    from atm_core.engine.config import load_config
+    from atm_core.engine.trainer import train
+
+    root = tmp_path / "bench"
+    generate_benchmark(root, seed=0, train_per_class=1, val_per_class=1, size=32)
+    listed = lines(root / "train.txt")
+    (root / listed[5].split()[0]).write_bytes(b"\x00" * 100)  # train.txt:6 is not a video
+    base = [f"data.root={root}", "data.generate=null", "data.num_workers=0", "train.batch_size=4",
+            "optim.epochs=1", "optim.warmup_epochs=0", "eval.after_train=false", "train.progress=false",
+            "train.threads=1"]
+    cfg = load_config(PARAMS / "synthetic_tsn.yaml", [*base, f"train.output_dir={tmp_path / 'a'}"])
+    with pytest.raises(DataError, match=rf"(?s)preflight: 24 videos checked.*1 problem.*"
+                                        rf"{root / 'train.txt'}:6: "):
+        train(cfg)
+    assert not (tmp_path / "a" / "metrics.jsonl").exists()
+    cfg = load_config(PARAMS / "synthetic_tsn.yaml",
+                      [*base, f"train.output_dir={tmp_path / 'b'}", "data.on_error=skip"])
+    train(cfg)
+    assert lines(tmp_path / "b" / "preflight_report.txt")[1].startswith(f"{root / 'train.txt'}:6: ")
