@@ -75,6 +75,7 @@ def test_auto_reader_uses_decord_else_pyav_and_says_so_once(tmp_path, monkeypatc
         assert isinstance(open_video(path), readers.DecordVideo)
         assert sum("with decord" in r.message for r in caplog.records) == 1
     monkeypatch.setattr(readers, "decord", None)
+    monkeypatch.setattr(readers, "load_torchcodec", lambda: (None, "not installed"))
     monkeypatch.setattr(readers, "_announced", set())
     assert isinstance(open_video(path), PyAVVideo)
     assert isinstance(open_video(path, "auto"), PyAVVideo)

@@ -128,6 +128,8 @@ class VideoDataset(Dataset):
     def _frames_of(self, index: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         """The sampled frames of video ``index`` (all clips, concatenated) and the clip count."""
         record = self.records[index]
+        if self._bad[index]:
+            raise DataError(f"{record.source}: {self.root / record.path}: left out as unreadable")
         try:
             video = self._frames.get(index)
             if video is None:
@@ -140,6 +142,11 @@ class VideoDataset(Dataset):
         except DataError as e:
             raise DataError(f"{record.source}: {e}") from e
         return frames, len(clips)
+
+    def leave_out(self, index: int) -> None:
+        """Mark video ``index`` unreadable without opening it (the preflight's ``skip``): training
+        replaces it, evaluation leaves it out, and both count and list it like any bad video."""
+        self._bad[index] = 1
 
     def _mark_bad(self, index: int, error: DataError) -> None:
         if self.on_error == "raise":

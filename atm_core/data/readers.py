@@ -1,4 +1,4 @@
-"""Frame sources: video files (decord, PyAV fallback) and JPEG frame folders.
+"""Frame sources: video files (decord, torchcodec or PyAV) and JPEG frame folders.
 
 Every source answers ``len(source)`` and ``source.read(indices) -> (N, H, W, 3) uint8 RGB``
 for 0-based frame indices, whatever the stored format (grayscale, RGBA or CMYK JPEGs,
@@ -7,9 +7,11 @@ any pixel format of a video stream).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -23,7 +25,11 @@ except ImportError:  # decord has no wheels for some platforms (e.g. aarch64, ma
     decord = None
 
 log = logging.getLogger(__name__)
-READERS = ("auto", "decord", "pyav")
+READERS = ("auto", "decord", "torchcodec", "pyav")
+TORCHCODEC_HINT = ("pip install 'atm_core[torchcodec]' (or conda env create -f environment.yml); "
+                   "torchcodec also needs FFmpeg's shared libraries libavcodec, libavformat, "
+                   "libavutil, libswscale (FFmpeg 4 to 9: apt install ffmpeg, "
+                   "conda install ffmpeg, brew install ffmpeg)")
 _announced: set[str] = set()
 
 
@@ -31,6 +37,11 @@ def _log_once(key: str, message: str, level: int = logging.INFO) -> None:
     if key not in _announced:
         _announced.add(key)
         log.log(level, message)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _check_indices(path: Path, indices: Sequence[int], length: int) -> list[int]:
@@ -69,6 +80,57 @@ class DecordVideo:
         if frames.shape[0] != len(indices):
             raise DataError(f"{self.path}: decord returned {frames.shape[0]} of {len(indices)} "
                             "frames")
+        return frames
+
+
+@functools.cache
+def load_torchcodec() -> tuple[Any, str | None]:
+    """``(torchcodec.decoders.VideoDecoder, None)``, or ``(None, why it cannot be used)``.
+
+    Imported on first use: importing torchcodec loads FFmpeg's shared libraries, which may be
+    missing even where the wheel is installed.
+    """
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except ModuleNotFoundError:
+        return None, f"torchcodec is not installed: {TORCHCODEC_HINT}"
+    except (ImportError, OSError, RuntimeError) as e:  # the FFmpeg libraries did not load
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return None, f"torchcodec cannot load FFmpeg ({first}): {TORCHCODEC_HINT}"
+    return VideoDecoder, None
+
+
+class TorchCodecVideo:
+    """A video file read with torchcodec; only the requested frames are decoded
+    (``get_frames_at``). The frame count is exact: the packets are scanned when the file opens
+    (``seek_mode="exact"``), since .webm stores no count and estimates from the duration can be
+    a frame short."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        decoder_cls, problem = load_torchcodec()
+        if decoder_cls is None:
+            raise DataError(f"{self.path}: {problem}")
+        try:
+            self._decoder = decoder_cls(str(self.path), seek_mode="exact", num_ffmpeg_threads=1,
+                                        dimension_order="NHWC")
+        except (RuntimeError, ValueError) as e:
+            raise DataError(f"{self.path}: corrupt or unsupported video, torchcodec cannot open "
+                            f"it ({_first_line(e)})") from e
+        self._length = len(self._decoder)
+        if self._length == 0:
+            raise DataError(f"{self.path}: video has no frames")
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        indices = _check_indices(self.path, indices, self._length)
+        try:
+            frames = self._decoder.get_frames_at(indices).data.numpy()
+        except (RuntimeError, IndexError) as e:
+            raise DataError(f"{self.path}: torchcodec cannot decode frames {indices} "
+                            f"({_first_line(e)})") from e
         return frames
 
 
@@ -172,9 +234,22 @@ class FrameFolder:
         return np.stack([loaded[i] for i in indices])
 
 
-def open_video(path: str | Path, reader: str = "auto") -> DecordVideo | PyAVVideo:
-    """Open a video file with decord (``reader="auto"`` falls back to PyAV when decord is
-    missing or cannot open the file)."""
+Video = DecordVideo | TorchCodecVideo | PyAVVideo
+_VIDEO_CLASSES = {"decord": DecordVideo, "torchcodec": TorchCodecVideo, "pyav": PyAVVideo}
+
+
+def _auto_readers() -> list[str]:
+    """The readers ``auto`` tries, in order: decord (what the published results used), then
+    torchcodec, then PyAV, skipping those that are not installed or cannot load."""
+    names = ["decord"] if decord is not None else []
+    if load_torchcodec()[0] is not None:
+        names.append("torchcodec")
+    return names + ["pyav"]
+
+
+def open_video(path: str | Path, reader: str = "auto") -> Video:
+    """Open a video file with ``reader``; ``"auto"`` tries decord, torchcodec and PyAV in this
+    order and takes the first that opens the file (logged once)."""
     if reader not in READERS:
         raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
     path = Path(path)
@@ -182,37 +257,40 @@ def open_video(path: str | Path, reader: str = "auto") -> DecordVideo | PyAVVide
         raise DataError(f"{path}: video file not found")
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty video file (0 bytes)")
-    if reader == "pyav" or (reader == "auto" and decord is None):
-        why = " (decord not installed)" if decord is None else ""
-        _log_once("pyav", f"reading videos with PyAV{why}")
-        return PyAVVideo(path)
-    try:
-        video = DecordVideo(path)
-    except DataError as e:
-        if reader == "decord":
-            raise
-        _log_once("fallback", f"decord cannot open {path} ({e}); using PyAV for such files",
-                  logging.WARNING)
-        return PyAVVideo(path)
-    _log_once("decord", "reading videos with decord")
-    return video
+    if reader != "auto":
+        return _VIDEO_CLASSES[reader](path)
+    names = _auto_readers()
+    for name in names[:-1]:
+        try:
+            video = _VIDEO_CLASSES[name](path)
+        except DataError as e:
+            _log_once(f"fallback-{name}", f"{name} cannot open {path} ({e}); trying the next "
+                      "reader for such files", logging.WARNING)
+            continue
+        _log_once(name, f"reading videos with {name}")
+        return video
+    missing = [n for n in ("decord", "torchcodec") if n not in names]
+    why = f" ({', '.join(missing)} not available)" if missing and len(names) == 1 else ""
+    _log_once("pyav", f"reading videos with PyAV{why}")
+    return PyAVVideo(path)
 
 
-def read_clip(video: DecordVideo | PyAVVideo | FrameFolder, indices: Sequence[int],
+def read_clip(video: Video | FrameFolder, indices: Sequence[int],
               reader: str = "auto") -> np.ndarray:
-    """Read frames; with ``reader="auto"`` a decord decode failure is retried with PyAV before
-    it is reported."""
+    """Read frames; with ``reader="auto"`` a decord or torchcodec decode failure is retried
+    with PyAV before it is reported."""
     try:
         return video.read(indices)
     except DataError as e:
-        if reader != "auto" or not isinstance(video, DecordVideo):
+        if reader != "auto" or isinstance(video, (PyAVVideo, FrameFolder)):
             raise
         _log_once("fallback-read", f"{e}; retrying with PyAV (logged once)",
                   logging.WARNING)
         try:
             return PyAVVideo(video.path).read(indices)
         except DataError as pyav_error:
-            raise DataError(f"{video.path}: corrupt or truncated video: decord opened it but "
+            name = "decord" if isinstance(video, DecordVideo) else "torchcodec"
+            raise DataError(f"{video.path}: corrupt or truncated video: {name} opened it but "
                             f"could not decode the frames, PyAV could not read it either "
                             f"({pyav_error})") from e
 

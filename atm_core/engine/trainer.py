@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..data.dataset import VideoDataset
 from ..data.errors import DataError, error_message
+from ..data.preflight import preflight
 from .builders import build_model, build_split, check_sample, write_benchmark_if_asked
 from .checkpoint import (
     abandon,
@@ -182,6 +183,8 @@ def _prepare_data(accelerator: Accelerator, cfg: Config) -> tuple[VideoDataset, 
         write_benchmark_if_asked(cfg)
     accelerator.wait_for_everyone()
     train_set, val_set = build_split(cfg, "train"), build_split(cfg, "val")
+    if cfg.data.preflight:
+        preflight((train_set, val_set), cfg.data.on_error, Path(cfg.train.output_dir), cfg.train.progress)
     check_sample(cfg, train_set, "train")
     check_sample(cfg, val_set, "val")
     global_batch = cfg.train.batch_size * accelerator.num_processes
