@@ -378,7 +378,7 @@ def pair_report(predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-# The paper's published top-1 (DESIGN.md section 1); not measured by this project.
+# The paper's published top-1 (docs/technical.md); not measured by this project.
 PAPER_RESULTS = pd.DataFrame([
     {"dataset": "Something-Something V1", "backbone": "EVA02-CLIP-L/14", "frames": 16, "top1": 65.6},
     {"dataset": "Something-Something V2", "backbone": "EVA02-CLIP-L/14", "frames": 16, "top1": 74.6},

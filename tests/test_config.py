@@ -10,7 +10,7 @@ from atm_core.engine.config import Config, ConfigError, load_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 
-# DESIGN §3, the published runs: recipe -> (model, frames, lr, layer decay, epochs, RandAugment, input)
+# The published runs (docs/technical.md): recipe -> (model, frames, lr, layer decay, epochs, RandAugment, input)
 PUBLISHED = {
     **{f"{ds}_vit_b16_f{f}": ("atm_vit_base_patch16_clip_224", f, 7e-4, 0.70, 20, True, 224)
        for ds in ("ssv1", "ssv2") for f in (8, 16, 32)},
