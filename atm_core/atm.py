@@ -122,7 +122,7 @@ class ATMBlock(nn.Module):
     def encode(self, volume: torch.Tensor) -> torch.Tensor:
         """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, width, h, w)``, one patch per
         pair and position."""
-        b, t, k, area, h, w = volume.shape
+        b, t, k, _, h, w = volume.shape
         patches = volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, 1, self.window, self.window)
         return self.encoder(patches).view(b, t, k, h, w, -1).permute(0, 1, 2, 5, 3, 4)
 

@@ -133,9 +133,9 @@ def mac_count(model: nn.Module, inputs: torch.Tensor | Sequence[int]) -> MacCoun
                     handle.remove()
     finally:
         model.train(was_training)
-    cue = lambda name: by_module[f"{name}.cue" if name else "cue"]  # noqa: E731
-    correlation = sum(cue(name) for name in blocks)
-    dense = sum(cue(name) * positions[name] // block.window ** 2 for name, block in blocks.items())
+    cue = {name: by_module[f"{name}.cue" if name else "cue"] for name in blocks}
+    correlation = sum(cue.values())
+    dense = sum(cue[name] * positions[name] // block.window ** 2 for name, block in blocks.items())
     return MacCount(total=total, attention=attention, atm=sum(by_module[name] for name in blocks),
                     correlation=correlation, dense_correlation=dense)
 

@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from atm_core import ATMBlock
 from atm_core.atm import SimilarityEncoder
 from atm_core.kernels import clip_correlation, encode_patches
-from atm_core.kernels.encoder import _GroupedBatchNormReLU, banded_taps, column_blocks, row_conv, row_plan
+from atm_core.kernels.encoder import (
+    _GroupedBatchNormReLU,
+    banded_taps,
+    column_blocks,
+    row_conv,
+    row_plan,
+)
 from atm_core.ops import mul, pair_frames
 
 
