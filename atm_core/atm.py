@@ -1,36 +1,33 @@
 """The Arithmetic Temporal Module: reduce -> pair -> operate -> domain transfer -> residual.
 
-One block class serves the four operations; ``ATM`` applies several blocks in order
-(the paper's best setting is ``("mul", "sub")``).
+One block class serves the four operations; ``ATM`` applies several blocks in order (the paper's
+best setting is ``("mul", "sub")``). See ``docs/technical.md`` for the block step by step.
 
-The reference writes its per-frame convolutions as Conv3d with ``(1, 3, 3)`` kernels
-over ``(N, C, T, h, w)`` volumes. Such a kernel never mixes frames, so here they are
-Conv2d over the frames folded into the batch: the same weights (one fewer singleton
-dimension), the same BatchNorm statistics, and parameter counts equal to the
-reference's.
+The reference writes its per-frame convolutions as Conv3d with ``(1, 3, 3)`` kernels over
+``(N, C, T, h, w)`` volumes. Such a kernel never mixes frames, so here they are Conv2d over the
+frames folded into the batch: the same weights (one fewer singleton dimension), the same
+BatchNorm statistics, and parameter counts equal to the reference's.
+
+``impl`` selects how the block is computed, not what: ``"plain"`` runs the modules below as
+written, ``"cpu_fast"`` the kernels of :mod:`atm_core.kernels` (same weights, same results to
+float rounding), ``"auto"`` the kernels on CPU tensors and the plain path elsewhere.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .ops import (OP_NAMES, SEPARABLE_OPS, check_context, check_frames, clip_correlation, get_op,
-                  pair_frames)
+from .kernels import cpu_fast_branch
+from .ops import OPS, check_context, check_frames, check_op_names, check_window, pair_frames
 
 RESIDUAL_MODES = ("relu", "identity")
+IMPLS = ("auto", "plain", "cpu_fast")
 
 
 class ConvBNReLU(nn.Sequential):
-    """``Conv2d`` (no bias) -> ``BatchNorm2d`` -> ``ReLU``, the reference's unit.
-
-    In eval mode the BatchNorm is an affine map per channel, so it is folded into the
-    convolution (:meth:`conv_parameters`): one conv with a bias, then an in-place ReLU, instead of
-    three passes over the output. Training mode runs the three modules as they are.
-    """
+    """``Conv2d`` 3x3 (no bias) -> ``BatchNorm2d`` -> ``ReLU``, the reference's unit."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, padding: int = 1):
         super().__init__(
@@ -39,260 +36,13 @@ class ConvBNReLU(nn.Sequential):
             nn.ReLU(inplace=True),
         )
 
-    def conv_parameters(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The conv's ``(weight, bias)``: the eval-mode BatchNorm folded in, else ``(weight, None)``."""
-        conv, norm = self[0], self[1]
-        if self.training or norm.running_var is None:
-            return conv.weight, None
-        scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)
-        return conv.weight * scale.view(-1, 1, 1, 1), norm.bias - norm.running_mean * scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.conv_parameters()
-        conv = self[0]
-        y = F.conv2d(x, weight, bias, conv.stride, conv.padding)
-        return y.relu_() if bias is not None else self[2](self[1](y))
-
-    def convolve(self, x: torch.Tensor) -> torch.Tensor:
-        """The conv alone (the eval-mode BatchNorm's scale folded in, its shift left to ``activate``)."""
-        conv = self[0]
-        return F.conv2d(x, self.conv_parameters()[0], None, conv.stride, conv.padding)
-
-    def activate(self, y: torch.Tensor) -> torch.Tensor:
-        """What follows ``convolve``: ``forward(x) == activate(convolve(x))``."""
-        bias = self.conv_parameters()[1]
-        return (y + bias.view(-1, 1, 1)).relu_() if bias is not None else self[2](self[1](y))
-
-
-def banded_taps(weight: torch.Tensor, width: int, stride: int, padding: int) -> torch.Tensor:
-    """``weight`` ``(O, I, k, k)`` as ``k`` banded matrices ``(k, width*I, w_out*O)``, one per
-    kernel row, over rows whose columns are folded into the features (feature = column *
-    channels + c): the convolution along a row becomes a matrix product.
-
-    ``x[r] @ taps[i]`` for a row ``r`` of maps laid out ``(items, width*I)`` is the contribution of
-    kernel row ``i`` to the output row that reads input row ``r`` through it, laid out the same way.
-    """
-    out_ch, in_ch, k, _ = weight.shape
-    out_width = (width + 2 * padding - k) // stride + 1
-    column = torch.arange(width, device=weight.device)
-    tap = column.view(1, -1) - stride * torch.arange(out_width, device=weight.device).view(-1, 1)
-    tap = tap + padding  # (out_width, width): which kernel column joins output and input columns
-    banded = weight[..., tap.clamp(0, k - 1)] * ((tap >= 0) & (tap < k))  # (O, I, k, w_out, width)
-    return banded.permute(2, 4, 1, 3, 0).reshape(k, width * in_ch, out_width * out_ch)
-
-
-class _GroupedBatchNormReLU(torch.autograd.Function):
-    """Training-mode ``ReLU(BatchNorm(x))`` on ``x`` ``(rows, groups * C)``: column ``g * C + c``
-    is normalised with the batch statistics of channel ``c`` over every row and group.
-
-    Statistics are per-column sums (fast, cascade-summed reductions over the rows) of the data
-    shifted by one sample per channel, so that large means do not cancel digits; they are
-    accumulated in at least float32. Returns ``(y, mean, var)``, the last two (biased variance)
-    for the running averages.
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, groups: int, eps: float):
-        wide = x.to(torch.promote_types(x.dtype, torch.float32))
-        channels = x.shape[1] // groups
-        count = x.shape[0] * groups
-
-        def per_channel(columns: torch.Tensor) -> torch.Tensor:
-            return columns.view(groups, channels).sum(0)
-
-        shift = wide[0].view(groups, channels).mean(0)
-        shifted = wide - shift.repeat(groups)
-        offset = per_channel(shifted.sum(0)) / count
-        var = (per_channel(shifted.square_().sum(0)) / count - offset.square()).clamp_min(0)
-        mean = shift + offset
-        invstd = torch.rsqrt(var + eps)
-        scale = weight * invstd
-        y = torch.addcmul((bias - mean * scale).repeat(groups), wide, scale.repeat(groups)).relu_()
-        y = y.to(x.dtype)
-        ctx.groups = groups
-        ctx.save_for_backward(x, y, weight, mean, invstd)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y, _mean, _var):
-        x, y, weight, mean, invstd = ctx.saved_tensors
-        groups = ctx.groups
-        count = x.shape[0] * groups
-        grad = torch.ops.aten.threshold_backward(grad_y, y, 0).to(mean.dtype)
-        wide = x.to(mean.dtype)
-        grad_bias = grad.sum(0).view(groups, -1).sum(0)
-        grad_weight = invstd * ((grad * wide).sum(0).view(groups, -1).sum(0) - mean * grad_bias)
-        # dx = a * grad + b * x + c per channel: the BatchNorm backward with the sums above
-        a = weight * invstd
-        b = -a * invstd * grad_weight / count
-        c = -a * grad_bias / count - b * mean
-        grad_x = torch.addcmul(c.repeat(groups), grad, a.repeat(groups)).addcmul_(wide, b.repeat(groups))
-        return grad_x.to(x.dtype), grad_weight, grad_bias, None, None
-
-
-def batch_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, groups: int) -> torch.Tensor:
-    """``norm`` (train mode) then ReLU on ``x`` ``(rows, groups * channels)``, channel
-    ``c`` repeated in each of the ``groups`` column groups; updates ``norm``'s running averages as
-    ``nn.BatchNorm2d`` does."""
-    y, mean, var = _GroupedBatchNormReLU.apply(x, norm.weight, norm.bias, groups, norm.eps)
-    if norm.track_running_stats:
-        with torch.no_grad():
-            norm.num_batches_tracked.add_(1)
-            momentum = 1.0 / float(norm.num_batches_tracked) if norm.momentum is None else norm.momentum
-            count = x.shape[0] * groups
-            norm.running_mean.lerp_(mean.to(norm.running_mean.dtype), momentum)
-            unbiased = var * count / max(count - 1, 1)
-            norm.running_var.lerp_(unbiased.to(norm.running_var.dtype), momentum)
-    return y
-
-
-def row_plan(rows: int, kernel: int, stride: int, padding: int) -> list[tuple[int, slice, slice]]:
-    """For a convolution along ``rows`` input rows: ``(tap, output rows, input rows)`` for each
-    kernel row ``tap``, output row ``o`` reading input row ``stride * o + tap - padding``; rows in
-    the zero padding are left out. The centre tap (``tap == padding``) comes first: it reaches
-    every output row."""
-    out_rows = (rows + 2 * padding - kernel) // stride + 1
-    plan = []
-    for tap in sorted(range(kernel), key=lambda k: k != padding):
-        first = max(0, -((tap - padding) // stride))
-        last = min(out_rows, (rows - 1 - tap + padding) // stride + 1)
-        if first < last:
-            begin = stride * first + tap - padding
-            plan.append((tap, slice(first, last), slice(begin, begin + stride * (last - first), stride)))
-    if not plan or plan[0][1] != slice(0, out_rows):
-        raise ValueError(f"padding={padding} leaves output rows without a centre tap")
-    return plan
-
-
-def column_blocks(taps: torch.Tensor, width: int, in_ch: int, out_ch: int, stride: int,
-                  padding: int, per_column: bool) -> list[tuple[slice, slice]]:
-    """``(input features, output features)`` of the blocks of ``banded_taps`` to multiply: the
-    whole band, or with ``per_column`` one dense block per output column, over the ``k`` input
-    columns it reads (the band's zeros left out: fewer MACs, narrower products)."""
-    kernel, _, out_features = taps.shape
-    if not per_column:
-        return [(slice(None), slice(None))]
-    blocks = []
-    for column in range(out_features // out_ch):
-        first = max(0, stride * column - padding)
-        last = min(width, stride * column - padding + kernel)
-        blocks.append((slice(first * in_ch, last * in_ch), slice(column * out_ch, (column + 1) * out_ch)))
-    return blocks
-
-
-def _row_products(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, accumulate: bool) -> None:
-    """``out[n] (+)= a[n] @ b`` for the row blocks ``n`` of ``(n, M, K)`` ``a``: one matrix
-    product when the blocks are contiguous, else one per block (a stride-2 slice of rows, a block
-    of columns)."""
-    if a.is_contiguous() and out.is_contiguous():
-        a, out = a.reshape(1, -1, a.shape[-1]), out.view(1, -1, out.shape[-1])
-    for out_rows, a_rows in zip(out, a):
-        out_rows.addmm_(a_rows, b) if accumulate else torch.mm(a_rows, b, out=out_rows)
-
-
-class _RowConv(torch.autograd.Function):
-    """A convolution along the rows of ``x`` ``(rows, items, features)`` as matrix products:
-    ``y[o] = bias + sum over taps i of x[stride * o + i - padding] @ taps[i]``, ``taps``
-    ``(kernel, features, out_features)``, rows outside ``x`` being zeros; only the ``blocks``
-    of ``taps`` (``column_blocks``) are multiplied, the rest being zeros.
-
-    Forward and backward are each a few GEMMs of ``items`` rows. The first product into each
-    output row writes it, the later ones add to it, and so into each input-gradient row where the
-    blocks do not overlap, so nothing is zero-filled that need not be.
-    """
-
-    @staticmethod
-    def forward(ctx, x, taps, bias, stride: int, padding: int, blocks: list[tuple[slice, slice]]):
-        plan = row_plan(x.shape[0], taps.shape[0], stride, padding)
-        y = x.new_empty(plan[0][1].stop, x.shape[1], taps.shape[2])
-        for in_f, out_f in blocks:
-            for index, (tap, out_rows, in_rows) in enumerate(plan):
-                _row_products(y[out_rows, :, out_f], x[in_rows, :, in_f], taps[tap, in_f, out_f],
-                              accumulate=index > 0)
-        if bias is not None:
-            y += bias
-        ctx.plan, ctx.blocks, ctx.has_bias = plan, blocks, bias is not None
-        ctx.save_for_backward(x, taps)
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y):
-        x, taps = ctx.saved_tensors
-        plan, blocks = ctx.plan, ctx.blocks
-        overlapping = len(blocks) > 1  # neighbouring output columns read shared input columns
-        grad_x = grad_taps = grad_bias = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.zeros_like(x) if overlapping else torch.empty_like(x)
-            written = [overlapping] * x.shape[0]
-            for in_f, out_f in blocks:
-                for tap, out_rows, in_rows in plan:
-                    weight = taps[tap, in_f, out_f].t()
-                    rows = range(x.shape[0])[in_rows]
-                    if len({written[r] for r in rows}) == 1:
-                        _row_products(grad_x[in_rows, :, in_f], grad_y[out_rows, :, out_f], weight,
-                                      written[rows[0]])
-                    else:
-                        for r, o in zip(rows, range(grad_y.shape[0])[out_rows]):
-                            _row_products(grad_x[r : r + 1, :, in_f], grad_y[o : o + 1, :, out_f],
-                                          weight, written[r])
-                    for r in rows:
-                        written[r] = True
-            for r in (r for r, done in enumerate(written) if not done):
-                grad_x[r].zero_()
-        if ctx.needs_input_grad[1]:
-            grad_taps = torch.zeros_like(taps) if overlapping else torch.empty_like(taps)
-            for in_f, out_f in blocks:
-                for tap, out_rows, in_rows in plan:
-                    pairs = zip(x[in_rows, :, in_f], grad_y[out_rows, :, out_f])
-                    for index, (x_row, grad_row) in enumerate(pairs):
-                        _row_products(grad_taps[tap : tap + 1, in_f, out_f], x_row.t()[None],
-                                      grad_row, index > 0)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_y.sum((0, 1))
-        return grad_x, grad_taps, grad_bias, None, None, None
-
-
-def row_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, stride: int,
-             padding: int, blocks: list[tuple[slice, slice]]) -> torch.Tensor:
-    """``_RowConv`` over the ``blocks`` of ``taps``, in the dtype autocast gives convolutions (as
-    ``F.conv2d`` would run)."""
-    device = x.device.type
-    if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        x, taps = x.to(dtype), taps.to(dtype)
-        bias = None if bias is None else bias.to(dtype)
-    with torch.autocast(device, enabled=False):
-        return _RowConv.apply(x, taps, bias, stride, padding, blocks)
-
 
 class SimilarityEncoder(nn.Sequential):
-    """Encodes each ``W x W`` similarity patch to ``out_channels`` (64): 9x9 -> 9 -> 5 -> 3 -> 1.
+    """Encodes each ``(1, 9, 9)`` similarity patch to ``(out_channels, 1, 1)``: 9 -> 9 -> 5 -> 3 -> 1.
 
-    Stride-2 layers halve the patch, the last 3x3 valid conv collapses it, so this
-    encoder is specific to ``window=9`` as in the reference.
-
-    Takes the patches flattened, ``(N, 81)``, and returns ``(N, out_channels)``. Run as the
-    reference's ``N`` tiny images, these convs starve the CPU kernels (1 to 16 channels, 9x9 to 3x3
-    pixels), and oneDNN's backward of them runs far below its forward. Here the patches are laid
-    out ``(rows, patches, columns * channels)``: the convolution along a row is a banded matrix
-    (``banded_taps``) and the one across rows a sum over the kernel's rows, so each layer is a few
-    matrix products of ``N`` rows, forward and backward (``_RowConv``). Every row of a patch is
-    one contiguous row of a ``(rows * patches, columns * channels)`` matrix: the BatchNorm and
-    ReLU run on that matrix (``batch_norm_relu``), the statistics of a channel gathered over its
-    columns in cascade sums (PyTorch's own BatchNorm on ``(positions, channels)``, with only 4 or
-    16 channels, vectorises poorly and sums hundreds of thousands of float32 values one by one).
-    Same weights, same BatchNorm statistics and running averages, same results up to float
-    rounding as the reference's Conv3d stack. The 16-channel layer multiplies only the dense
-    block of each output column (``column_blocks``): the band's zeros would add two thirds to its
-    work. Measured on a 2-core CPU, 7,840 patches (ViT-B/16, one 8-frame clip), train mode,
-    forward + backward, interleaved medians: about 220 ms as banded ``conv2d`` calls over one wide
-    image (oneDNN), about 125 ms this way.
+    Stride-2 layers halve the patch and the last 3x3 valid conv collapses it, so the encoder is
+    specific to ``window=9``, as in the reference.
     """
-
-    MIN_BLOCK_DEPTH = 48  # per-column blocks once each reads this many features (16 channels x 3)
 
     def __init__(self, out_channels: int = 64):
         super().__init__(
@@ -302,41 +52,31 @@ class SimilarityEncoder(nn.Sequential):
             ConvBNReLU(out_channels, out_channels, padding=0),
         )
 
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        count, area = patches.shape
-        width = math.isqrt(area)
-        x = patches.view(count, width, width).transpose(0, 1).contiguous()  # (rows, patches, columns)
-        for layer in self:
-            conv = layer[0]
-            stride, padding = conv.stride[0], conv.padding[0]
-            weight, bias = layer.conv_parameters()
-            taps = banded_taps(weight, width, stride, padding)
-            depth = conv.in_channels * conv.kernel_size[1]  # features one output column reads
-            blocks = column_blocks(taps, width, conv.in_channels, conv.out_channels, stride, padding,
-                                   per_column=depth >= self.MIN_BLOCK_DEPTH)
-            width = taps.shape[2] // conv.out_channels
-            if bias is not None:  # BatchNorm folded into the conv; feature = (column, channel)
-                x = row_conv(x, taps, bias.repeat(width), stride, padding, blocks).relu_()
-            else:
-                x = row_conv(x, taps, None, stride, padding, blocks)
-                x = batch_norm_relu(x.view(-1, x.shape[-1]), layer[1], width).view(x.shape)
-        return x.reshape(count, -1)
+
+class ArithmeticCue(nn.Module):
+    """The op between every frame and its K temporal neighbours: ``(B*T, D, h, w)`` ->
+    ``(B, T, K, D', h, w)``, ``D' = W*W`` (the similarity volume) for ``mul``, else ``D``."""
+
+    def __init__(self, op: str, num_frames: int, context: int, window: int):
+        super().__init__()
+        self.op, self.num_frames, self.context, self.window = op, num_frames, context, window
+
+    def extra_repr(self) -> str:
+        return f"op={self.op}, num_frames={self.num_frames}, context={self.context}, window={self.window}"
+
+    def forward(self, reduced: torch.Tensor) -> torch.Tensor:
+        pairs = pair_frames(reduced, self.num_frames, self.context)
+        return OPS["mul"](*pairs, self.window) if self.op == "mul" else OPS[self.op](*pairs)
 
 
 class ATMBlock(nn.Module):
     """One arithmetic operation between each frame and its ``context`` temporal neighbours.
 
-    Input and output ``(B*T, C, H, W)``. ``residual="relu"`` returns ``ReLU(x + branch)``
-    as the reference does (not the identity at initialisation on signed ViT tokens);
-    ``residual="identity"`` returns ``x + branch``, exactly ``x`` at initialisation
-    because the output projection starts at zero.
-
-    ``hidden`` is the reduced width ``D`` and ``width`` the width of the similarity encoder and
-    the domain transfer (both 64 in the paper; smaller for tiny CPU models).
-
-    Set ``capture = True`` to keep the last ``cue`` (``(B, T, K, D', h, w)``; for ``mul``
-    ``D' = W*W``, the similarity volume) and ``branch`` (``(B*T, C, H, W)``) as detached
-    tensors in ``last_cue`` / ``last_branch`` for visualisation.
+    Input and output ``(B*T, C, H, W)``. ``residual="relu"`` returns ``ReLU(x + branch)`` as the
+    reference does (not the identity at initialisation on signed ViT tokens);
+    ``residual="identity"`` returns ``x + branch``, exactly ``x`` at initialisation because the
+    output projection starts at zero. ``hidden`` is the reduced width ``D`` and ``width`` that of
+    the similarity encoder and the domain transfer (both 64 in the paper).
     """
 
     def __init__(
@@ -350,24 +90,25 @@ class ATMBlock(nn.Module):
         downsample: bool = False,
         residual: str = "relu",
         width: int = 64,
+        impl: str = "auto",
     ):
         super().__init__()
-        self.op_fn = get_op(op)
+        (op,) = check_op_names((op,))
         if residual not in RESIDUAL_MODES:
             raise ValueError(f"unknown residual {residual!r}; choose from {RESIDUAL_MODES}")
+        if impl not in IMPLS:
+            raise ValueError(f"unknown impl {impl!r}; choose from {IMPLS}")
         if op == "mul" and window != 9:
             raise ValueError(f"the similarity encoder needs window=9, got window={window}")
-        self.op, self.num_frames, self.window = op, num_frames, window
+        self.op, self.num_frames, self.window = op, num_frames, check_window(window)
         self.context = check_context(context)
-        self.downsample, self.residual = downsample, residual
-        self.capture = False
-        self.last_cue: torch.Tensor | None = None
-        self.last_branch: torch.Tensor | None = None
+        self.downsample, self.residual, self.impl = downsample, residual, impl
 
         self.reduce = ConvBNReLU(channels, hidden, stride=2 if downsample else 1)
+        self.cue = ArithmeticCue(op, num_frames, context, window)
         self.encoder = SimilarityEncoder(width) if op == "mul" else None
-        transfer_in = width if op == "mul" else hidden
-        self.transfer = nn.Sequential(ConvBNReLU(transfer_in, width), ConvBNReLU(width, width))
+        self.transfer = nn.Sequential(ConvBNReLU(width if op == "mul" else hidden, width),
+                                      ConvBNReLU(width, width))
         self.fuse = ConvBNReLU(context * width, width)
         if downsample:
             self.proj = nn.ConvTranspose2d(width, channels, 1, stride=2, output_padding=1, bias=False)
@@ -376,55 +117,34 @@ class ATMBlock(nn.Module):
         nn.init.zeros_(self.proj.weight)
 
     def extra_repr(self) -> str:
-        return f"op={self.op}, num_frames={self.num_frames}, context={self.context}, residual={self.residual}"
+        return f"residual={self.residual}, impl={self.impl}"
 
-    def cue(self, x: torch.Tensor) -> torch.Tensor:
-        """The arithmetic cue of the reduced map: ``(B, T, K, D', h, w)``."""
-        if self.op == "mul":
-            return clip_correlation(x, self.num_frames, self.context, self.window)
-        return self.op_fn(*pair_frames(x, self.num_frames, self.context))
+    def encode(self, volume: torch.Tensor) -> torch.Tensor:
+        """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, width, h, w)``, one patch per
+        pair and position."""
+        b, t, k, _, h, w = volume.shape
+        patches = volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, 1, self.window, self.window)
+        return self.encoder(patches).view(b, t, k, h, w, -1).permute(0, 1, 2, 5, 3, 4)
 
-    def transfer_cue(self, x: torch.Tensor) -> torch.Tensor:
-        """The domain transfer of the cue of the reduced map: ``(B*T*K, width, h, w)``.
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """What the block adds to its input, computed by the modules as the paper describes."""
+        reduced = self.reduce(x)  # (B*T, D, h, w)
+        cue = self.cue(reduced)  # (B, T, K, D', h, w)
+        if self.encoder is not None:
+            cue = self.encode(cue)
+        b, t, k, d, h, w = cue.shape
+        transferred = self.transfer(cue.reshape(b * t * k, d, h, w))  # (B*T*K, width, h, w)
+        grouped = transferred.reshape(b * t, -1, h, w)  # offsets into channels, offset-major
+        return self.proj(self.fuse(grouped))
 
-        An element-wise op is ``combine(g(a), g(b))`` with ``combine`` linear (``SEPARABLE_OPS``),
-        so the transfer's first conv, linear too, runs on ``g`` of the T frames and the pairs are
-        combined after it: the same result with a K-th of that conv's work.
-        """
-        if self.op == "mul":
-            features = self.encode_similarity(self.cue(x))
-            b, t, k, d, h, w = features.shape
-            return self.transfer(features.reshape(b * t * k, d, h, w))
-        frame_map, combine = SEPARABLE_OPS[self.op]
-        first, rest = self.transfer[0], self.transfer[1:]
-        frames = first.convolve(x if frame_map is None else frame_map(x))
-        pairs = combine(*pair_frames(frames, self.num_frames, self.context))
-        return rest(first.activate(pairs.flatten(0, 2)))
-
-    def encode_similarity(self, volume: torch.Tensor) -> torch.Tensor:
-        """``(B, T, K, W*W, h, w)`` similarity volume -> ``(B, T, K, width, h, w)``, channels-last."""
-        b, t, k, area, h, w = volume.shape
-        encoded = self.encoder(volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, area))
-        return encoded.view(b, t, k, h, w, -1).permute(0, 1, 2, 5, 3, 4)
+    def uses_cpu_fast(self, x: torch.Tensor) -> bool:
+        return self.impl == "cpu_fast" or (self.impl == "auto" and x.device.type == "cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_frames(x.shape[0], self.num_frames)
         if self.downsample and (x.shape[-1] % 2 or x.shape[-2] % 2):
             raise ValueError(f"downsample=True needs an even feature map, got {tuple(x.shape[-2:])}")
-        # channels-last from here on: per-position vectors contiguous for the ops, the BatchNorms
-        # and the convs (a ViT's token grid already is)
-        reduced = self.reduce(x).contiguous(memory_format=torch.channels_last)
-        transferred = self.transfer_cue(reduced)
-        bt, k = x.shape[0], self.context
-        h, w = reduced.shape[-2:]
-        # offsets into channels, offset-major: (B*T, K*width, h, w), still channels-last
-        grouped = transferred.permute(0, 2, 3, 1).reshape(bt, k, h, w, -1).permute(0, 2, 3, 1, 4)
-        grouped = grouped.reshape(bt, h, w, -1).permute(0, 3, 1, 2)
-        branch = self.proj(self.fuse(grouped))
-        if self.capture:
-            with torch.no_grad():
-                self.last_cue = self.cue(reduced).detach()
-            self.last_branch = branch.detach()
+        branch = cpu_fast_branch(self, x) if self.uses_cpu_fast(x) else self.branch(x)
         out = x + branch
         return out.relu_() if self.residual == "relu" else out
 
@@ -443,11 +163,14 @@ class ATM(nn.Sequential):
         downsample: bool = False,
         residual: str = "relu",
         width: int = 64,
+        impl: str = "auto",
     ):
-        if isinstance(ops, str) or not ops:
-            raise ValueError(f"ops must be a non-empty sequence of names from {OP_NAMES}, got {ops!r}")
+        ops = check_op_names(ops)
+        if not ops:
+            raise ValueError("ops must be a non-empty sequence of ATM op names, got ()")
         super().__init__(*[
-            ATMBlock(channels, num_frames, op, hidden, context, window, downsample, residual, width)
+            ATMBlock(channels, num_frames, op, hidden, context, window, downsample, residual, width, impl)
             for op in ops
         ])
-        self.ops = tuple(ops)
+        self.ops = ops
+

@@ -9,11 +9,11 @@ Two counting choices, both stated on the card:
 * fvcore skips ``aten::scaled_dot_product_attention``; a handle here counts its two
   products, ``QK^T`` and ``AV``: ``2 * N^2 * C`` per frame and block. The card shows
   totals with and without them (the reference's 139.4 G is without).
-* An ATM block is counted as the operation it defines -- its convolutions at their true
-  input sizes (fvcore on each conv stack) plus ``D * W^2`` multiply-adds per frame pair
-  and position for the local correlation of ``mul`` -- rather than the CPU kernels
-  :mod:`atm_core.atm` runs (a basis-matrix first encoder conv, a correlation batched over
-  time-padded frames), whose traced counts include work on padding.
+* ATM blocks are traced on their plain path (``impl="plain"``, the modules as the paper
+  describes them), not on the CPU kernels, whose traced counts would include work on padding.
+  The local correlation of ``mul`` is counted as its ``D * W^2`` multiply-adds per frame pair
+  and position; the reference computes it as a dense ``(hw) x (hw)`` product, so the card also
+  shows the block with that product's ``D * (hw)^2`` instead.
 
 ``count_macs(model, inputs)`` is the function notebooks reuse for their tables.
 """
@@ -40,7 +40,7 @@ from .models import SPECS
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "results" / "model_card.md"
 
-# Read off the reference implementation with fvcore (DESIGN.md section 2).
+# Measured with fvcore on the reference implementation (docs/technical.md).
 REFERENCE_MODEL = "atm_vit_base_patch16_clip_224"
 REFERENCE = {"params": 87_884_346, "atm_gmac": 4.48, "gmac_no_attention": 139.4, "gmac": 145.1}
 
@@ -55,50 +55,6 @@ def sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
 def _analysis(module: nn.Module, x: torch.Tensor) -> FlopCountAnalysis:
     analysis = FlopCountAnalysis(module, (x,)).set_op_handle("aten::scaled_dot_product_attention", sdpa_macs)
     return analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-
-
-def _fvcore_macs(module: nn.Module, x: torch.Tensor) -> int:
-    return _analysis(module, x).total()
-
-
-@dataclass
-class ATMCount:
-    macs: int  # the whole block
-    correlation: int  # of which the local correlation of ``mul`` (0 for the other ops)
-    dense_correlation: int  # what a dense (hw)x(hw) correlation, as the reference computes it, costs
-
-
-@torch.no_grad()
-def atm_block_macs(block: ATMBlock, shape: Sequence[int]) -> ATMCount:
-    """MACs of one ATM block on a ``(B*T, C, H, W)`` input, counted as the layers it defines
-    (in eval mode: BatchNorm as fvcore counts it at inference, running statistics untouched)."""
-    was_training = block.training
-    block.eval()
-    try:
-        return _atm_block_macs(block, shape)
-    finally:
-        block.train(was_training)
-
-
-def _atm_block_macs(block: ATMBlock, shape: Sequence[int]) -> ATMCount:
-    n, channels, height, width = shape
-    x = torch.zeros(n, channels, height, width)
-    macs = _fvcore_macs(block.reduce, x)
-    hidden, h, w = block.reduce(x).shape[1:]
-    pairs = n * block.context
-    correlation = dense = 0
-    cue_channels = hidden
-    if block.encoder is not None:
-        correlation = pairs * h * w * block.window ** 2 * hidden
-        dense = pairs * (h * w) ** 2 * hidden
-        patches = torch.zeros(pairs * h * w, 1, block.window, block.window)
-        macs += _fvcore_macs(nn.Sequential(*block.encoder), patches)
-        cue_channels = block.encoder[-1][0].out_channels
-    macs += _fvcore_macs(block.transfer, torch.zeros(pairs, cue_channels, h, w))
-    transferred = block.transfer[-1][0].out_channels
-    macs += _fvcore_macs(block.fuse, torch.zeros(n, block.context * transferred, h, w))
-    macs += _fvcore_macs(block.proj, torch.zeros(n, block.fuse[0].out_channels, h, w))
-    return ATMCount(macs + correlation, correlation, dense)
 
 
 @dataclass
@@ -131,56 +87,57 @@ def _as_input(inputs: torch.Tensor | Sequence[int]) -> torch.Tensor:
     return torch.randn(tuple(inputs), generator=torch.Generator().manual_seed(0))
 
 
-class _Probe(nn.Identity):
-    """Stands in for an ATM block while the model is traced; records the block's input shape."""
-
-    def __init__(self):
-        super().__init__()
-        self.shape: tuple = ()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.shape = tuple(int(s) for s in x.shape)  # the tracer hands out sizes as 0-d tensors
-        return x
-
-
 @contextmanager
-def _atm_probes(model: nn.Module) -> Iterator[list[tuple[ATMBlock, _Probe]]]:
-    """Swap every ATM block of ``model`` for a shape probe (same output shape), then put them back."""
-    slots = [(parent, name, child) for parent in model.modules()
-             for name, child in parent.named_children() if isinstance(child, ATMBlock)]
-    probes = [(block, _Probe()) for _, _, block in slots]
+def _plain_blocks(model: nn.Module) -> Iterator[dict[str, ATMBlock]]:
+    """Every ATM block of ``model`` (by module name) switched to its plain path, then restored."""
+    blocks = {name: m for name, m in model.named_modules() if isinstance(m, ATMBlock)}
+    previous = {name: block.impl for name, block in blocks.items()}
     try:
-        for (parent, name, _), (_, probe) in zip(slots, probes):
-            setattr(parent, name, probe)
-        yield probes
+        for block in blocks.values():
+            block.impl = "plain"
+        yield blocks
     finally:
-        for parent, name, block in slots:
-            setattr(parent, name, block)
+        for name, block in blocks.items():
+            block.impl = previous[name]
 
 
 @torch.no_grad()
 def mac_count(model: nn.Module, inputs: torch.Tensor | Sequence[int]) -> MacCount:
     """Count the MACs of ``model(inputs)`` in eval mode (``inputs``: a tensor or its shape).
 
-    fvcore traces the model with its ATM blocks replaced by shape probes (a block returns
-    its input's shape, so the rest of the trace is unchanged); each block is then counted
-    by :func:`atm_block_macs` at the input shape it receives.
+    fvcore traces the whole model, its ATM blocks on their plain path; the ATM and correlation
+    figures are the traced counts of the blocks and of their ``cue`` modules. The dense figure
+    scales each block's correlation from its ``W^2`` displacements to the ``hw`` positions a dense
+    product pairs every position with.
     """
     x = _as_input(inputs)
     was_training = model.training
     model.eval()
     try:
-        with _atm_probes(model) as probes:
-            analysis = _analysis(model, x)
-            traced = analysis.total()
-            attention = analysis.by_operator().get("scaled_dot_product_attention", 0)
-        counts = [atm_block_macs(block, probe.shape) for block, probe in probes]
+        with _plain_blocks(model) as blocks:
+            positions: dict[str, int] = {}
+
+            def record(name: str):
+                def hook(_module: nn.Module, args: tuple, _output: torch.Tensor) -> None:
+                    positions[name] = int(args[0].shape[-2]) * int(args[0].shape[-1])
+                return hook
+
+            handles = [block.cue.register_forward_hook(record(name)) for name, block in blocks.items()]
+            try:
+                analysis = _analysis(model, x)
+                total = analysis.total()
+                by_module = analysis.by_module()
+                attention = analysis.by_operator().get("scaled_dot_product_attention", 0)
+            finally:
+                for handle in handles:
+                    handle.remove()
     finally:
         model.train(was_training)
-    atm = sum(c.macs for c in counts)
-    return MacCount(total=traced + atm, attention=attention, atm=atm,
-                    correlation=sum(c.correlation for c in counts),
-                    dense_correlation=sum(c.dense_correlation for c in counts))
+    cue = {name: by_module[f"{name}.cue" if name else "cue"] for name in blocks}
+    correlation = sum(cue.values())
+    dense = sum(cue[name] * positions[name] // block.window ** 2 for name, block in blocks.items())
+    return MacCount(total=total, attention=attention, atm=sum(by_module[name] for name in blocks),
+                    correlation=correlation, dense_correlation=dense)
 
 
 def count_macs(model: nn.Module, inputs: torch.Tensor | Sequence[int], attention: bool = True) -> int:
@@ -235,9 +192,9 @@ def render(rows: list[dict[str, Any]]) -> str:
             f"| {r['atm_gmac']:.3f} |")
     lines += [
         "",
-        "ATM blocks are counted as the layers they define: each convolution stack at its true input "
-        "size, plus `D*W^2` multiply-adds per frame pair and position for the local correlation of "
-        "`mul` (the kernels in `atm_core/atm.py` compute the same values with extra work on padding). "
+        "ATM blocks are traced as the layers they define (BatchNorm included, as fvcore counts it at "
+        "inference), the local correlation of `mul` as `D*W^2` multiply-adds per frame pair and "
+        "position (counted on the plain block; the CPU kernels compute the same values with extra work on padding). "
         "Element-wise operations (activations, softmax, residual adds, the `add`/`sub`/`div` cues) "
         "are not counted, as fvcore does not count them.",
     ]
@@ -247,9 +204,9 @@ def render(rows: list[dict[str, Any]]) -> str:
             "",
             "## Reference configuration",
             "",
-            "CLIP ViT-B/16 (QuickGELU), 8 frames at 224x224, T1D in every block, ATM(mul, sub) before "
-            "block 7, 174 classes; reference figures measured with fvcore on the reference code "
-            "(docs: `DESIGN.md` section 2).",
+            "CLIP ViT-B/16 (QuickGELU), 8 frames at 224x224, T1D in every block, ATM(mul, sub) after "
+            "7 blocks, 174 classes; reference figures measured with fvcore on the reference code "
+            "(see `docs/technical.md`).",
             "",
             "| quantity | this project | reference | difference |",
             "|---|---:|---:|---:|",

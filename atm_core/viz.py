@@ -1,6 +1,6 @@
 """What the ATM blocks compute, as figures: cues, similarity volumes and residuals over the frames.
 
-    with capture_atm(model) as captures:      # every ATMBlock keeps its cue and branch
+    with capture_atm(model) as captures:      # hooks record every ATMBlock's cue and branch
         model(clip[None])
     fig = plot_block(frames, captures[0])     # a matplotlib Figure
     image = figure_to_rgb(fig)                # (H, W, 3) uint8
@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -79,12 +80,26 @@ def atm_blocks(model: nn.Module) -> list[tuple[str, ATMBlock]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, ATMBlock)]
 
 
+def plain_cue(block: ATMBlock, x: torch.Tensor) -> torch.Tensor:
+    """``block``'s cue of its input ``x`` on the plain path, leaving its running statistics alone
+    (in train mode the reduce layer normalises with batch statistics, as the block did)."""
+    conv, norm = block.reduce[0], block.reduce[1]
+    stats = (None, None) if norm.training else (norm.running_mean, norm.running_var)
+    reduced = F.relu(F.batch_norm(conv(x), *stats, norm.weight, norm.bias, norm.training, 0.0, norm.eps))
+    return block.cue(reduced)
+
+
 @contextmanager
 def capture_atm(model: nn.Module) -> Iterator[list[BlockCapture]]:
-    """Record every ATM block's input, cue and branch during forward passes inside the block.
+    """Record every ATM block's input, cue and branch by forward hooks during forward passes inside.
 
-    Yields a list filled by the forward passes (one entry per block, the last pass wins).
-    The blocks' ``capture`` flags and hooks are restored on exit.
+    Yields a list filled by the forward passes (one entry per block, the last pass wins). Hooks sit
+    on the block (its input), on ``block.cue`` (the cue: for ``mul`` the similarity volume) and on
+    ``block.proj`` (the branch); they are removed on exit. The ``cpu_fast`` kernels never
+    materialise the cue (the element-wise ops are combined after the transfer's first conv, the
+    correlation runs inside the kernels), so ``block.cue`` does not run there: the capture then
+    computes the cue from the hooked input with the plain op (:func:`plain_cue`), which equals what
+    the kernels compute to float rounding.
     """
     blocks = atm_blocks(model)
     if not blocks:
@@ -93,26 +108,39 @@ def capture_atm(model: nn.Module) -> Iterator[list[BlockCapture]]:
     captured: list[BlockCapture] = []
     order = {name: i for i, (name, _) in enumerate(blocks)}
 
-    def hook_for(name: str):
-        def hook(block: ATMBlock, args: tuple, _output: torch.Tensor) -> None:
-            record = BlockCapture(name, order[name], block.op, block.num_frames, block.context, block.window,
-                                  args[0].detach(), block.last_cue, block.last_branch)
+    def hooks_for(name: str, block: ATMBlock) -> list:
+        seen: dict[str, torch.Tensor] = {}
+
+        def on_input(_block: nn.Module, args: tuple) -> None:
+            seen.clear()
+            seen["input"] = args[0].detach()
+
+        def on_cue(_module: nn.Module, _args: tuple, cue: torch.Tensor) -> None:
+            seen["cue"] = cue.detach()
+
+        def on_branch(_module: nn.Module, _args: tuple, branch: torch.Tensor) -> None:
+            seen["branch"] = branch.detach()
+
+        def on_output(_block: nn.Module, _args: tuple, _output: torch.Tensor) -> None:
+            if "cue" not in seen:
+                with torch.no_grad():
+                    seen["cue"] = plain_cue(block, seen["input"])
+            record = BlockCapture(name, order[name], block.op, block.num_frames, block.context,
+                                  block.window, seen["input"], seen["cue"], seen["branch"])
             captured[:] = sorted([c for c in captured if c.name != name] + [record],
                                  key=lambda c: order[c.name])
-        return hook
 
-    previous = [block.capture for _, block in blocks]
+        return [block.register_forward_pre_hook(on_input), block.cue.register_forward_hook(on_cue),
+                block.proj.register_forward_hook(on_branch), block.register_forward_hook(on_output)]
+
     handles = []
     try:
         for name, block in blocks:
-            block.capture = True
-            handles.append(block.register_forward_hook(hook_for(name)))
+            handles += hooks_for(name, block)
         yield captured
     finally:
         for handle in handles:
             handle.remove()
-        for (_, block), flag in zip(blocks, previous):
-            block.capture, block.last_cue, block.last_branch = flag, None, None
 
 
 @torch.no_grad()

@@ -1,13 +1,17 @@
-"""ATM block speed and correlation memory: ours against a naive formulation of the reference.
+"""ATM block speed and correlation memory: the project's two implementations and a naive baseline.
 
     python benchmarks/atm_block.py [--threads 2] [--repeats 15] [--malloc keep|default]
 
-The naive formulation below is written here, from DESIGN §2, the way the reference computes
-the block: Conv3d with (1, 3, 3) kernels and BatchNorm3d over (N, C, T, h, w) volumes,
-explicit (frame, offset) pairs stacked in memory, and the correlation as a full (hw) x (hw)
-product per pair followed by extraction of the W x W window around each position. It is loaded
-with our block's weights (Conv2d kernels unsqueezed to Conv3d) and must give the same outputs
-(max abs difference <= 1e-4 in fp32) and gradients before anything is timed.
+Side by side, in one process, with the same weights:
+  cpu_fast  ATMBlock(impl="cpu_fast"), the kernels of atm_core.kernels (the default on CPU);
+  plain     ATMBlock(impl="plain"), the modules as the paper describes them (the reference for
+            tests; the default on other devices);
+  naive     the block the way the reference code computes it, written here as the baseline: Conv3d
+            with (1, 3, 3) kernels and BatchNorm3d over (N, C, T, h, w) volumes, explicit
+            (frame, offset) pairs stacked in memory, and the correlation as a full (hw) x (hw)
+            product per pair followed by extraction of the W x W window around each position.
+Before anything is timed, cpu_fast and naive are checked against plain: outputs in fp32 (max abs
+difference <= 1e-4, train and eval mode) and gradients in float64 copies (<= 1e-9 relative).
 
 Measured, for ATM(mul, sub) at four sizes (batch 1 clip of 8 frames):
   vit_b16   C=768,  14x14 tokens (ViT-B/16, 224^2)
@@ -16,14 +20,14 @@ Measured, for ATM(mul, sub) at four sizes (batch 1 clip of 8 frames):
   r50_res2  C=256,  56x56 (ResNet-50 stage 1 output), downsample=True -> correlation at 28x28
 - forward: inference (eval mode, inference_mode), and the training forward (train mode, no grad);
 - forward+backward: train mode, upstream gradient fixed, parameter gradients accumulated;
-- work: fvcore's count of the naive formulation (the reference's MACs), so GMAC/s compares
-  both against this machine's fp32 matmul rate: a 2048^3 GEMM of the faster engine timed in
-  every repeat, interleaved with the blocks (the load of a shared machine drifts between
-  repeats), the share being the median of the per-repeat shares;
+- work: fvcore's count of the naive formulation (the reference's MACs), so GMAC/s compares the
+  implementations against this machine's fp32 matmul rate: a 2048^3 GEMM of the faster engine
+  timed in every repeat, interleaved with the blocks (the load of a shared machine drifts
+  between repeats), the share being the median of the per-repeat shares;
 - peak memory of the correlation alone (reduced map -> similarity volume, no grad) at map
   sides 14, 16, 28, 56, through the allocator events of the profiler.
 ViT inputs are token grids viewed as maps (channels-last strides, as the models pass them);
-ResNet inputs are contiguous NCHW. The last line is the summary.
+ResNet inputs are contiguous NCHW. The last line is the summary (cpu_fast against naive).
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import common
 
 from atm_core import ATM
-from atm_core.ops import clip_correlation
+from atm_core.kernels import clip_correlation
+from atm_core.ops import mul, pair_frames
 
 CONFIGS = {
     "vit_b16": {"channels": 768, "size": 14, "downsample": False, "tokens": True},
@@ -55,9 +60,10 @@ CONFIGS = {
 }
 CORRELATION_SIDES = (14, 16, 28, 56)
 FRAMES, CONTEXT, WINDOW, HIDDEN = 8, 5, 9, 64
+IMPLS = ("cpu_fast", "plain", "naive")
 
 
-# ---------------------------------------------------------------- the naive formulation
+# ---------------------------------------------------------------- the naive baseline
 
 def conv3d_bn_relu(cin: int, cout: int, stride: int = 1, padding=(0, 1, 1)) -> nn.Sequential:
     return nn.Sequential(
@@ -96,7 +102,7 @@ def naive_pairs(reduced: torch.Tensor, context: int) -> tuple[torch.Tensor, torc
 
 
 class NaiveBlock(nn.Module):
-    """One ATM block as DESIGN §2 describes the reference: Conv3d over (N, C, T, h, w)."""
+    """One ATM block computed the way the reference code computes it: Conv3d over (N, C, T, h, w)."""
 
     def __init__(self, channels: int, op: str, downsample: bool):
         super().__init__()
@@ -138,6 +144,14 @@ class NaiveBlock(nn.Module):
         return torch.relu(x + y.transpose(1, 2).reshape(x.shape))
 
 
+def plain_like(ours: ATM, downsample: bool) -> ATM:
+    """The same ATM, weights and all, on the plain path."""
+    plain = ATM(ours[0].proj.weight.shape[1 if downsample else 0], FRAMES, ours.ops,
+                downsample=downsample, impl="plain")
+    plain.load_state_dict(ours.state_dict())
+    return plain
+
+
 def naive_like(ours: ATM, downsample: bool) -> nn.Sequential:
     """A naive ATM with our weights: Conv2d kernels gain a time axis of size 1."""
     naive = nn.Sequential(*[NaiveBlock(block.proj.weight.shape[1 if downsample else 0],
@@ -152,8 +166,8 @@ def naive_like(ours: ATM, downsample: bool) -> nn.Sequential:
 # ---------------------------------------------------------------- measurements
 
 def randomised_atm(channels: int, downsample: bool) -> ATM:
-    """ATM(mul, sub) with every weight random (the projection is zero at init)."""
-    atm = ATM(channels, FRAMES, ("mul", "sub"), downsample=downsample)
+    """ATM(mul, sub) on the CPU kernels with every weight random (the projection is zero at init)."""
+    atm = ATM(channels, FRAMES, ("mul", "sub"), downsample=downsample, impl="cpu_fast")
     with torch.no_grad():
         for name, p in atm.named_parameters():
             if name.endswith("proj.weight"):
@@ -182,22 +196,23 @@ def _train_step(model: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[
     return out.detach(), grads
 
 
-def check_equal(ours: nn.Module, naive: nn.Module, x: torch.Tensor) -> dict:
-    """Outputs agree in fp32 (train and eval mode, max abs diff <= 1e-4). Gradients are compared
-    in float64 copies: with random weights the fp32 gradients of either formulation carry
-    rounding of order 1e-3 relative (BatchNorm in train mode over large activations), which
-    would hide a real error; in float64 the two must agree to 1e-9 relative."""
+def check_equal(model: nn.Module, plain: nn.Module, x: torch.Tensor) -> dict:
+    """``model`` agrees with ``plain`` in fp32 (train and eval mode, max abs diff <= 1e-4).
+    Gradients are compared in float64 copies: with random weights the fp32 gradients of either
+    carry rounding of order 1e-3 relative (BatchNorm in train mode over large activations), which
+    would hide a real error; in float64 they must agree to 1e-9 relative. Runs on copies: the
+    train steps leave the models' running statistics as they were."""
     grad = torch.randn(x.shape)
-    out = {name: _train_step(model, x, grad)[0] for name, model in (("ours", ours), ("naive", naive))}
+    pair = (("model", copy.deepcopy(model)), ("plain", copy.deepcopy(plain)))
+    out = {name: _train_step(m, x, grad)[0] for name, m in pair}
     with torch.no_grad():
-        evals = {name: model.eval()(x) for name, model in (("ours", ours), ("naive", naive))}
-    forward = (out["ours"] - out["naive"]).abs().max().item()
-    inference = (evals["ours"] - evals["naive"]).abs().max().item()
-    grads = {name: _train_step(copy.deepcopy(model).double(), x.double(), grad.double())[1]
-             for name, model in (("ours", ours), ("naive", naive))}
-    n = grads["naive"]
-    relative = max(((grads["ours"][k].reshape(n[k].shape) - n[k]).abs().max() / n[k].abs().max()).item()
-                   for k in n)
+        evals = {name: m.eval()(x) for name, m in pair}
+    forward = (out["model"] - out["plain"]).abs().max().item()
+    inference = (evals["model"] - evals["plain"]).abs().max().item()
+    grads = {name: _train_step(copy.deepcopy(m).double(), x.double(), grad.double())[1] for name, m in pair}
+    p = grads["plain"]
+    relative = max(((grads["model"][k].reshape(p[k].shape) - p[k]).abs().max() / p[k].abs().max()).item()
+                   for k in p)
     assert forward <= 1e-4 and inference <= 1e-4, (forward, inference)
     assert relative <= 1e-9, relative
     return {"max_abs_diff_train": forward, "max_abs_diff_eval": inference,
@@ -213,9 +228,9 @@ def reference_gmac(naive: nn.Module, x: torch.Tensor) -> float:
     return analysis.total() / 1e9
 
 
-def time_block(ours: nn.Module, naive: nn.Module, x: torch.Tensor, repeats: int,
+def time_block(models: dict[str, nn.Module], x: torch.Tensor, repeats: int,
                matmul: Callable[[], object]) -> dict:
-    """Seconds per call of each mode of both blocks and of ``matmul``, interleaved."""
+    """Seconds per call of each mode of every model and of ``matmul``, interleaved."""
     grad = torch.randn(x.shape)
     xg = x.detach().clone().requires_grad_()
 
@@ -240,7 +255,7 @@ def time_block(ours: nn.Module, naive: nn.Module, x: torch.Tensor, repeats: int,
         return run
 
     fns = {"matmul": matmul}
-    for name, model in (("ours", ours), ("naive", naive)):
+    for name, model in models.items():
         fns[f"{name}_fwd"] = inference(model)
         fns[f"{name}_trainfwd"] = train_forward(model)
         fns[f"{name}_fwdbwd"] = train_step(model)
@@ -248,13 +263,14 @@ def time_block(ours: nn.Module, naive: nn.Module, x: torch.Tensor, repeats: int,
 
 
 def correlation_memory(side: int) -> dict:
+    """Peak MB of each implementation's correlation (reduced map -> similarity volume)."""
     reduced = torch.randn(FRAMES, HIDDEN, side, side).contiguous(memory_format=torch.channels_last)
     volume = reduced.view(1, FRAMES, HIDDEN, side, side).transpose(1, 2)
+    runs = {"cpu_fast": lambda: clip_correlation(reduced, FRAMES, CONTEXT, WINDOW),
+            "plain": lambda: mul(*pair_frames(reduced, FRAMES, CONTEXT), WINDOW),
+            "naive": lambda: naive_correlation(*naive_pairs(volume, CONTEXT), WINDOW)}
     with torch.no_grad():
-        ours = common.peak_bytes(lambda: clip_correlation(reduced, FRAMES, CONTEXT, WINDOW))
-        naive = common.peak_bytes(lambda: naive_correlation(*naive_pairs(volume, CONTEXT), WINDOW))
-    return {"side": side, "ours_mb": ours / 2**20, "naive_mb": naive / 2**20,
-            "ratio": naive / ours}
+        return {name: common.peak_bytes(run) / 2**20 for name, run in runs.items()}
 
 
 def main() -> None:
@@ -276,51 +292,56 @@ def main() -> None:
           + f"; {fastest} timed beside the blocks")
     peak_rates = []
 
-    rows, checks, summary = [], [], {}
+    times_rows, speed_rows, checks, summary = [], [], [], {}
     for name in args.configs:
         cfg = CONFIGS[name]
-        ours = randomised_atm(cfg["channels"], cfg["downsample"])
-        naive = naive_like(ours, cfg["downsample"])
+        fast = randomised_atm(cfg["channels"], cfg["downsample"])
+        models = {"cpu_fast": fast, "plain": plain_like(fast, cfg["downsample"]),
+                  "naive": naive_like(fast, cfg["downsample"])}
         x = block_input(cfg["channels"], cfg["size"], cfg["tokens"])
-        check = check_equal(ours, naive, x)
-        gmac = reference_gmac(naive, x)
-        times = time_block(ours, naive, x, args.repeats, engines[fastest])
+        for impl in ("cpu_fast", "naive"):
+            check = check_equal(models[impl], models["plain"], x)
+            checks.append([name, f"{impl} vs plain", check["max_abs_diff_train"],
+                           check["max_abs_diff_eval"], check["max_rel_grad_diff_float64"]])
+        gmac = reference_gmac(models["naive"], x)
+        times = time_block(models, x, args.repeats, engines[fastest])
         med = {k: common.median(v) * 1e3 for k, v in times.items()}
         rate = [matmul_macs / t / 1e9 for t in times["matmul"]]  # GMAC/s in each repeat
         peak_rates.append(statistics.median(rate))
-        speed_fwd = common.paired_ratio(times["naive_fwd"], times["ours_fwd"])
-        speed_train_fwd = common.paired_ratio(times["naive_trainfwd"], times["ours_trainfwd"])
-        speed_bwd = common.paired_ratio(times["naive_fwdbwd"], times["ours_fwdbwd"])
-        share = statistics.median(gmac / t / r for t, r in zip(times["ours_fwd"], rate))
-        share_naive = statistics.median(gmac / t / r for t, r in zip(times["naive_fwd"], rate))
-        rows.append([name, cfg["channels"], f"{cfg['size']}x{cfg['size']}", cfg["downsample"],
-                     gmac, med["ours_fwd"], med["naive_fwd"], speed_fwd,
-                     med["ours_trainfwd"], med["naive_trainfwd"], speed_train_fwd,
-                     med["ours_fwdbwd"], med["naive_fwdbwd"], speed_bwd,
-                     f"{share:.0%}", f"{share_naive:.0%}"])
-        checks.append([name, check["max_abs_diff_train"], check["max_abs_diff_eval"],
-                       check["max_rel_grad_diff_float64"]])
-        print(f"{name}: fwd {med['ours_fwd']:.1f} vs {med['naive_fwd']:.1f} ms ({speed_fwd:.2f}x), "
-              f"train fwd {speed_train_fwd:.2f}x, fwd+bwd {med['ours_fwdbwd']:.1f} vs "
-              f"{med['naive_fwdbwd']:.1f} ms ({speed_bwd:.2f}x), {gmac:.2f} GMAC, "
-              f"{share:.0%} of matmul peak (naive {share_naive:.0%}); max diff "
-              f"{check['max_abs_diff_train']:.1e}", flush=True)
+        modes = ("fwd", "trainfwd", "fwdbwd")
+        speed = {(impl, mode): common.paired_ratio(times[f"naive_{mode}"], times[f"{impl}_{mode}"])
+                 for impl in ("cpu_fast", "plain") for mode in modes}
+        share = {impl: statistics.median(gmac / t / r for t, r in zip(times[f"{impl}_fwd"], rate))
+                 for impl in IMPLS}
+        times_rows.append([name, cfg["channels"], f"{cfg['size']}x{cfg['size']}", cfg["downsample"], gmac,
+                           *(med[f"{impl}_{mode}"] for mode in modes for impl in IMPLS)])
+        speed_rows.append([name, *(speed[impl, mode] for impl in ("cpu_fast", "plain") for mode in modes),
+                           *(f"{share[impl]:.0%}" for impl in IMPLS)])
+        print(f"{name}: fwd ms cpu_fast {med['cpu_fast_fwd']:.1f}, plain {med['plain_fwd']:.1f}, naive "
+              f"{med['naive_fwd']:.1f}; fwd+bwd ms {med['cpu_fast_fwdbwd']:.1f}, {med['plain_fwdbwd']:.1f}, "
+              f"{med['naive_fwdbwd']:.1f}; cpu_fast vs naive fwd {speed['cpu_fast', 'fwd']:.2f}x, "
+              f"fwd+bwd {speed['cpu_fast', 'fwdbwd']:.2f}x; {gmac:.2f} GMAC", flush=True)
         if name == "vit_b16":
-            summary.update(speedup_fwd=speed_fwd, speedup_fwd_bwd=speed_bwd,
-                           share_of_matmul_peak=share)
+            summary.update(speedup_fwd=speed["cpu_fast", "fwd"], speedup_fwd_bwd=speed["cpu_fast", "fwdbwd"],
+                           plain_speedup_fwd=speed["plain", "fwd"],
+                           plain_speedup_fwd_bwd=speed["plain", "fwdbwd"],
+                           share_of_matmul_peak=share["cpu_fast"])
 
     memory = []
     for side in CORRELATION_SIDES:
         m = correlation_memory(side)
-        memory.append([f"{side}x{side}", m["ours_mb"], m["naive_mb"], m["ratio"]])
-        print(f"correlation {side}x{side}: ours {m['ours_mb']:.1f} MB, naive {m['naive_mb']:.1f} MB"
-              f" ({m['ratio']:.1f}x)", flush=True)
+        memory.append([f"{side}x{side}", *(m[impl] for impl in IMPLS), m["naive"] / m["cpu_fast"],
+                       m["naive"] / m["plain"]])
+        print(f"correlation {side}x{side}: " + ", ".join(f"{impl} {m[impl]:.1f} MB" for impl in IMPLS),
+              flush=True)
         if side in (28, 56):
-            summary[f"corr_memory_ratio_{side}"] = m["ratio"]
+            summary[f"corr_memory_ratio_{side}"] = m["naive"] / m["cpu_fast"]
 
     last = " ".join(f"{k}={v:.2f}" for k, v in summary.items())
+    mode_names = {"fwd": "fwd", "trainfwd": "train fwd", "fwdbwd": "fwd+bwd"}
     record = {
-        "title": "ATM(mul, sub) block: ours vs the naive reference formulation (CPU, fp32)",
+        "title": "ATM(mul, sub) block: cpu_fast and plain implementations vs the naive reference "
+                 "formulation (CPU, fp32)",
         "command": common.command(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": common.machine(applied),
@@ -331,25 +352,28 @@ def main() -> None:
              "columns": [*rates, *(f"{fastest} beside {name}" for name in args.configs)],
              "rows": [[*rates.values(), *peak_rates]]},
             {"title": f"Block time, batch of 1 clip x {FRAMES} frames (ms, medians of "
-                      f"{args.repeats} interleaved repeats; speed-ups are medians of paired ratios)",
+                      f"{args.repeats} interleaved repeats)",
              "columns": ["config", "C", "map", "downsample", "GMAC (fvcore, naive)",
-                         "ours fwd", "naive fwd", "fwd speed-up", "ours train fwd",
-                         "naive train fwd", "train fwd speed-up", "ours fwd+bwd",
-                         "naive fwd+bwd", "fwd+bwd speed-up", "ours share of matmul peak",
-                         "naive share"],
-             "rows": rows},
-            {"title": "Agreement checked before timing (fp32; gradients relative to their max)",
-             "columns": ["config", "max abs diff (train)", "max abs diff (eval)",
+                         *(f"{impl} {mode_names[mode]}" for mode in modes for impl in IMPLS)],
+             "rows": times_rows},
+            {"title": "Speed-up over naive (medians of paired ratios) and share of the matmul peak",
+             "columns": ["config", *(f"{impl} {mode_names[mode]}" for impl in ("cpu_fast", "plain")
+                                     for mode in modes),
+                         *(f"{impl} share of matmul peak" for impl in IMPLS)],
+             "rows": speed_rows},
+            {"title": "Agreement with plain, checked before timing (fp32; gradients relative to "
+                      "their max, in float64)",
+             "columns": ["config", "implementation", "max abs diff (train)", "max abs diff (eval)",
                          "max rel grad diff (float64)"], "rows": checks},
             {"title": f"Peak memory of the correlation alone ({FRAMES} frames, D={HIDDEN}, "
                       f"K={CONTEXT}, W={WINDOW}, no grad; MB through PyTorch's allocator)",
-             "columns": ["map side", "ours", "naive", "naive / ours"], "rows": memory},
+             "columns": ["map side", *IMPLS, "naive / cpu_fast", "naive / plain"], "rows": memory},
         ],
         "notes": [
             ("fwd = inference (eval mode, inference_mode); train fwd = train mode without "
              "autograd; fwd+bwd = train mode, forward and backward with a fixed upstream "
              "gradient."),
-            ("share of matmul peak = fvcore GMAC of the naive formulation / ours fwd time / the "
+            ("share of matmul peak = fvcore GMAC of the naive formulation / fwd time / the "
              "fp32 GEMM rate of the faster engine in the same repeat; median over repeats."),
             "r50_* use downsample=True: the correlation runs at half the map side.",
         ],

@@ -1,11 +1,11 @@
-"""The model card's MAC counts: the attention handle against its formula, ATM blocks against the
-reference's fvcore figure, and the reference configuration within 1 %."""
+"""The model card's MAC counts: the attention handle against its formula, ATM blocks traced on their
+plain path against the reference's fvcore figure, and the reference configuration within 1 %."""
 import pytest
 import timm
 
 import atm_core  # registers the models; atm_core.ATM is used below
 from atm_core import ATMBlock
-from atm_core.card import REFERENCE, atm_block_macs, card_row, mac_count, render
+from atm_core.card import REFERENCE, card_row, mac_count, render
 
 TINY = "atm_vit_tiny_patch8_64"
 
@@ -21,29 +21,29 @@ def test_attention_products_follow_their_formula():
     assert count.atm == 0 and count.without_attention == count.total - expected
 
 
-def test_atm_blocks_are_counted_at_the_shape_they_receive():
+def test_atm_blocks_are_counted_at_the_shape_they_receive_on_their_plain_path():
     with_atm = timm.create_model(TINY, atm_ops=("mul", "sub"))
     without = timm.create_model(TINY, atm_ops=())
     shape = (1, with_atm.num_frames, 3, 64, 64)
     a, b = mac_count(with_atm, shape), mac_count(without, shape)
     side = 64 // 8
     blocks = [m for m in with_atm.modules() if isinstance(m, ATMBlock)]
-    expected = sum(atm_block_macs(blk, (with_atm.num_frames, with_atm.embed_dim, side, side)).macs
-                   for blk in blocks)
+    assert all(blk.impl == "auto" for blk in blocks)  # restored after the count
+    expected = mac_count(with_atm.atm, (with_atm.num_frames, with_atm.embed_dim, side, side)).atm
     assert a.atm == expected > 0
-    assert a.total - a.atm == b.total  # the rest of the trace is unchanged by the probes
+    assert a.total - a.atm == b.total  # everything outside the blocks is the same model
 
 
 def test_vit_b16_atm_block_matches_the_reference_count():
-    block = atm_core.ATM(768, num_frames=8, ops=("mul", "sub"))
-    counts = [atm_block_macs(b, (8, 768, 14, 14)) for b in block]
-    dense = sum(c.macs - c.correlation + c.dense_correlation for c in counts) / 1e9
-    assert dense == pytest.approx(REFERENCE["atm_gmac"], rel=0.01)
-    local = sum(c.macs for c in counts) / 1e9
-    # the local window (9x9 of 196 positions) is cheaper than the dense product, by exactly that term
-    mul = counts[0]
-    assert mul.correlation == 8 * 5 * 196 * 81 * 64 and mul.dense_correlation == 8 * 5 * 196 ** 2 * 64
-    assert local < dense
+    """fvcore on the plain ATM(mul, sub) block of ViT-B/16 (8 frames, 14x14 tokens): the reference's
+    4.475 G(MAC) once its dense correlation replaces the local window; the window alone is the
+    D*W^2 multiply-adds per frame pair and position."""
+    count = mac_count(atm_core.ATM(768, num_frames=8, ops=("mul", "sub")), (8, 768, 14, 14))
+    pairs, positions = 8 * 5, 14 * 14
+    assert count.correlation == pytest.approx(pairs * positions * 81 * 64, rel=1e-3)
+    assert count.dense_correlation == pytest.approx(pairs * positions ** 2 * 64, rel=1e-3)
+    assert count.atm_dense / 1e9 == pytest.approx(4.475, rel=0.01)
+    assert count.atm < count.atm_dense
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from atm_core.engine.config import Config, ConfigError, load_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 
-# The reference scripts' published runs: recipe -> (model, frames, lr, layer decay, epochs, RandAugment, input)
+# The published runs (docs/technical.md): recipe -> (model, frames, lr, layer decay, epochs, RandAugment, input)
 PUBLISHED = {
     **{f"{ds}_vit_b16_f{f}": ("atm_vit_base_patch16_clip_224", f, 7e-4, 0.70, 20, True, 224)
        for ds in ("ssv1", "ssv2") for f in (8, 16, 32)},
@@ -100,7 +100,7 @@ def test_circular_base(tmp_path):
     ("optim.lr=fast", "key 'optim.lr' expects a number, got 'fast'"),
     ("train.ema=yes please", "key 'train.ema' expects true/false"),
     ("model.temporal=lstm", "key 'model.temporal' must be one of"),
-    ("model.atm_ops=[mul,prod]", "key 'model.atm_ops': unknown ATM op 'prod'; choose from add, sub, mul, div"),
+    ("model.atm_ops=[mul,prod]", "key 'model.atm_ops': unknown ATM op 'prod'; valid: add, sub, mul, div"),
     ("model.kwargs=3", "key 'model.kwargs' expects a mapping"),
     ("optim.layer_decay=1.5", "optim.layer_decay"),
     ("train.batch_size=0", "key 'train.batch_size' must be > 0"),

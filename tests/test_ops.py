@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from atm_core.ops import OPS, get_op, local_correlation, mul, pair_frames
+from atm_core.ops import OP_NAMES, OPS, check_op_names, local_correlation, mul, pair_frames
 
 
 def neighbour_of(clips: torch.Tensor, t: int, offset: int) -> torch.Tensor:
@@ -97,9 +97,17 @@ def test_correlation_broadcasts_anchor_over_neighbours():
     )
 
 
-def test_unknown_op_and_bad_sizes_are_named():
-    with pytest.raises(ValueError, match="unknown ATM op 'pow'"):
-        get_op("pow")
+def test_check_op_names_returns_a_tuple_and_names_the_bad_name_and_the_valid_ones():
+    assert check_op_names(["mul", "sub"]) == ("mul", "sub")
+    assert check_op_names(()) == ()
+    with pytest.raises(ValueError, match="unknown ATM op 'pow'; valid: add, sub, mul, div"):
+        check_op_names(("sub", "pow"))
+    with pytest.raises(ValueError, match="got the string 'mul'"):
+        check_op_names("mul")
+    assert set(OPS) == set(OP_NAMES)
+
+
+def test_bad_sizes_are_named():
     with pytest.raises(ValueError, match="window must be a positive odd"):
         local_correlation(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 3, 3), 4)
     with pytest.raises(ValueError, match="context must be a positive odd"):

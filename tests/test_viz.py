@@ -38,8 +38,8 @@ def moving_features(shift=(0, 1), frames=T, size=H, channels=C):
     return torch.stack([torch.roll(base, (t * shift[0], t * shift[1]), dims=(1, 2)) for t in range(frames)])
 
 
-def random_atm(ops):
-    atm = ATM(C, T, ops=ops).eval()
+def random_atm(ops, impl="auto"):
+    atm = ATM(C, T, ops=ops, impl=impl).eval()
     for block in atm:  # the output projection starts at zero; make the branch visible
         torch.nn.init.normal_(block.proj.weight, std=0.2)
     return atm
@@ -59,11 +59,15 @@ def check_image(fig, min_colours=20):
     return image
 
 
-def test_capture_records_every_block_and_restores_state():
-    atm = random_atm(("mul", "sub"))
+def hooks_left(atm):
+    return [m for block in atm for m in block.modules() if m._forward_hooks or m._forward_pre_hooks]
+
+
+@pytest.mark.parametrize("impl", ["plain", "cpu_fast"])
+def test_capture_records_every_block_and_removes_its_hooks(impl):
+    atm = random_atm(("mul", "sub"), impl)
     x = moving_features()
     with capture_atm(atm) as caps:
-        assert all(block.capture for block in atm)
         out = atm(x)
         atm(x)  # a second pass replaces, not appends
     assert [c.op for c in caps] == ["mul", "sub"]
@@ -75,14 +79,40 @@ def test_capture_records_every_block_and_restores_state():
     # the second block's input is the first block's output: ReLU(x + branch)
     torch.testing.assert_close(sub_cap.input, torch.relu(x + mul_cap.branch))
     torch.testing.assert_close(out, torch.relu(sub_cap.input + sub_cap.branch))
-    assert all(not b.capture and b.last_cue is None and not b._forward_hooks for b in atm)
+    # the cues are the plain ops of each block's reduced input
+    with torch.no_grad():
+        for block, cap in zip(atm, caps):
+            expected = block.cue(block.reduce(cap.input))
+            torch.testing.assert_close(cap.cue, expected, rtol=1e-5, atol=1e-5)
+    assert not hooks_left(atm)
 
 
-def test_capture_restores_state_after_an_error():
+def test_capture_gives_the_same_cues_and_branches_on_both_impls_and_keeps_running_stats():
+    plain = random_atm(("mul", "div"), "plain").train().double()
+    fast = random_atm(("mul", "div"), "cpu_fast").train().double()
+    fast.load_state_dict(plain.state_dict())
+    x = moving_features().double()
+    captures = []
+    for atm in (plain, fast):
+        with capture_atm(atm) as caps:
+            atm(x)
+        captures.append(caps)
+    for a, b in zip(*captures):
+        torch.testing.assert_close(a.cue, b.cue, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(a.branch, b.branch, rtol=1e-10, atol=1e-10)
+    # one train-mode pass each: the capture's own cue computation updates no running average
+    for block in (*plain, *fast):
+        assert all(int(m.num_batches_tracked) == 1 for m in block.modules()
+                   if isinstance(m, torch.nn.BatchNorm2d))
+    for (name, a), b in zip(plain.named_buffers(), fast.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_capture_removes_its_hooks_after_an_error():
     atm = random_atm(("add",))
     with pytest.raises(ValueError, match="not divisible"), capture_atm(atm):
         atm(torch.rand(T + 1, C, H, H))
-    assert not atm[0].capture and not atm[0]._forward_hooks
+    assert not hooks_left(atm)
 
 
 def test_capture_rejects_a_model_without_atm():
