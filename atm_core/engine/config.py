@@ -31,7 +31,8 @@ class ModelConfig:
     img_size: Optional[int] = None  # null = the dataset's input size
     temporal: Literal["tsn", "tsm", "tokenshift", "tokent1d"] = "tokent1d"
     atm_ops: tuple[str, ...] = ("mul", "sub")  # () = no ATM
-    atm_layer: Optional[int] = None  # 1-based block before which ATM runs; null = model default
+    # blocks (ViT) / stages (ResNet) that run before ATM, 0 = before the first; null = model default
+    atm_after_blocks: Optional[int] = None
     atm_residual: Literal["relu", "identity"] = "relu"
     atm_hidden: Optional[int] = None  # ATM's reduced width; null = model default (64 published)
     atm_width: Optional[int] = None  # ATM's encoder / transfer width; null = model default (64)
@@ -388,7 +389,7 @@ def check_values(cfg: Config) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    for key in ("model.num_frames", "model.img_size", "model.atm_layer", "model.atm_hidden",
+    for key in ("model.num_frames", "model.img_size", "model.atm_hidden",
                 "model.atm_width", "model.atm_context", "data.num_frames",
                 "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs", "optim.atm_lr_scale",
                 "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
@@ -400,9 +401,11 @@ def check_values(cfg: Config) -> None:
     for key in ("optim.lr", "optim.warmup_lr", "optim.min_lr", "optim.weight_decay",
                 "optim.warmup_epochs", "loss.label_smoothing", "loss.mixup", "loss.cutmix",
                 "data.num_workers", "train.save_every_steps", "train.threads",
-                "model.dropout", "model.drop_path_rate"):
+                "model.dropout", "model.drop_path_rate", "model.atm_after_blocks"):
         section, name = key.split(".")
-        positive(key, getattr(getattr(cfg, section), name), allow_zero=True)
+        value = getattr(getattr(cfg, section), name)
+        if value is not None:
+            positive(key, value, allow_zero=True)
     if not 0 < cfg.optim.layer_decay <= 1:
         raise ConfigError(f"key 'optim.layer_decay' must be in (0, 1], got {cfg.optim.layer_decay}")
     if cfg.optim.warmup_epochs >= cfg.optim.epochs and cfg.optim.warmup_epochs > 0:
