@@ -14,7 +14,7 @@ from atm_core.temporal import shift_frames
 
 TINY = "atm_vit_tiny_patch8_64"
 # a 2-block EVA02 (rotary embeddings, SwiGLU, layer-scale-free) small enough for the CPU
-TINY_EVA = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, atm_layer=2)
+TINY_EVA = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, atm_after_blocks=1)
 TINY_RESNET = dict(layers=[1, 1, 1, 1])
 
 
@@ -52,7 +52,7 @@ def test_all_models_registered_after_importing_the_package():
 def test_reference_configuration_has_the_reference_parameter_count():
     with torch.device("meta"):
         model = timm.create_model("atm_vit_base_patch16_clip_224", num_frames=8, num_classes=174,
-                                  temporal="tokent1d", atm_ops=("mul", "sub"), atm_layer=7)
+                                  temporal="tokent1d", atm_ops=("mul", "sub"))
     assert n_params(model) == 87_884_346
     # the parts: OpenAI CLIP ViT-B/16 image tower with its bias-free 768->512 projection,
     # T1D twice per block (2 * 3 * 768 each), ATM(mul, sub) at C=768, Linear(512, 174)
@@ -73,7 +73,7 @@ def test_large_models_project_to_clip_embeddings(name, embed, proj_bias):
     with torch.device("meta"):
         model = timm.create_model(name, num_classes=10)
     assert model.proj.weight.shape == (embed, 1024) and (model.proj.bias is not None) == proj_bias
-    assert model.atm_layer == 14 and len(model.backbone.blocks) == 24
+    assert model.atm_after_blocks == 14 and len(model.backbone.blocks) == 24
     assert n_params(model.atm) == 1_874_828
     assert model.head.weight.shape == (10, embed)
 
@@ -81,7 +81,7 @@ def test_large_models_project_to_clip_embeddings(name, embed, proj_bias):
 def test_every_registered_model_runs_at_a_small_size():
     shapes = {TINY: {}, "atm_eva02_large_patch14_clip_224": TINY_EVA, "atm_resnet50": TINY_RESNET,
               "atm_vit_base_patch16_clip_224": dict(embed_dim=32, depth=2, num_heads=2, img_size=32,
-                                                    atm_layer=2, proj_dim=16)}
+                                                    atm_after_blocks=1, proj_dim=16)}
     for name, kwargs in shapes.items():
         model = timm.create_model(name, num_frames=4, num_classes=3, **kwargs).eval()
         size = model.pretrained_cfg["input_size"][-1] if name != "atm_resnet50" else 64
@@ -140,7 +140,7 @@ def test_block_halves_compose_to_the_timm_block(family):
         rope, kwargs = None, {}
     else:
         backbone = timm.create_model("eva02_large_patch14_clip_224", num_classes=0, init_values=0.3,
-                                     **{k: v for k, v in TINY_EVA.items() if k != "atm_layer"})
+                                     **{k: v for k, v in TINY_EVA.items() if k != "atm_after_blocks"})
         rope = backbone.rope.get_embed()
         kwargs = {"rope": rope}
     block = backbone.blocks[0].eval()
@@ -149,8 +149,8 @@ def test_block_halves_compose_to_the_timm_block(family):
 
 
 def test_modules_run_in_reference_order_inside_blocks():
-    """ATM before block ``atm_layer`` (1-based), then T1D, attention, T1D, MLP in every block."""
-    model = tiny(temporal="tokent1d", atm_layer=3)
+    """ATM after ``atm_after_blocks`` blocks, then T1D, attention, T1D, MLP in every block."""
+    model = tiny(temporal="tokent1d", atm_after_blocks=2)
     calls = []
     watched = {"atm": model.atm}
     for i, block in enumerate(model.backbone.blocks):
@@ -269,8 +269,9 @@ def test_backward_reaches_every_parameter():
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(atm_layer=0), r"atm_layer=0 is out of range for a 4-block backbone: choose 1\.\.4"),
-    (dict(atm_layer=5), r"atm_layer=5 is out of range for a 4-block backbone"),
+    (dict(atm_after_blocks=-1), r"atm_after_blocks=-1 is out of range for a 4-block backbone: choose 0\.\.3"),
+    (dict(atm_after_blocks=4), r"atm_after_blocks=4 is out of range for a 4-block backbone: choose 0\.\.3"),
+    (dict(atm=atm_core.models.ATMOptions(), atm_ops=("sub",)), r"either as atm=ATMOptions\(...\) or as keywords, not both \(got atm= and atm_ops\)"),
     (dict(temporal="lstm"), r"unknown temporal module 'lstm'; choose from tsn, tsm, tokenshift, tokent1d"),
     (dict(img_size=(64, 96)), r"ATM needs a square token grid, got 8x12 patches \(img_size \(64, 96\), tokens of 8x8 pixels\)"),
     (dict(atm_ops=("mul", "pow")), r"unknown ATM op 'pow'"),
@@ -290,8 +291,8 @@ def test_non_square_grid_is_fine_without_atm():
 def test_resnet_errors():
     with pytest.raises(ValueError, match=r"unknown temporal module 'tokent1d' for a ResNet; choose from tsn, tsm"):
         timm.create_model("atm_resnet50", temporal="tokent1d", **TINY_RESNET)
-    with pytest.raises(ValueError, match=r"atm_layer=5 is out of range for a 4-stage ResNet"):
-        timm.create_model("atm_resnet50", atm_layer=5, **TINY_RESNET)
+    with pytest.raises(ValueError, match=r"atm_after_blocks=4 is out of range for a 4-stage ResNet: choose 0\.\.3"):
+        timm.create_model("atm_resnet50", atm_after_blocks=4, **TINY_RESNET)
 
 
 def test_inputs_with_the_wrong_number_of_frames_fail_clearly():
@@ -308,21 +309,21 @@ def test_inputs_with_the_wrong_number_of_frames_fail_clearly():
 
 def test_atm_and_temporal_modules_share_the_layer_id_of_their_block():
     with torch.device("meta"):
-        model = timm.create_model("atm_vit_base_patch16_clip_224", atm_layer=7)
+        model = timm.create_model("atm_vit_base_patch16_clip_224")  # ATM after 7 blocks, before blocks[7]
     layers = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
-    block7 = layers["backbone.blocks.6.attn.qkv.weight"]  # 1-based block 7
+    block7 = layers["backbone.blocks.7.attn.qkv.weight"]
     assert layers["atm.0.reduce.0.weight"] == layers["atm.1.proj.weight"] == block7
-    assert layers["temporal.6.pre.conv.weight"] == layers["temporal.6.mid.conv.weight"] == block7
-    assert layers["backbone.blocks.5.mlp.fc2.bias"] == block7 - 1
+    assert layers["temporal.7.pre.conv.weight"] == layers["temporal.7.mid.conv.weight"] == block7
+    assert layers["backbone.blocks.6.mlp.fc2.bias"] == block7 - 1
     assert layers["backbone.pos_embed"] == layers["backbone.patch_embed.proj.weight"] == 0
-    assert layers["backbone.blocks.0.norm1.weight"] == 1 and block7 == 7
+    assert layers["backbone.blocks.0.norm1.weight"] == 1 and block7 == 8
     assert layers["backbone.norm.weight"] < layers["proj.weight"] == layers["head.weight"] == max(layers.values())
 
     groups = param_groups_layer_decay(model, weight_decay=0.05, no_weight_decay_list=model.no_weight_decay(),
                                       layer_decay=0.7)
     scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
-    assert scale[id(named["atm.0.reduce.0.weight"])] == scale[id(named["backbone.blocks.6.mlp.fc1.weight"])]
+    assert scale[id(named["atm.0.reduce.0.weight"])] == scale[id(named["backbone.blocks.7.mlp.fc1.weight"])]
     assert scale[id(named["head.weight"])] == 1.0
 
 
@@ -359,6 +360,6 @@ def test_atm_widths_and_downsampling_reach_the_blocks():
     assert model.atm[0].encoder[-1][0].out_channels == 16
     x = clips()
     assert model(x).shape == (2, 5)
-    vit_b = timm.create_model("atm_vit_base_patch16_clip_224", depth=1, atm_layer=1, num_classes=3)
+    vit_b = timm.create_model("atm_vit_base_patch16_clip_224", depth=1, atm_after_blocks=0, num_classes=3)
     assert [(b.reduce[0].out_channels, b.fuse[0].out_channels, b.downsample) for b in vit_b.atm] == \
         [(64, 64, False)] * 2

@@ -8,14 +8,14 @@ import torch
 import torch.nn as nn
 
 import atm_core  # noqa: F401  (registers the models)
-from atm_core.models import load_pretrained, read_state_dict
+from atm_core.models import load_video_weights, read_state_dict
 
 # a 2-block OpenAI-CLIP-style ViT (pre-norm, QuickGELU, bias-free projection) at tiny width
 CLIP = "atm_vit_base_patch16_clip_224"
 CLIP_TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=32, proj_dim=16, num_frames=2, num_classes=3,
-                 atm_layer=2)
+                 atm_after_blocks=1)
 EVA = "atm_eva02_large_patch14_clip_224"
-EVA_TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, num_frames=2, num_classes=3, atm_layer=2)
+EVA_TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, num_frames=2, num_classes=3, atm_after_blocks=1)
 
 
 def randomised(model: nn.Module, seed: int) -> nn.Module:
@@ -215,7 +215,7 @@ def test_files_that_are_not_checkpoints_fail_clearly(tmp_path, content, message)
 
 def test_missing_file_and_unreadable_safetensors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"checkpoint .*absent\.pt does not exist"):
-        load_pretrained(timm.create_model(CLIP, **CLIP_TINY), tmp_path / "absent.pt")
+        load_video_weights(timm.create_model(CLIP, **CLIP_TINY), tmp_path / "absent.pt")
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(ValueError, match=r"bad\.safetensors is not a readable safetensors checkpoint"):
         read_state_dict(tmp_path / "bad.safetensors")
