@@ -165,6 +165,102 @@ def test_modules_run_in_reference_order_inside_blocks():
     assert calls == expected
 
 
+# the reference calls make_ATM(visual, T, locations_list=[start]) with start = 7 (12 blocks) or 14,
+# which sets resblocks[start].control_point_c, the first thing that block runs
+@pytest.mark.parametrize("name, depth, after", [
+    ("atm_vit_base_patch16_clip_224", 12, 7),
+    ("atm_vit_large_patch14_clip_224", 24, 14),
+    ("atm_eva02_large_patch14_clip_224", 24, 14),
+    ("atm_eva02_large_patch14_clip_336", 24, 14),
+])
+def test_atm_receives_the_output_of_the_reference_number_of_blocks(name, depth, after):
+    patch = 16 if "patch16" in name else 14
+    assert SPECS[name].atm_after_blocks == after  # of `depth` blocks (test_large_models_... counts them)
+    # narrow, and two blocks past ATM are enough to tell the neighbouring positions apart
+    model = timm.create_model(name, num_frames=2, num_classes=3, temporal="tsn", embed_dim=32, num_heads=2,
+                              img_size=2 * patch, depth=after + 2).eval()
+    assert model.atm_after_blocks == after
+    received = []
+    model.atm.register_forward_pre_hook(lambda m, args: received.append(args[0]))
+    frames = torch.randn(2, 3, 2 * patch, 2 * patch)
+    with torch.no_grad():
+        model.forward_frames(frames)
+        b = model.backbone  # timm's own modules, block by block
+        x = b.patch_embed(frames)
+        x, rope = b._pos_embed(x) if model.is_eva else (b._pos_embed(x), None)
+        x = b.norm_pre(x)
+        outputs = []
+        for block in b.blocks:
+            x = block(x) if rope is None else block(x, rope=rope)
+            outputs.append(x[:, 1:].transpose(1, 2).reshape(2, 32, 2, 2))
+    assert len(received) == 1
+    torch.testing.assert_close(received[0], outputs[after - 1])
+    for moved in (after - 2, after):  # one block earlier or later is another tensor
+        assert not torch.allclose(received[0], outputs[moved])
+
+
+def test_resnet_atm_receives_the_output_of_its_first_two_stages():
+    model = timm.create_model("atm_resnet50", num_frames=2, num_classes=3, temporal="tsn", **TINY_RESNET).eval()
+    assert model.atm_after_blocks == 2
+    received = []
+    model.atm.register_forward_pre_hook(lambda m, args: received.append(args[0]))
+    frames = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        model.forward_frames(frames)
+        b = model.backbone
+        x = b.maxpool(b.act1(b.bn1(b.conv1(frames))))
+        two = b.layer2(b.layer1(x))
+    torch.testing.assert_close(received[0], two)
+    assert received[0].shape[1] == model.atm[0].reduce[0].in_channels == 512
+
+
+@pytest.mark.parametrize("name", ["atm_vit_base_patch16_clip_224", "atm_eva02_large_patch14_clip_224"])
+def test_paper_models_keep_the_default_linear_initialisation(name):
+    """The reference's classifier is nn.Linear(embed_dim, num_classes) as PyTorch initialises it:
+    weight and bias uniform in +-1/sqrt(fan_in); the tiny CPU model keeps std 0.02 and a zero bias."""
+    model = timm.create_model(name, embed_dim=32, num_heads=2, depth=1, img_size=32 if "16" in name else 28,
+                              atm_after_blocks=0, num_classes=200)
+    head, bound = model.head, model.head.in_features ** -0.5
+    assert model.head.in_features == (512 if "vit" in name else 768)
+    for tensor in (head.weight, head.bias):
+        assert tensor.abs().max() <= bound and tensor.abs().max() > 0.9 * bound
+    torch.testing.assert_close(head.weight.std().item(), bound / 3 ** 0.5, rtol=0.02, atol=0)
+    model.reset_classifier(7)
+    assert model.head.bias.abs().max() > 0
+    small = tiny(num_classes=200).head
+    assert not small.bias.any()
+    torch.testing.assert_close(small.weight.std().item(), 0.02, rtol=0.05, atol=0)
+
+
+def test_the_placement_key_of_the_config():
+    from atm_core.engine import ConfigError, load_config
+    from atm_core.engine.builders import build_model
+
+    with pytest.raises(ConfigError, match=r"unknown key 'model\.atm_layer'; it is now 'model\.atm_after_blocks'"):
+        load_config(None, ["model.atm_layer=7"])
+    with pytest.raises(ConfigError, match=r"key 'model\.atm_after_blocks' must be >= 0, got -1"):
+        load_config(None, ["model.atm_after_blocks=-1"])
+    cfg = load_config(None, ["model.atm_after_blocks=4"])
+    with pytest.raises(ConfigError, match=r"atm_after_blocks=4 is out of range for a 4-block backbone: choose 0\.\.3"):
+        build_model(cfg, num_classes=3, img_size=64)
+    assert build_model(load_config(None, ["model.atm_after_blocks=2"]), 3, 64).atm_after_blocks == 2
+    assert build_model(load_config(None), 3, 64).atm_after_blocks == 0  # the tiny model's default
+
+
+def test_atm_options_reach_the_blocks_once_built():
+    from atm_core.models import ATMOptions
+
+    options = ATMOptions(ops=["sub", "div"], hidden=8, width=16, context=3, residual="identity")
+    model = tiny(atm=options)
+    assert options.ops == ("sub", "div") and model.atm.ops == ("sub", "div")
+    assert [(b.op, b.reduce[0].out_channels, b.fuse[0].out_channels, b.context, b.residual) for b in model.atm] == \
+        [("sub", 8, 16, 3, "identity"), ("div", 8, 16, 3, "identity")]
+    assert ATMOptions(ops=()).build(32, 4) is None
+    assert ATMOptions().updated({"atm_hidden": 8, "atm_width": None}) == ATMOptions(hidden=8)
+    assert ATMOptions.keyword_names() == ("atm_ops", "atm_hidden", "atm_width", "atm_context", "atm_residual",
+                                          "atm_downsample", "atm_impl")
+
+
 def test_t1d_with_identity_kernels_equals_tsn():
     reference = tiny(temporal="tsn", atm_ops=())
     model = same_weights(tiny(temporal="tokent1d", atm_ops=()), reference)

@@ -151,7 +151,15 @@ def valid_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
+# keys that were renamed, with what the new key means
+RENAMED = {"model.atm_layer": ("model.atm_after_blocks", "the number of blocks before ATM, "
+                                                        "the old 1-based atm_layer minus 1")}
+
+
 def _suggest(key: str) -> str:
+    if key in RENAMED:
+        new, meaning = RENAMED[key]
+        return f"; it is now '{new}' ({meaning})"
     keys = valid_keys()
     leaf_to_key = {k.split(".", 1)[1]: k for k in keys}
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
