@@ -178,7 +178,7 @@ _ATM_PARTS = (("reduce.", "{reduce}"), ("encoder.{i}.", "uv2c.conv{i}."),
               ("transfer.0.", "{transfer}.conv1."), ("transfer.1.", "{transfer}.conv2."),
               ("fuse.0.", "{transfer}.conv3_fuse.1."), ("fuse.1.", "{transfer}.conv3_fuse.2."),
               ("proj.", "{transfer}.upsample.0."))
-# EVA's rotary tables are buffers computed from the token grid: not loaded, checked by shape only
+# EVA's rotary tables are buffers the model computes from its token grid: reported, not loaded
 _DERIVED = re.compile(r"^visual\.(?:blocks\.\d+\.attn\.)?rope\.")
 
 
@@ -237,22 +237,22 @@ def official_names(model: nn.Module) -> dict[str, str]:
     return names
 
 
-def _to_official(key: str, value: torch.Tensor) -> torch.Tensor:
-    if key == "backbone.cls_token":
+def _to_official(key: str, official: str, value: torch.Tensor) -> torch.Tensor:
+    if official == "visual.class_embedding":  # OpenAI CLIP's are (C,) and (N, C), EVA's (1, 1, C), (1, N, C)
         return value.reshape(-1)
-    if key == "backbone.pos_embed":
+    if official == "visual.positional_embedding":
         return value[0]
-    if key == "proj.weight" and value.dim() == 2:
+    if official == "visual.proj":  # OpenAI's projection is used as x @ proj
         return value.t()
     if key.startswith("atm.") and value.dim() == 4:  # the official ATM convolves (1, k, k) in 3-D
         return value.unsqueeze(2)
     return value
 
 
-def _from_official(key: str, value: torch.Tensor) -> torch.Tensor:
-    if key in ("backbone.cls_token", "backbone.pos_embed") and value.dim() in (1, 2):
+def _from_official(key: str, official: str, value: torch.Tensor) -> torch.Tensor:
+    if official in ("visual.class_embedding", "visual.positional_embedding") and value.dim() in (1, 2):
         return value.reshape(1, -1, value.shape[-1])
-    if key == "proj.weight" and value.dim() == 2:
+    if official == "visual.proj" and value.dim() == 2:
         return value.t()
     if key.startswith("atm.") and value.dim() == 5 and value.shape[2] == 1:
         return value.squeeze(2)
@@ -262,7 +262,7 @@ def _from_official(key: str, value: torch.Tensor) -> torch.Tensor:
 def to_official(model: nn.Module) -> dict[str, torch.Tensor]:
     """The video ViT's state dict in the official code's layout (the ``module`` of its checkpoints)."""
     names = official_names(model)
-    return {names[k]: _to_official(k, v.detach().cpu()) for k, v in model.state_dict().items()}
+    return {names[k]: _to_official(k, names[k], v.detach().cpu()) for k, v in model.state_dict().items()}
 
 
 def is_official(state: Mapping[str, torch.Tensor]) -> bool:
@@ -290,7 +290,7 @@ def from_official(state: Mapping[str, torch.Tensor], model: nn.Module,
         if official in derived:
             continue
         key = ours[official]
-        converted = _from_official(key, value)
+        converted = _from_official(key, official, value)
         if converted.shape != own[key].shape:
             misfit.append(f"{official}: checkpoint {tuple(value.shape)} vs model {key} {tuple(own[key].shape)}")
         out[key] = converted
