@@ -1,8 +1,12 @@
-"""Video models: registration, parameter counts, block wiring, invariances, errors, optimiser groups."""
+"""Video models: registration, parameter counts, block wiring, invariances, errors, optimiser groups,
+and the EVA02 towers against the reference's EVA-CLIP computation."""
+import math
+
 import pytest
 import timm
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.models import group_parameters
 from timm.models.vision_transformer_hybrid import ConvStem
 from timm.optim import param_groups_layer_decay
@@ -148,9 +152,15 @@ def test_block_halves_compose_to_the_timm_block(family):
     torch.testing.assert_close(mlp_half(block, attention_half(block, x, rope)), block(x, **kwargs))
 
 
-def test_modules_run_in_reference_order_inside_blocks():
-    """ATM after ``atm_after_blocks`` blocks, then T1D, attention, T1D, MLP in every block."""
-    model = tiny(temporal="tokent1d", atm_after_blocks=2)
+@pytest.mark.parametrize("family", ["vit", "eva"])
+def test_modules_run_in_reference_order_inside_blocks(family):
+    """ATM after ``atm_after_blocks`` blocks, then T1D, attention, T1D, MLP in every block (the
+    reference's control_point_c, control_point1, attention, control_point2, MLP, in CLIP and EVA alike)."""
+    if family == "vit":
+        model = tiny(temporal="tokent1d", atm_after_blocks=2)
+    else:
+        model = timm.create_model("atm_eva02_large_patch14_clip_224", num_frames=4, num_classes=5,
+                                  **{**TINY_EVA, "depth": 4, "atm_after_blocks": 2}).eval()
     calls = []
     watched = {"atm": model.atm}
     for i, block in enumerate(model.backbone.blocks):
@@ -158,11 +168,20 @@ def test_modules_run_in_reference_order_inside_blocks():
                     f"mid{i}": model.temporal[i].mid, f"mlp{i}": block.mlp}
     for label, module in watched.items():
         module.register_forward_pre_hook(lambda m, a, label=label: calls.append(label))
-    model(clips())
+    model(clips(size=model.pretrained_cfg["input_size"][-1]))
     expected = []
     for i in range(len(model.backbone.blocks)):
         expected += (["atm"] if i == 2 else []) + [f"pre{i}", f"attn{i}", f"mid{i}", f"mlp{i}"]
     assert calls == expected
+    # around ATM: the class token passes untouched, the patch tokens fold row-major into the grid
+    tokens = torch.randn(8, 1 + model.grid[0] * model.grid[1], model.embed_dim)
+    with torch.no_grad():
+        out = model.apply_atm(tokens)
+        grid = tokens[:, 1:].transpose(1, 2).reshape(8, model.embed_dim, *model.grid)
+        expected_patches = model.atm(grid).flatten(2).transpose(1, 2)
+    assert torch.equal(out[:, 0], tokens[:, 0])
+    torch.testing.assert_close(out[:, 1:], expected_patches)
+    assert not torch.allclose(out[:, 1:], tokens[:, 1:])
 
 
 # the reference calls make_ATM(visual, T, locations_list=[start]) with start = 7 (12 blocks) or 14,
@@ -459,3 +478,84 @@ def test_atm_widths_and_downsampling_reach_the_blocks():
     vit_b = timm.create_model("atm_vit_base_patch16_clip_224", depth=1, atm_after_blocks=0, num_classes=3)
     assert [(b.reduce[0].out_channels, b.fuse[0].out_channels, b.downsample) for b in vit_b.atm] == \
         [(64, 64, False)] * 2
+
+
+# ---------------------------------------------------------------- EVA02 against the reference's EVA-CLIP tower
+
+def reference_rope_tables(head_dim: int, grid: int, pretrain_grid: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's rotary tables (eva_clip/rope.py, VisionRotaryEmbeddingFast with intp_freq), written
+    from its formula: half the head width per axis, frequencies 10000^(-2k/d), positions on the
+    pretraining grid's scale, each frequency repeated for a pair of channels; rows first, then columns."""
+    dim = head_dim // 2
+    freqs = 1.0 / 10000 ** (torch.arange(0, dim, 2).float() / dim)
+    pos = torch.arange(grid) / grid * pretrain_grid
+    axis = torch.repeat_interleave(pos[:, None] * freqs[None], 2, dim=-1)  # (grid, dim)
+    table = torch.cat([axis[:, None].expand(grid, grid, dim), axis[None].expand(grid, grid, dim)], -1)
+    table = table.reshape(grid * grid, head_dim)
+    return table.cos(), table.sin()
+
+
+def reference_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    pairs = x.unflatten(-1, (-1, 2))
+    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)  # (x1, x2) -> (-x2, x1)
+    return x * cos + rotated * sin
+
+
+def reference_eva_tower(b: nn.Module, proj: nn.Linear, frames: torch.Tensor) -> torch.Tensor:
+    """EVA02-CLIP's visual tower as the reference computes it (eva_vit_model.py with the EVA02-CLIP-L-14
+    configs: rope, subln, naiveswiglu, xattn, no layer scale, class-token output), written out with
+    the weights of timm's modules under the reference's names in the comments."""
+    ln = lambda x, norm: F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, 1e-6)  # noqa: E731
+    x = F.conv2d(frames, b.patch_embed.proj.weight, b.patch_embed.proj.bias, stride=14).flatten(2).transpose(1, 2)
+    x = torch.cat([b.cls_token.expand(x.shape[0], -1, -1), x], 1) + b.pos_embed
+    heads = b.blocks[0].attn.num_heads
+    cos, sin = reference_rope_tables(x.shape[-1] // heads, math.isqrt(x.shape[1] - 1))
+    for blk in b.blocks:
+        a = blk.attn
+        y = ln(x, blk.norm1)
+        q = F.linear(y, a.q_proj.weight, a.q_proj.bias)  # q_bias
+        k = F.linear(y, a.k_proj.weight)  # no k bias
+        v = F.linear(y, a.v_proj.weight, a.v_proj.bias)  # v_bias
+        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+        q = torch.cat([q[:, :, :1], reference_rotate(q[:, :, 1:], cos, sin)], 2)  # not the class token
+        k = torch.cat([k[:, :, :1], reference_rotate(k[:, :, 1:], cos, sin)], 2)
+        attn = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        o = (attn @ v).transpose(1, 2).flatten(2)
+        x = x + F.linear(ln(o, a.norm), a.proj.weight, a.proj.bias)  # inner_attn_ln, proj
+        y = ln(x, blk.norm2)
+        m = blk.mlp
+        hidden = F.silu(F.linear(y, m.fc1_g.weight, m.fc1_g.bias)) * F.linear(y, m.fc1_x.weight, m.fc1_x.bias)  # w1, w2
+        x = x + F.linear(ln(hidden, m.norm), m.fc2.weight, m.fc2.bias)  # ffn_ln, w3
+    return proj(ln(x, b.norm)[:, 0])  # norm (use_mean_pooling=False), class token, head
+
+
+@pytest.mark.parametrize("name, size", [("atm_eva02_large_patch14_clip_224", 224),
+                                        ("atm_eva02_large_patch14_clip_336", 336)])
+def test_eva02_frames_match_the_reference_tower(name, size):
+    """Head width 64 and the real token grids (16x16, 24x24 on a 16x16 pretraining grid) at two heads."""
+    model = timm.create_model(name, embed_dim=128, num_heads=2, depth=2, num_frames=1, num_classes=0,
+                              temporal="tsn", atm_ops=()).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if p.dim() == 1 and p.shape[0] > 0 else 0.0))
+        frames = torch.randn(1, 3, size, size, generator=g)
+        torch.testing.assert_close(model.forward_frames(frames),
+                                   reference_eva_tower(model.backbone, model.proj, frames), rtol=1e-4, atol=1e-4)
+
+
+def test_eva02_large_has_the_reference_configuration():
+    """EVA02-CLIP-L-14(-336).json: 24 blocks of width 1024, 16 heads, SwiGLU hidden int(1024 * 2.6667),
+    LayerNorm eps 1e-6, no layer scale, no pre-norm, class-token pooling, biased 1024->768 head."""
+    for name, grid in (("atm_eva02_large_patch14_clip_224", 16), ("atm_eva02_large_patch14_clip_336", 24)):
+        with torch.device("meta"):
+            b = timm.create_model(name).backbone
+        blk = b.blocks[0]
+        assert (len(b.blocks), b.embed_dim, blk.attn.num_heads) == (24, 1024, 16)
+        assert blk.mlp.fc1_g.out_features == int(1024 * 2.6667) == 2730
+        assert all(n.eps == 1e-6 for n in (blk.norm1, blk.norm2, blk.attn.norm, blk.mlp.norm, b.norm))
+        assert blk.gamma_1 is None and blk.gamma_2 is None
+        assert isinstance(b.norm_pre, nn.Identity) and isinstance(b.fc_norm, nn.Identity) and b.global_pool == "token"
+        assert blk.attn.k_proj.bias is None and blk.attn.q_proj.bias is not None
+        assert b.patch_embed.proj.bias is not None and b.pos_embed.shape == (1, grid * grid + 1, 1024)
+        assert tuple(b.patch_embed.grid_size) == (grid, grid) and b.num_prefix_tokens == 1

@@ -66,7 +66,7 @@ class VideoResNet(VideoClassifier):
             raise ValueError(f"unknown temporal module {temporal!r} for a ResNet; choose from "
                              f"{', '.join(CNN_TEMPORAL)} (TokenShift / TokenT1D act on ViT class tokens)")
         stages = self.stages_of(backbone)
-        if not 0 <= atm_after_blocks < len(stages):
+        if atm.ops and not 0 <= atm_after_blocks < len(stages):
             raise ValueError(f"atm_after_blocks={atm_after_blocks} is out of range for a {len(stages)}-stage "
                              f"ResNet: choose 0..{len(stages) - 1} (the number of stages before ATM)")
         self.temporal_name, self.atm_after_blocks = temporal, atm_after_blocks

@@ -127,7 +127,7 @@ class VideoViT(VideoClassifier):
             raise TypeError(f"VideoViT drives timm Block / EvaBlock layers, this backbone has {kinds}")
         depth, embed_dim = len(blocks), backbone.embed_dim
         super().__init__(num_frames, num_classes, proj_dim or embed_dim, dropout, head_init)
-        if not 0 <= atm_after_blocks < depth:
+        if atm.ops and not 0 <= atm_after_blocks < depth:
             raise ValueError(f"atm_after_blocks={atm_after_blocks} is out of range for a {depth}-block "
                              f"backbone: choose 0..{depth - 1} (the number of blocks before ATM)")
         self.grid = tuple(backbone.patch_embed.grid_size)
