@@ -1,6 +1,7 @@
 """Pretrained weights: OpenAI CLIP (state dict and TorchScript archive), timm, EVA-CLIP, video-model
 checkpoints and the official ATM code's checkpoints round-trip into the video models; bad files fail
 clearly. Nothing is downloaded: every checkpoint is written here, key by key, from random tensors."""
+import argparse
 import logging
 import re
 
@@ -270,6 +271,22 @@ def test_official_checkpoint_loads_every_tensor_and_round_trips(tmp_path, name, 
     x = torch.randn(2, 2, 3, kwargs["img_size"], kwargs["img_size"])
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+
+
+def test_official_checkpoints_with_their_training_state(tmp_path):
+    """The official script's other files: DeepSpeed with the EMA in its client state (the model is
+    ``module``), and without DeepSpeed ``checkpoint-N.pth`` holding ``model`` beside its argparse arguments."""
+    source = randomised(timm.create_model(CLIP, **CLIP_TINY), seed=14)
+    layout = official_layout(source)
+    ema = {k: torch.zeros_like(v) for k, v in layout.items()}
+    (tmp_path / "checkpoint-1").mkdir()
+    torch.save({"module": layout, "model_ema": ema, "epoch": 1}, tmp_path / "checkpoint-1/mp_rank_00_model_states.pt")
+    torch.save({"model": layout, "optimizer": {"state": {}, "param_groups": []}, "epoch": 2, "scaler": {"scale": 1024.0},
+                "args": argparse.Namespace(model="ViT-B/16", lr=7e-4)}, tmp_path / "checkpoint-2.pth")
+    for path in (tmp_path / "checkpoint-1", tmp_path / "checkpoint-2.pth"):
+        model = timm.create_model(CLIP, **CLIP_TINY)
+        load_video_weights(model, path, strict=True)
+        assert torch.equal(model.head.weight, source.head.weight), path
 
 
 def test_official_checkpoint_gives_the_output_of_our_own_checkpoint(tmp_path):

@@ -12,6 +12,7 @@ initialisation and are reported, unless ``strict`` asks for every tensor.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import re
 import warnings
@@ -25,7 +26,8 @@ from timm.models import clean_state_dict
 
 _logger = logging.getLogger(__name__)
 
-_CONTAINER_KEYS = ("state_dict", "model", "model_ema", "module")
+# the official script saves DeepSpeed's model as "module" beside its EMA in "model_ema"
+_CONTAINER_KEYS = ("state_dict", "model", "module", "model_ema")
 _SHOWN = 8  # names listed per category in messages
 
 
@@ -95,7 +97,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except RuntimeError:
         pass  # not a TorchScript archive
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals([argparse.Namespace]):  # the official script's saved arguments
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"{path} is not a checkpoint torch can read ({type(e).__name__}: "
                          f"{str(e).splitlines()[0] if str(e) else ''})") from e
