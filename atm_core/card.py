@@ -247,8 +247,8 @@ def render(rows: list[dict[str, Any]]) -> str:
             "",
             "## Reference configuration",
             "",
-            "CLIP ViT-B/16 (QuickGELU), 8 frames at 224x224, T1D in every block, ATM(mul, sub) before "
-            "block 7, 174 classes; reference figures measured with fvcore on the reference code "
+            "CLIP ViT-B/16 (QuickGELU), 8 frames at 224x224, T1D in every block, ATM(mul, sub) after "
+            "7 of 12 blocks, 174 classes; reference figures measured with fvcore on the reference code "
             "(docs: `DESIGN.md` section 2).",
             "",
             "| quantity | this project | reference | difference |",
