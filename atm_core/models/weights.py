@@ -198,7 +198,7 @@ def _rename(name: str, rows: tuple[tuple[str, str], ...], **fields: str) -> Opti
 
 
 def _atm_prefix(model: nn.Module) -> str:
-    block = "visual.blocks" if getattr(model, "is_eva", False) else "visual.transformer.resblocks"
+    block = "visual.blocks" if model.is_eva else "visual.transformer.resblocks"
     return f"{block}.{model.atm_after_blocks}.control_point_c."
 
 
@@ -211,8 +211,8 @@ def _check_official_ops(model: nn.Module) -> None:
                          f"at most once; this model's ATM runs {', '.join(model.atm.ops)}, which it cannot hold")
 
 
-def official_name(model: nn.Module, key: str) -> str:
-    """The official code's name of the video model's tensor ``key``."""
+def official_name(model: nn.Module, key: str) -> Optional[str]:
+    """The official code's name of the video model's tensor ``key`` (None: it has none)."""
     if key.startswith("atm."):
         index, rest = key.split(".", 2)[1:]
         op = model.atm[int(index)].op
