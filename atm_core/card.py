@@ -157,7 +157,7 @@ def card_row(name: str) -> dict[str, Any]:
     atm_params = sum(p.numel() for p in model.atm.parameters()) if model.atm is not None else 0
     return dict(
         model=name, backbone=SPECS[name].arch, temporal=model.temporal_name,
-        atm="+".join(model.atm.ops) if model.atm is not None else "-", atm_layer=model.atm_layer,
+        atm="+".join(model.atm.ops) if model.atm is not None else "-", atm_after_blocks=model.atm_after_blocks,
         frames=frames, size=f"{size[1]}x{size[2]}", classes=model.num_classes,
         params=params, params_no_atm=params - atm_params, atm_params=atm_params,
         gmac=count.total / 1e9, gmac_no_attention=count.without_attention / 1e9,
@@ -180,13 +180,13 @@ def render(rows: list[dict[str, Any]]) -> str:
         "products of attention, which fvcore skips unless given a handle. \"no ATM\" = the same model "
         "with `atm_ops=()`. Regenerate: `python -m atm_core.card`.",
         "",
-        "| model | backbone | temporal | ATM (before block/stage) | frames | input | classes | params | "
+        "| model | backbone | temporal | ATM (after blocks/stages) | frames | input | classes | params | "
         "params no ATM | G(MAC) | G(MAC) no attn | G(MAC) no ATM | G(MAC) no ATM, no attn | ATM G(MAC) |",
         "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model']} | {r['backbone']} | {r['temporal']} | {r['atm']} ({r['atm_layer']}) | {r['frames']} "
+            f"| {r['model']} | {r['backbone']} | {r['temporal']} | {r['atm']} ({r['atm_after_blocks']}) | {r['frames']} "
             f"| {r['size']} | {r['classes']} | {r['params']:,} | {r['params_no_atm']:,} | {r['gmac']:.2f} "
             f"| {r['gmac_no_attention']:.2f} | {r['gmac_no_atm']:.2f} | {r['gmac_no_atm_no_attention']:.2f} "
             f"| {r['atm_gmac']:.3f} |")
@@ -205,7 +205,7 @@ def render(rows: list[dict[str, Any]]) -> str:
             "## Reference configuration",
             "",
             "CLIP ViT-B/16 (QuickGELU), 8 frames at 224x224, T1D in every block, ATM(mul, sub) after "
-            "7 blocks, 174 classes; reference figures measured with fvcore on the reference code "
+            "7 of 12 blocks, 174 classes; reference figures measured with fvcore on the reference code "
             "(see `docs/technical.md`).",
             "",
             "| quantity | this project | reference | difference |",

@@ -144,10 +144,10 @@ def test_full_size_ssv1_recipe_step_on_cpu():
     # 14 layer ids (embeddings, 12 blocks, head): decay 0.70 per layer below the head
     assert scale["head.weight"] == 1.0
     assert scale["backbone.patch_embed.proj.weight"] == pytest.approx(0.70 ** 13)
-    block7 = scale["backbone.blocks.6.attn.qkv.weight"]
-    assert block7 == pytest.approx(0.70 ** 6)  # layer id 7 of 0..13
+    block7 = scale["backbone.blocks.7.attn.qkv.weight"]  # the block ATM runs before, after 7 blocks
+    assert block7 == pytest.approx(0.70 ** 5)  # layer id 8 of 0..13
     atm = [n for n in params if n.startswith("atm.")]
-    assert atm and all(scale[n] == block7 for n in atm)  # ATM takes the depth of block 7
+    assert atm and all(scale[n] == block7 for n in atm)  # ATM takes the depth of blocks[7]
     model.train()
     clip = torch.randn(1, 8, 3, 224, 224)
     loss = criterion(model(clip), torch.tensor([86]))

@@ -1,8 +1,12 @@
-"""Video models: registration, parameter counts, block wiring, invariances, errors, optimiser groups."""
+"""Video models: registration, parameter counts, block wiring, invariances, errors, optimiser groups,
+and the EVA02 towers against the reference's EVA-CLIP computation."""
+import math
+
 import pytest
 import timm
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.models import group_parameters
 from timm.models.vision_transformer_hybrid import ConvStem
 from timm.optim import param_groups_layer_decay
@@ -14,7 +18,7 @@ from atm_core.temporal import shift_frames
 
 TINY = "atm_vit_tiny_patch8_64"
 # a 2-block EVA02 (rotary embeddings, SwiGLU, layer-scale-free) small enough for the CPU
-TINY_EVA = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, atm_layer=2)
+TINY_EVA = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, atm_after_blocks=1)
 TINY_RESNET = dict(layers=[1, 1, 1, 1])
 
 
@@ -52,7 +56,7 @@ def test_all_models_registered_after_importing_the_package():
 def test_reference_configuration_has_the_reference_parameter_count():
     with torch.device("meta"):
         model = timm.create_model("atm_vit_base_patch16_clip_224", num_frames=8, num_classes=174,
-                                  temporal="tokent1d", atm_ops=("mul", "sub"), atm_layer=7)
+                                  temporal="tokent1d", atm_ops=("mul", "sub"))
     assert n_params(model) == 87_884_346
     # the parts: OpenAI CLIP ViT-B/16 image tower with its bias-free 768->512 projection,
     # T1D twice per block (2 * 3 * 768 each), ATM(mul, sub) at C=768, Linear(512, 174)
@@ -73,7 +77,7 @@ def test_large_models_project_to_clip_embeddings(name, embed, proj_bias):
     with torch.device("meta"):
         model = timm.create_model(name, num_classes=10)
     assert model.proj.weight.shape == (embed, 1024) and (model.proj.bias is not None) == proj_bias
-    assert model.atm_layer == 14 and len(model.backbone.blocks) == 24
+    assert model.atm_after_blocks == 14 and len(model.backbone.blocks) == 24
     assert n_params(model.atm) == 1_874_828
     assert model.head.weight.shape == (10, embed)
 
@@ -81,7 +85,7 @@ def test_large_models_project_to_clip_embeddings(name, embed, proj_bias):
 def test_every_registered_model_runs_at_a_small_size():
     shapes = {TINY: {}, "atm_eva02_large_patch14_clip_224": TINY_EVA, "atm_resnet50": TINY_RESNET,
               "atm_vit_base_patch16_clip_224": dict(embed_dim=32, depth=2, num_heads=2, img_size=32,
-                                                    atm_layer=2, proj_dim=16)}
+                                                    atm_after_blocks=1, proj_dim=16)}
     for name, kwargs in shapes.items():
         model = timm.create_model(name, num_frames=4, num_classes=3, **kwargs).eval()
         size = model.pretrained_cfg["input_size"][-1] if name != "atm_resnet50" else 64
@@ -140,7 +144,7 @@ def test_block_halves_compose_to_the_timm_block(family):
         rope, kwargs = None, {}
     else:
         backbone = timm.create_model("eva02_large_patch14_clip_224", num_classes=0, init_values=0.3,
-                                     **{k: v for k, v in TINY_EVA.items() if k != "atm_layer"})
+                                     **{k: v for k, v in TINY_EVA.items() if k != "atm_after_blocks"})
         rope = backbone.rope.get_embed()
         kwargs = {"rope": rope}
     block = backbone.blocks[0].eval()
@@ -148,9 +152,15 @@ def test_block_halves_compose_to_the_timm_block(family):
     torch.testing.assert_close(mlp_half(block, attention_half(block, x, rope)), block(x, **kwargs))
 
 
-def test_modules_run_in_reference_order_inside_blocks():
-    """ATM before block ``atm_layer`` (1-based), then T1D, attention, T1D, MLP in every block."""
-    model = tiny(temporal="tokent1d", atm_layer=3)
+@pytest.mark.parametrize("family", ["vit", "eva"])
+def test_modules_run_in_reference_order_inside_blocks(family):
+    """ATM after ``atm_after_blocks`` blocks, then T1D, attention, T1D, MLP in every block (the
+    reference's control_point_c, control_point1, attention, control_point2, MLP, in CLIP and EVA alike)."""
+    if family == "vit":
+        model = tiny(temporal="tokent1d", atm_after_blocks=2)
+    else:
+        model = timm.create_model("atm_eva02_large_patch14_clip_224", num_frames=4, num_classes=5,
+                                  **{**TINY_EVA, "depth": 4, "atm_after_blocks": 2}).eval()
     calls = []
     watched = {"atm": model.atm}
     for i, block in enumerate(model.backbone.blocks):
@@ -158,11 +168,116 @@ def test_modules_run_in_reference_order_inside_blocks():
                     f"mid{i}": model.temporal[i].mid, f"mlp{i}": block.mlp}
     for label, module in watched.items():
         module.register_forward_pre_hook(lambda m, a, label=label: calls.append(label))
-    model(clips())
+    model(clips(size=model.pretrained_cfg["input_size"][-1]))
     expected = []
     for i in range(len(model.backbone.blocks)):
         expected += (["atm"] if i == 2 else []) + [f"pre{i}", f"attn{i}", f"mid{i}", f"mlp{i}"]
     assert calls == expected
+    # around ATM: the class token passes untouched, the patch tokens fold row-major into the grid
+    tokens = torch.randn(8, 1 + model.grid[0] * model.grid[1], model.embed_dim)
+    with torch.no_grad():
+        out = model.apply_atm(tokens)
+        grid = tokens[:, 1:].transpose(1, 2).reshape(8, model.embed_dim, *model.grid)
+        expected_patches = model.atm(grid).flatten(2).transpose(1, 2)
+    assert torch.equal(out[:, 0], tokens[:, 0])
+    torch.testing.assert_close(out[:, 1:], expected_patches)
+    assert not torch.allclose(out[:, 1:], tokens[:, 1:])
+
+
+# the reference calls make_ATM(visual, T, locations_list=[start]) with start = 7 (12 blocks) or 14,
+# which sets resblocks[start].control_point_c, the first thing that block runs
+@pytest.mark.parametrize("name, depth, after", [
+    ("atm_vit_base_patch16_clip_224", 12, 7),
+    ("atm_vit_large_patch14_clip_224", 24, 14),
+    ("atm_eva02_large_patch14_clip_224", 24, 14),
+    ("atm_eva02_large_patch14_clip_336", 24, 14),
+])
+def test_atm_receives_the_output_of_the_reference_number_of_blocks(name, depth, after):
+    patch = 16 if "patch16" in name else 14
+    assert SPECS[name].atm_after_blocks == after  # of `depth` blocks (test_large_models_... counts them)
+    # narrow, and two blocks past ATM are enough to tell the neighbouring positions apart
+    model = timm.create_model(name, num_frames=2, num_classes=3, temporal="tsn", embed_dim=32, num_heads=2,
+                              img_size=2 * patch, depth=after + 2).eval()
+    assert model.atm_after_blocks == after
+    received = []
+    model.atm.register_forward_pre_hook(lambda m, args: received.append(args[0]))
+    frames = torch.randn(2, 3, 2 * patch, 2 * patch)
+    with torch.no_grad():
+        model.forward_frames(frames)
+        b = model.backbone  # timm's own modules, block by block
+        x = b.patch_embed(frames)
+        x, rope = b._pos_embed(x) if model.is_eva else (b._pos_embed(x), None)
+        x = b.norm_pre(x)
+        outputs = []
+        for block in b.blocks:
+            x = block(x) if rope is None else block(x, rope=rope)
+            outputs.append(x[:, 1:].transpose(1, 2).reshape(2, 32, 2, 2))
+    assert len(received) == 1
+    torch.testing.assert_close(received[0], outputs[after - 1])
+    for moved in (after - 2, after):  # one block earlier or later is another tensor
+        assert not torch.allclose(received[0], outputs[moved])
+
+
+def test_resnet_atm_receives_the_output_of_its_first_two_stages():
+    model = timm.create_model("atm_resnet50", num_frames=2, num_classes=3, temporal="tsn", **TINY_RESNET).eval()
+    assert model.atm_after_blocks == 2
+    received = []
+    model.atm.register_forward_pre_hook(lambda m, args: received.append(args[0]))
+    frames = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        model.forward_frames(frames)
+        b = model.backbone
+        x = b.maxpool(b.act1(b.bn1(b.conv1(frames))))
+        two = b.layer2(b.layer1(x))
+    torch.testing.assert_close(received[0], two)
+    assert received[0].shape[1] == model.atm[0].reduce[0].in_channels == 512
+
+
+@pytest.mark.parametrize("name", ["atm_vit_base_patch16_clip_224", "atm_eva02_large_patch14_clip_224"])
+def test_paper_models_keep_the_default_linear_initialisation(name):
+    """The reference's classifier is nn.Linear(embed_dim, num_classes) as PyTorch initialises it:
+    weight and bias uniform in +-1/sqrt(fan_in); the tiny CPU model keeps std 0.02 and a zero bias."""
+    model = timm.create_model(name, embed_dim=32, num_heads=2, depth=1, img_size=32 if "16" in name else 28,
+                              atm_after_blocks=0, num_classes=200)
+    head, bound = model.head, model.head.in_features ** -0.5
+    assert model.head.in_features == (512 if "vit" in name else 768)
+    for tensor in (head.weight, head.bias):
+        assert tensor.abs().max() <= bound and tensor.abs().max() > 0.9 * bound
+    torch.testing.assert_close(head.weight.std().item(), bound / 3 ** 0.5, rtol=0.02, atol=0)
+    model.reset_classifier(7)
+    assert model.head.bias.abs().max() > 0
+    small = tiny(num_classes=200).head
+    assert not small.bias.any()
+    torch.testing.assert_close(small.weight.std().item(), 0.02, rtol=0.05, atol=0)
+
+
+def test_the_placement_key_of_the_config():
+    from atm_core.engine import ConfigError, load_config
+    from atm_core.engine.builders import build_model
+
+    with pytest.raises(ConfigError, match=r"unknown key 'model\.atm_layer'; it is now 'model\.atm_after_blocks'"):
+        load_config(None, ["model.atm_layer=7"])
+    with pytest.raises(ConfigError, match=r"key 'model\.atm_after_blocks' must be >= 0, got -1"):
+        load_config(None, ["model.atm_after_blocks=-1"])
+    cfg = load_config(None, ["model.atm_after_blocks=4"])
+    with pytest.raises(ConfigError, match=r"atm_after_blocks=4 is out of range for a 4-block backbone: choose 0\.\.3"):
+        build_model(cfg, num_classes=3, img_size=64)
+    assert build_model(load_config(None, ["model.atm_after_blocks=2"]), 3, 64).atm_after_blocks == 2
+    assert build_model(load_config(None), 3, 64).atm_after_blocks == 0  # the tiny model's default
+
+
+def test_atm_options_reach_the_blocks_once_built():
+    from atm_core.models import ATMOptions
+
+    options = ATMOptions(ops=["sub", "div"], hidden=8, width=16, context=3, residual="identity")
+    model = tiny(atm=options)
+    assert options.ops == ("sub", "div") and model.atm.ops == ("sub", "div")
+    assert [(b.op, b.reduce[0].out_channels, b.fuse[0].out_channels, b.context, b.residual) for b in model.atm] == \
+        [("sub", 8, 16, 3, "identity"), ("div", 8, 16, 3, "identity")]
+    assert ATMOptions(ops=()).build(32, 4) is None
+    assert ATMOptions().updated({"atm_hidden": 8, "atm_width": None}) == ATMOptions(hidden=8)
+    assert ATMOptions.keyword_names() == ("atm_ops", "atm_hidden", "atm_width", "atm_context", "atm_residual",
+                                          "atm_downsample", "atm_impl")
 
 
 def test_t1d_with_identity_kernels_equals_tsn():
@@ -269,8 +384,9 @@ def test_backward_reaches_every_parameter():
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(atm_layer=0), r"atm_layer=0 is out of range for a 4-block backbone: choose 1\.\.4"),
-    (dict(atm_layer=5), r"atm_layer=5 is out of range for a 4-block backbone"),
+    (dict(atm_after_blocks=-1), r"atm_after_blocks=-1 is out of range for a 4-block backbone: choose 0\.\.3"),
+    (dict(atm_after_blocks=4), r"atm_after_blocks=4 is out of range for a 4-block backbone: choose 0\.\.3"),
+    (dict(atm=atm_core.models.ATMOptions(), atm_ops=("sub",)), r"either as atm=ATMOptions\(...\) or as keywords, not both \(got atm= and atm_ops\)"),
     (dict(temporal="lstm"), r"unknown temporal module 'lstm'; choose from tsn, tsm, tokenshift, tokent1d"),
     (dict(img_size=(64, 96)), r"ATM needs a square token grid, got 8x12 patches \(img_size \(64, 96\), tokens of 8x8 pixels\)"),
     (dict(atm_ops=("mul", "pow")), r"unknown ATM op 'pow'"),
@@ -290,8 +406,8 @@ def test_non_square_grid_is_fine_without_atm():
 def test_resnet_errors():
     with pytest.raises(ValueError, match=r"unknown temporal module 'tokent1d' for a ResNet; choose from tsn, tsm"):
         timm.create_model("atm_resnet50", temporal="tokent1d", **TINY_RESNET)
-    with pytest.raises(ValueError, match=r"atm_layer=5 is out of range for a 4-stage ResNet"):
-        timm.create_model("atm_resnet50", atm_layer=5, **TINY_RESNET)
+    with pytest.raises(ValueError, match=r"atm_after_blocks=4 is out of range for a 4-stage ResNet: choose 0\.\.3"):
+        timm.create_model("atm_resnet50", atm_after_blocks=4, **TINY_RESNET)
 
 
 def test_inputs_with_the_wrong_number_of_frames_fail_clearly():
@@ -308,21 +424,21 @@ def test_inputs_with_the_wrong_number_of_frames_fail_clearly():
 
 def test_atm_and_temporal_modules_share_the_layer_id_of_their_block():
     with torch.device("meta"):
-        model = timm.create_model("atm_vit_base_patch16_clip_224", atm_layer=7)
+        model = timm.create_model("atm_vit_base_patch16_clip_224")  # ATM after 7 blocks, before blocks[7]
     layers = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
-    block7 = layers["backbone.blocks.6.attn.qkv.weight"]  # 1-based block 7
+    block7 = layers["backbone.blocks.7.attn.qkv.weight"]
     assert layers["atm.0.reduce.0.weight"] == layers["atm.1.proj.weight"] == block7
-    assert layers["temporal.6.pre.conv.weight"] == layers["temporal.6.mid.conv.weight"] == block7
-    assert layers["backbone.blocks.5.mlp.fc2.bias"] == block7 - 1
+    assert layers["temporal.7.pre.conv.weight"] == layers["temporal.7.mid.conv.weight"] == block7
+    assert layers["backbone.blocks.6.mlp.fc2.bias"] == block7 - 1
     assert layers["backbone.pos_embed"] == layers["backbone.patch_embed.proj.weight"] == 0
-    assert layers["backbone.blocks.0.norm1.weight"] == 1 and block7 == 7
+    assert layers["backbone.blocks.0.norm1.weight"] == 1 and block7 == 8
     assert layers["backbone.norm.weight"] < layers["proj.weight"] == layers["head.weight"] == max(layers.values())
 
     groups = param_groups_layer_decay(model, weight_decay=0.05, no_weight_decay_list=model.no_weight_decay(),
                                       layer_decay=0.7)
     scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
     named = dict(model.named_parameters())
-    assert scale[id(named["atm.0.reduce.0.weight"])] == scale[id(named["backbone.blocks.6.mlp.fc1.weight"])]
+    assert scale[id(named["atm.0.reduce.0.weight"])] == scale[id(named["backbone.blocks.7.mlp.fc1.weight"])]
     assert scale[id(named["head.weight"])] == 1.0
 
 
@@ -359,6 +475,87 @@ def test_atm_widths_and_downsampling_reach_the_blocks():
     assert model.atm[0].encoder[-1][0].out_channels == 16
     x = clips()
     assert model(x).shape == (2, 5)
-    vit_b = timm.create_model("atm_vit_base_patch16_clip_224", depth=1, atm_layer=1, num_classes=3)
+    vit_b = timm.create_model("atm_vit_base_patch16_clip_224", depth=1, atm_after_blocks=0, num_classes=3)
     assert [(b.reduce[0].out_channels, b.fuse[0].out_channels, b.downsample) for b in vit_b.atm] == \
         [(64, 64, False)] * 2
+
+
+# ---------------------------------------------------------------- EVA02 against the reference's EVA-CLIP tower
+
+def reference_rope_tables(head_dim: int, grid: int, pretrain_grid: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's rotary tables (eva_clip/rope.py, VisionRotaryEmbeddingFast with intp_freq), written
+    from its formula: half the head width per axis, frequencies 10000^(-2k/d), positions on the
+    pretraining grid's scale, each frequency repeated for a pair of channels; rows first, then columns."""
+    dim = head_dim // 2
+    freqs = 1.0 / 10000 ** (torch.arange(0, dim, 2).float() / dim)
+    pos = torch.arange(grid) / grid * pretrain_grid
+    axis = torch.repeat_interleave(pos[:, None] * freqs[None], 2, dim=-1)  # (grid, dim)
+    table = torch.cat([axis[:, None].expand(grid, grid, dim), axis[None].expand(grid, grid, dim)], -1)
+    table = table.reshape(grid * grid, head_dim)
+    return table.cos(), table.sin()
+
+
+def reference_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    pairs = x.unflatten(-1, (-1, 2))
+    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).flatten(-2)  # (x1, x2) -> (-x2, x1)
+    return x * cos + rotated * sin
+
+
+def reference_eva_tower(b: nn.Module, proj: nn.Linear, frames: torch.Tensor) -> torch.Tensor:
+    """EVA02-CLIP's visual tower as the reference computes it (eva_vit_model.py with the EVA02-CLIP-L-14
+    configs: rope, subln, naiveswiglu, xattn, no layer scale, class-token output), written out with
+    the weights of timm's modules under the reference's names in the comments."""
+    ln = lambda x, norm: F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, 1e-6)  # noqa: E731
+    x = F.conv2d(frames, b.patch_embed.proj.weight, b.patch_embed.proj.bias, stride=14).flatten(2).transpose(1, 2)
+    x = torch.cat([b.cls_token.expand(x.shape[0], -1, -1), x], 1) + b.pos_embed
+    heads = b.blocks[0].attn.num_heads
+    cos, sin = reference_rope_tables(x.shape[-1] // heads, math.isqrt(x.shape[1] - 1))
+    for blk in b.blocks:
+        a = blk.attn
+        y = ln(x, blk.norm1)
+        q = F.linear(y, a.q_proj.weight, a.q_proj.bias)  # q_bias
+        k = F.linear(y, a.k_proj.weight)  # no k bias
+        v = F.linear(y, a.v_proj.weight, a.v_proj.bias)  # v_bias
+        q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in (q, k, v))
+        q = torch.cat([q[:, :, :1], reference_rotate(q[:, :, 1:], cos, sin)], 2)  # not the class token
+        k = torch.cat([k[:, :, :1], reference_rotate(k[:, :, 1:], cos, sin)], 2)
+        attn = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+        o = (attn @ v).transpose(1, 2).flatten(2)
+        x = x + F.linear(ln(o, a.norm), a.proj.weight, a.proj.bias)  # inner_attn_ln, proj
+        y = ln(x, blk.norm2)
+        m = blk.mlp
+        hidden = F.silu(F.linear(y, m.fc1_g.weight, m.fc1_g.bias)) * F.linear(y, m.fc1_x.weight, m.fc1_x.bias)  # w1, w2
+        x = x + F.linear(ln(hidden, m.norm), m.fc2.weight, m.fc2.bias)  # ffn_ln, w3
+    return proj(ln(x, b.norm)[:, 0])  # norm (use_mean_pooling=False), class token, head
+
+
+@pytest.mark.parametrize("name, size", [("atm_eva02_large_patch14_clip_224", 224),
+                                        ("atm_eva02_large_patch14_clip_336", 336)])
+def test_eva02_frames_match_the_reference_tower(name, size):
+    """Head width 64 and the real token grids (16x16, 24x24 on a 16x16 pretraining grid) at two heads."""
+    model = timm.create_model(name, embed_dim=128, num_heads=2, depth=2, num_frames=1, num_classes=0,
+                              temporal="tsn", atm_ops=()).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1 + (1.0 if p.dim() == 1 and p.shape[0] > 0 else 0.0))
+        frames = torch.randn(1, 3, size, size, generator=g)
+        torch.testing.assert_close(model.forward_frames(frames),
+                                   reference_eva_tower(model.backbone, model.proj, frames), rtol=1e-4, atol=1e-4)
+
+
+def test_eva02_large_has_the_reference_configuration():
+    """EVA02-CLIP-L-14(-336).json: 24 blocks of width 1024, 16 heads, SwiGLU hidden int(1024 * 2.6667),
+    LayerNorm eps 1e-6, no layer scale, no pre-norm, class-token pooling, biased 1024->768 head."""
+    for name, grid in (("atm_eva02_large_patch14_clip_224", 16), ("atm_eva02_large_patch14_clip_336", 24)):
+        with torch.device("meta"):
+            b = timm.create_model(name).backbone
+        blk = b.blocks[0]
+        assert (len(b.blocks), b.embed_dim, blk.attn.num_heads) == (24, 1024, 16)
+        assert blk.mlp.fc1_g.out_features == int(1024 * 2.6667) == 2730
+        assert all(n.eps == 1e-6 for n in (blk.norm1, blk.norm2, blk.attn.norm, blk.mlp.norm, b.norm))
+        assert blk.gamma_1 is None and blk.gamma_2 is None
+        assert isinstance(b.norm_pre, nn.Identity) and isinstance(b.fc_norm, nn.Identity) and b.global_pool == "token"
+        assert blk.attn.k_proj.bias is None and blk.attn.q_proj.bias is not None
+        assert b.patch_embed.proj.bias is not None and b.pos_embed.shape == (1, grid * grid + 1, 1024)
+        assert tuple(b.patch_embed.grid_size) == (grid, grid) and b.num_prefix_tokens == 1

@@ -86,9 +86,10 @@ def build_model(cfg: Config, num_classes: int, img_size: int) -> nn.Module:
     check_model_name(m.name)
     kwargs = dict(num_classes=num_classes, num_frames=cfg.data.num_frames, temporal=m.temporal,
                   atm_ops=tuple(m.atm_ops), atm_residual=m.atm_residual, atm_context=m.atm_context,
+                  atm_impl=m.atm_impl,
                   dropout=m.dropout, drop_path_rate=m.drop_path_rate, img_size=m.img_size or img_size,
                   pretrained=m.pretrained, **m.kwargs)
-    for key in ("atm_layer", "atm_hidden", "atm_width", "atm_downsample", "conv_stem"):
+    for key in ("atm_after_blocks", "atm_hidden", "atm_width", "atm_downsample", "conv_stem"):
         if getattr(m, key) is not None:
             kwargs[key] = getattr(m, key)
     if m.pretrained_file is not None:

@@ -20,9 +20,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
+
+from ..models.weights import load_video_weights
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 TMP_PREFIX = ".tmp-"
@@ -170,24 +171,6 @@ def resolve_checkpoint(spec: str, output_dir: str | Path) -> Path:
 
 
 def load_weights(model: nn.Module, checkpoint: str | Path, use_ema: bool = False) -> None:
-    """Load model weights from a checkpoint directory (``best/`` or ``step_*``) or a file
-    (``.safetensors``, or a torch pickle holding a state dict, optionally under ``model``)."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        if use_ema:
-            ema_file = path / "ema.safetensors"
-            if not ema_file.is_file():
-                raise FileNotFoundError(f"{path} has no EMA weights (ema.safetensors); "
-                                        "train with train.ema=true or set eval.use_ema=false")
-            path = ema_file
-        else:
-            path = path / "model.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights at {path}")
-    if path.suffix == ".safetensors":
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("model", state)
-    state = {k.removeprefix("module."): v for k, v in state.items()}
-    model.load_state_dict(state)
+    """Load every tensor of ``model`` from a checkpoint directory or file (see
+    :func:`atm_core.models.weights.load_video_weights`, which this calls strictly)."""
+    load_video_weights(model, checkpoint, use_ema=use_ema, strict=True)

@@ -30,12 +30,14 @@ class ModelConfig:
     img_size: Optional[int] = None  # null = the dataset's input size
     temporal: Literal["tsn", "tsm", "tokenshift", "tokent1d"] = "tokent1d"
     atm_ops: tuple[str, ...] = ("mul", "sub")  # () = no ATM
-    atm_layer: Optional[int] = None  # 1-based block before which ATM runs; null = model default
+    # blocks (ViT) / stages (ResNet) that run before ATM, 0 = before the first; null = model default
+    atm_after_blocks: Optional[int] = None
     atm_residual: Literal["relu", "identity"] = "relu"
     atm_hidden: Optional[int] = None  # ATM's reduced width; null = model default (64 published)
     atm_width: Optional[int] = None  # ATM's encoder / transfer width; null = model default (64)
     atm_context: int = 5  # ATM's temporal context K (odd): each frame with its K-1 nearest (5 published)
     atm_downsample: Optional[bool] = None  # stride-2 ATM reduction; null = model default
+    atm_impl: Literal["auto", "plain", "cpu_fast"] = "auto"  # how ATM is computed (atm_core.atm): auto = cpu_fast on CPU
     conv_stem: Optional[tuple[int, ...]] = None  # ViT conv stem widths; null = default, [] = none
     dropout: float = 0.0  # before the classifier
     drop_path_rate: float = 0.0
@@ -152,7 +154,15 @@ def valid_keys() -> list[str]:
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
+# keys that were renamed, with what the new key means
+RENAMED = {"model.atm_layer": ("model.atm_after_blocks", "the number of blocks before ATM, "
+                                                        "the old 1-based atm_layer minus 1")}
+
+
 def _suggest(key: str) -> str:
+    if key in RENAMED:
+        new, meaning = RENAMED[key]
+        return f"; it is now '{new}' ({meaning})"
     keys = valid_keys()
     leaf_to_key = {k.split(".", 1)[1]: k for k in keys}
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
@@ -390,7 +400,7 @@ def check_values(cfg: Config) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    for key in ("model.img_size", "model.atm_layer", "model.atm_hidden",
+    for key in ("model.img_size", "model.atm_hidden",
                 "model.atm_width", "model.atm_context", "data.num_frames",
                 "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs", "optim.atm_lr_scale",
                 "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
@@ -402,9 +412,11 @@ def check_values(cfg: Config) -> None:
     for key in ("optim.lr", "optim.warmup_lr", "optim.min_lr", "optim.weight_decay",
                 "optim.warmup_epochs", "loss.label_smoothing", "loss.mixup", "loss.cutmix",
                 "data.num_workers", "train.save_every_steps", "train.save_every_minutes", "train.threads",
-                "model.dropout", "model.drop_path_rate"):
+                "model.dropout", "model.drop_path_rate", "model.atm_after_blocks"):
         section, name = key.split(".")
-        positive(key, getattr(getattr(cfg, section), name), allow_zero=True)
+        value = getattr(getattr(cfg, section), name)
+        if value is not None:
+            positive(key, value, allow_zero=True)
     if not 0 < cfg.optim.layer_decay <= 1:
         raise ConfigError(f"key 'optim.layer_decay' must be in (0, 1], got {cfg.optim.layer_decay}")
     if cfg.optim.warmup_epochs >= cfg.optim.epochs and cfg.optim.warmup_epochs > 0:

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data.errors import DataError
 from .builders import build_model, build_split, check_sample
-from .checkpoint import load_weights, resolve_checkpoint
+from ..models.weights import load_video_weights
+from .checkpoint import resolve_checkpoint
 from .config import Config, as_config
 from .inference import IndexedDataset, predict
 from .metrics import classification_metrics, write_eval
@@ -69,7 +70,7 @@ def run_evaluation(accelerator: Accelerator, cfg: Config, checkpoint: str | Path
     dataset = build_split(cfg, "test")
     check_sample(cfg, dataset, "test")
     model = build_model(cfg, len(dataset.classes), dataset.transform.input_size)
-    load_weights(model, path, use_ema=cfg.eval.use_ema)
+    load_video_weights(model, path, use_ema=cfg.eval.use_ema, strict=True)
     out_dir = Path(cfg.eval.out_dir) if cfg.eval.out_dir else Path(cfg.train.output_dir) / "eval"
     extra = {"checkpoint": str(path), "ema": cfg.eval.use_ema, "views": dataset.num_views,
              "num_clips": dataset.test_num_segment, "num_crops": dataset.num_views // dataset.test_num_segment}

@@ -11,16 +11,25 @@ import torch.nn as nn
 from ..ops import check_frames
 
 
+HEAD_INITS = ("pytorch", "trunc_normal")
+
+
 class VideoClassifier(nn.Module):
     """Base of the video models: ``(B, T, 3, H, W)`` clips -> ``(B, num_classes)`` logits.
 
     A flat ``(B*T, 3, H, W)`` batch with the frames of each clip contiguous is accepted too.
+    ``head_init``: ``"pytorch"`` keeps ``nn.Linear``'s default initialisation (the reference's
+    classifier); ``"trunc_normal"`` draws the weight from a truncated normal (std 0.02) with a zero bias.
     """
 
-    def __init__(self, num_frames: int, num_classes: int, num_features: int, dropout: float = 0.0):
+    def __init__(self, num_frames: int, num_classes: int, num_features: int, dropout: float = 0.0,
+                 head_init: str = "pytorch"):
         super().__init__()
         if num_frames < 1:
             raise ValueError(f"num_frames must be positive, got {num_frames}")
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"unknown head_init {head_init!r}; choose from {', '.join(HEAD_INITS)}")
+        self.head_init = head_init
         self.num_frames = num_frames
         self.num_classes = num_classes
         self.num_features = num_features
@@ -32,8 +41,9 @@ class VideoClassifier(nn.Module):
         if num_classes <= 0:
             return nn.Identity()
         head = nn.Linear(self.num_features, num_classes)
-        nn.init.trunc_normal_(head.weight, std=0.02)
-        nn.init.zeros_(head.bias)
+        if self.head_init == "trunc_normal":
+            nn.init.trunc_normal_(head.weight, std=0.02)
+            nn.init.zeros_(head.bias)
         return head
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:

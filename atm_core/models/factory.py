@@ -3,18 +3,20 @@
 After ``import atm_core.models``::
 
     timm.create_model("atm_vit_base_patch16_clip_224", num_frames=8, num_classes=174,
-                      temporal="tokent1d", atm_ops=("mul", "sub"), atm_layer=7)
+                      temporal="tokent1d", atm_ops=("mul", "sub"), atm_after_blocks=7)
 
-Keyword arguments: ``num_frames``, ``num_classes``, ``temporal``, ``atm_ops`` (``()`` = no
-ATM), ``atm_layer`` (1-based block / stage before which ATM runs), ``atm_residual``,
-``atm_hidden`` / ``atm_width`` (ATM's reduced and transfer widths, 64 / 64 as published),
-``atm_context`` (ATM's temporal context K, 5 as published),
-``atm_downsample`` (stride-2 reduction: on for ResNets, off for the published ViTs),
-``conv_stem`` (ViTs trained from scratch: widths of a stride-2 conv stem in place of the linear
+Keyword arguments: ``num_frames``, ``num_classes``, ``temporal``, ``atm_after_blocks`` (the
+number of backbone blocks (ViT) or stages (ResNet) that run before ATM; 0 = ATM before the
+first; the reference's ViT-B/16 runs it after 7 of 12 blocks, its 24-block models after 14),
+ATM's options either as one :class:`ATMOptions` (``atm=``) or field by field as ``atm_<field>``
+keywords: ``atm_ops`` (``()`` = no ATM), ``atm_residual``, ``atm_hidden`` / ``atm_width`` (ATM's
+reduced and transfer widths, 64 / 64 as published), ``atm_context`` (temporal context K, 5 as
+published), ``atm_downsample`` (stride-2 reduction: on for ResNets, off for the published ViTs),
+``atm_impl``; ``conv_stem`` (ViTs trained from scratch: widths of a stride-2 conv stem in place of the linear
 patch embedding, ``()`` for none; the tiny ViT's default is ``(16, 32, 64)``),
 ``dropout`` (before the classifier), ``proj_dim`` (CLIP projection width, ViTs),
 ``pretrained`` (timm hub weights of the backbone), ``pretrained_file`` (a local checkpoint,
-see :mod:`.weights`); anything else goes to the timm backbone (``img_size``,
+any checkpoint :func:`.weights.load_video_weights` reads); anything else goes to the timm backbone (``img_size``,
 ``drop_path_rate``, ``embed_dim``, ...).
 """
 from __future__ import annotations
@@ -34,7 +36,8 @@ from timm.models.vision_transformer_hybrid import ConvStem
 from .classifier import VideoClassifier
 from .resnet import VideoResNet
 from .vit import VideoViT
-from .weights import LoadReport, load_pretrained
+from .options import ATMOptions
+from .weights import LoadReport, load_video_weights
 
 _logger = logging.getLogger(__name__)
 
@@ -46,14 +49,14 @@ class BackboneSpec:
     arch: str  # timm architecture of the image backbone
     weights: Optional[str]  # timm pretrained tag used by pretrained=True (None: none exist)
     family: str  # "vit" (VisionTransformer / Eva) or "resnet"
-    atm_layer: int
+    atm_after_blocks: int  # blocks (ViT) / stages (ResNet) that run before ATM
     temporal: str
     num_classes: int
     img_size: int
     proj_dim: Optional[int] = None  # CLIP image projection after the class token
     proj_bias: bool = False
-    atm_hidden: int = 64  # ATM's reduced width D
-    atm_width: int = 64  # ATM's similarity-encoder and domain-transfer width
+    atm: ATMOptions = ATMOptions()
+    head_init: str = "pytorch"  # nn.Linear's default, as the reference's classifier
     # ViTs: widths of stride-2 3x3 conv+BN+ReLU layers that, with a 1x1 conv to the embedding
     # width, replace the linear patch embedding (patch_size must be 2 ** their number); () = none
     conv_stem: tuple[int, ...] = ()
@@ -66,31 +69,31 @@ SPECS: dict[str, BackboneSpec] = {
     # OpenAI CLIP ViT-B/16 (QuickGELU), the reference configuration
     "atm_vit_base_patch16_clip_224": BackboneSpec(
         "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_clip_quickgelu_224.openai", "vit",
-        atm_layer=7, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=512),
+        atm_after_blocks=7, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=512),
     "atm_vit_large_patch14_clip_224": BackboneSpec(
         "vit_large_patch14_clip_quickgelu_224", "vit_large_patch14_clip_quickgelu_224.openai", "vit",
-        atm_layer=14, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768),
+        atm_after_blocks=14, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768),
     # EVA02-CLIP-L/14: its projection has a bias
     "atm_eva02_large_patch14_clip_224": BackboneSpec(
         "eva02_large_patch14_clip_224", "eva02_large_patch14_clip_224.merged2b", "vit",
-        atm_layer=14, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768, proj_bias=True),
+        atm_after_blocks=14, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768, proj_bias=True),
     "atm_eva02_large_patch14_clip_336": BackboneSpec(
         "eva02_large_patch14_clip_336", "eva02_large_patch14_clip_336.merged2b", "vit",
-        atm_layer=14, temporal="tokent1d", num_classes=174, img_size=336, proj_dim=768, proj_bias=True),
-    # ImageNet ResNet-50: ATM before stage 3 (28x28 map reduced to 14x14), TSM in the residual branches
+        atm_after_blocks=14, temporal="tokent1d", num_classes=174, img_size=336, proj_dim=768, proj_bias=True),
+    # ImageNet ResNet-50: ATM after stage 2 (28x28 map reduced to 14x14), TSM in the residual branches
     "atm_resnet50": BackboneSpec(
-        "resnet50", "resnet50.a1_in1k", "resnet", atm_layer=3, temporal="tsm", num_classes=174,
-        img_size=224, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
+        "resnet50", "resnet50.a1_in1k", "resnet", atm_after_blocks=2, temporal="tsm", num_classes=174,
+        img_size=224, atm=ATMOptions(downsample=True), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
     # tiny ViT for CPU runs on the built-in benchmark, trained from scratch. ATM sits before the
     # first block (the motion cue reaches every block) at half the published widths: at 8x8 tokens
     # the published widths cost more than the whole backbone. Its 8x8-pixel tokens come from a
     # stride-8 conv stem instead of a linear patch embedding (Xiao et al., "Early Convolutions Help
-    # Transformers See Better", 2021): from scratch on 2 CPU cores, 6 epochs, ATM context 5,
-    # ATM(mul, sub) reaches 92.3 % top-1 with it, 88.3 % without (ATM(div) 91.3 / 88.3 %, ATM(sub)
-    # 87.7 % either way).
+    # Transformers See Better", 2021); README.md compares it with the linear embedding.
+    # Its classifier keeps the truncated-normal initialisation the committed results were trained
+    # with (PyTorch's default, the reference's choice, has not been measured on this model).
     "atm_vit_tiny_patch8_64": BackboneSpec(
-        "vit_tiny_patch16_224", None, "vit", atm_layer=1, temporal="tokent1d", num_classes=12,
-        img_size=64, atm_hidden=32, atm_width=32, conv_stem=(16, 32, 64),
+        "vit_tiny_patch16_224", None, "vit", atm_after_blocks=0, temporal="tokent1d", num_classes=12,
+        img_size=64, atm=ATMOptions(hidden=32, width=32), head_init="trunc_normal", conv_stem=(16, 32, 64),
         backbone_args=dict(patch_size=8, embed_dim=64, depth=4, num_heads=2)),
 }
 
@@ -141,13 +144,8 @@ def build_video_model(
     num_frames: int = 8,
     num_classes: Optional[int] = None,
     temporal: Optional[str] = None,
-    atm_ops: Sequence[str] = ("mul", "sub"),
-    atm_layer: Optional[int] = None,
-    atm_residual: str = "relu",
-    atm_hidden: Optional[int] = None,
-    atm_width: Optional[int] = None,
-    atm_context: int = 5,
-    atm_downsample: Optional[bool] = None,
+    atm: Optional[ATMOptions] = None,
+    atm_after_blocks: Optional[int] = None,
     conv_stem: Optional[Sequence[int]] = None,
     dropout: float = 0.0,
     proj_dim: Optional[int] = None,
@@ -157,14 +155,14 @@ def build_video_model(
 ) -> VideoClassifier:
     """Build the registered video model ``name`` (see the module docstring for the arguments)."""
     spec = SPECS[name]
-    if isinstance(atm_ops, str):
-        raise ValueError(f"atm_ops must be a sequence of op names, got the string {atm_ops!r}")
+    atm_keywords = {k: timm_kwargs.pop(k) for k in ATMOptions.keyword_names() if k in timm_kwargs}
+    if atm is not None and atm_keywords:
+        raise ValueError(f"give ATM's options either as atm=ATMOptions(...) or as keywords, not both "
+                         f"(got atm= and {', '.join(sorted(atm_keywords))})")
+    atm = spec.atm.updated(atm_keywords) if atm is None else atm
     num_classes = spec.num_classes if num_classes is None else num_classes
     temporal = spec.temporal if temporal is None else temporal
-    atm_layer = spec.atm_layer if atm_layer is None else atm_layer
-    atm_hidden = spec.atm_hidden if atm_hidden is None else atm_hidden
-    atm_width = spec.atm_width if atm_width is None else atm_width
-    atm_downsample = spec.family == "resnet" if atm_downsample is None else atm_downsample
+    atm_after_blocks = spec.atm_after_blocks if atm_after_blocks is None else atm_after_blocks
     conv_stem = spec.conv_stem if conv_stem is None else tuple(conv_stem)
     proj_dim = spec.proj_dim if proj_dim is None else proj_dim
     if pretrained and pretrained_file:
@@ -175,10 +173,8 @@ def build_video_model(
         timm_kwargs.pop("cache_dir", None)
     backbone = _backbone(spec, name, pretrained, proj_dim, conv_stem, timm_kwargs)
 
-    common = dict(num_frames=num_frames, num_classes=num_classes, temporal=temporal, atm_ops=tuple(atm_ops),
-                  atm_layer=atm_layer, atm_residual=atm_residual, atm_hidden=atm_hidden,
-                  atm_width=atm_width, atm_context=atm_context, atm_downsample=atm_downsample,
-                  dropout=dropout)
+    common = dict(num_frames=num_frames, num_classes=num_classes, temporal=temporal, atm=atm,
+                  atm_after_blocks=atm_after_blocks, dropout=dropout, head_init=spec.head_init)
     if spec.family == "resnet":
         model: VideoClassifier = VideoResNet(backbone, **common)
     else:
@@ -197,7 +193,7 @@ def build_video_model(
         input_size=(3, *img_size), num_frames=num_frames, num_classes=num_classes,
         mean=spec.mean, std=spec.std, interpolation="bicubic", crop_pct=1.0, classifier="head")
     if pretrained_file:
-        load_pretrained(model, pretrained_file)
+        load_video_weights(model, pretrained_file)
     elif pretrained:
         loaded = {f"backbone.{k}" for k in backbone.state_dict()} | (
             {f"proj.{k}" for k in model.proj.state_dict()} if isinstance(model.proj, nn.Linear) else set())
@@ -211,36 +207,36 @@ def build_video_model(
 
 @register_model
 def atm_vit_base_patch16_clip_224(pretrained: bool = False, **kwargs) -> VideoClassifier:
-    """OpenAI CLIP ViT-B/16 (QuickGELU, 512-d projection); T1D in every block, ATM before block 7."""
+    """OpenAI CLIP ViT-B/16 (QuickGELU, 512-d projection); T1D in every block, ATM after 7 of 12 blocks."""
     return build_video_model("atm_vit_base_patch16_clip_224", pretrained, **kwargs)
 
 
 @register_model
 def atm_vit_large_patch14_clip_224(pretrained: bool = False, **kwargs) -> VideoClassifier:
-    """OpenAI CLIP ViT-L/14 (QuickGELU, 768-d projection); ATM before block 14 of 24."""
+    """OpenAI CLIP ViT-L/14 (QuickGELU, 768-d projection); ATM after 14 of 24 blocks."""
     return build_video_model("atm_vit_large_patch14_clip_224", pretrained, **kwargs)
 
 
 @register_model
 def atm_eva02_large_patch14_clip_224(pretrained: bool = False, **kwargs) -> VideoClassifier:
-    """EVA02-CLIP-L/14 at 224 (768-d projection); ATM before block 14 of 24."""
+    """EVA02-CLIP-L/14 at 224 (768-d projection); ATM after 14 of 24 blocks."""
     return build_video_model("atm_eva02_large_patch14_clip_224", pretrained, **kwargs)
 
 
 @register_model
 def atm_eva02_large_patch14_clip_336(pretrained: bool = False, **kwargs) -> VideoClassifier:
-    """EVA02-CLIP-L/14 at 336 (768-d projection); ATM before block 14 of 24."""
+    """EVA02-CLIP-L/14 at 336 (768-d projection); ATM after 14 of 24 blocks."""
     return build_video_model("atm_eva02_large_patch14_clip_336", pretrained, **kwargs)
 
 
 @register_model
 def atm_resnet50(pretrained: bool = False, **kwargs) -> VideoClassifier:
-    """ImageNet ResNet-50 with TSM; ATM (downsample=True) before stage 3."""
+    """ImageNet ResNet-50 with TSM; ATM (downsample=True) after stage 2 of 4."""
     return build_video_model("atm_resnet50", pretrained, **kwargs)
 
 
 @register_model
 def atm_vit_tiny_patch8_64(pretrained: bool = False, **kwargs) -> VideoClassifier:
     """Tiny ViT for CPU runs: 64x64 input, 8x8 patches, width 64, 4 blocks, 2 heads; ATM (widths 32)
-    before block 1."""
+    before the first block."""
     return build_video_model("atm_vit_tiny_patch8_64", pretrained, **kwargs)

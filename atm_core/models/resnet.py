@@ -1,8 +1,8 @@
 """Video ResNet over timm's ResNet: TSM in the residual branches, ATM between two stages.
 
 The paper states ATM works in CNNs; the reference ships only the ViT path. Here ATM runs
-on the feature map entering stage ``atm_layer`` with ``downsample=True`` (the reduce conv
-halves the map, the transposed projection restores it). TSM shifts the input of every
+on the output of the first ``atm_after_blocks`` stages (0: on the stem's output) with
+``downsample=True`` (the reduce conv halves the map, the transposed projection restores it). TSM shifts the input of every
 bottleneck's first convolution, the residual-branch placement of TSM ("blockres"), through
 forward pre-hooks on this backbone's own ``conv1`` modules: timm's classes stay untouched
 and the parameter names stay those of the plain ResNet.
@@ -17,9 +17,9 @@ import torch.nn as nn
 from timm.models import checkpoint_seq
 from timm.models.resnet import ResNet
 
-from ..atm import ATM
 from ..temporal import shift_frames
 from .classifier import VideoClassifier
+from .options import ATMOptions
 
 CNN_TEMPORAL = ("tsn", "tsm")
 
@@ -46,7 +46,7 @@ class ResidualShift(nn.Module):
 
 
 class VideoResNet(VideoClassifier):
-    """A timm ResNet run on every frame, with TSM and ATM before stage ``atm_layer`` (1..4)."""
+    """A timm ResNet run on every frame, with TSM and ATM after ``atm_after_blocks`` stages (0..3)."""
 
     def __init__(
         self,
@@ -54,34 +54,28 @@ class VideoResNet(VideoClassifier):
         num_frames: int,
         num_classes: int,
         temporal: str = "tsm",
-        atm_ops: Sequence[str] = ("mul", "sub"),
-        atm_layer: int = 3,
-        atm_residual: str = "relu",
-        atm_hidden: int = 64,
-        atm_width: int = 64,
-        atm_context: int = 5,
-        atm_downsample: bool = True,
+        atm: ATMOptions = ATMOptions(downsample=True),
+        atm_after_blocks: int = 2,
         dropout: float = 0.0,
+        head_init: str = "pytorch",
     ):
         if not isinstance(backbone, ResNet):
             raise TypeError(f"VideoResNet needs a timm ResNet backbone, got {type(backbone).__name__}")
-        super().__init__(num_frames, num_classes, backbone.num_features, dropout)
+        super().__init__(num_frames, num_classes, backbone.num_features, dropout, head_init)
         if temporal not in CNN_TEMPORAL:
             raise ValueError(f"unknown temporal module {temporal!r} for a ResNet; choose from "
                              f"{', '.join(CNN_TEMPORAL)} (TokenShift / TokenT1D act on ViT class tokens)")
         stages = self.stages_of(backbone)
-        if not 1 <= atm_layer <= len(stages):
-            raise ValueError(f"atm_layer={atm_layer} is out of range for a {len(stages)}-stage ResNet: "
-                             f"choose 1..{len(stages)} (ATM runs before that stage)")
-        self.temporal_name, self.atm_layer = temporal, atm_layer
+        if atm.ops and not 0 <= atm_after_blocks < len(stages):
+            raise ValueError(f"atm_after_blocks={atm_after_blocks} is out of range for a {len(stages)}-stage "
+                             f"ResNet: choose 0..{len(stages) - 1} (the number of stages before ATM)")
+        self.temporal_name, self.atm_after_blocks = temporal, atm_after_blocks
         self.backbone = backbone
         self.temporal = None
         if temporal == "tsm":
             self.temporal = ResidualShift(num_frames)
             self.temporal.attach([block.conv1 for stage in stages for block in stage])
-        channels = stages[atm_layer - 1][0].conv1.in_channels
-        self.atm = (ATM(channels, num_frames, tuple(atm_ops), hidden=atm_hidden, downsample=atm_downsample,
-                        residual=atm_residual, width=atm_width, context=atm_context) if atm_ops else None)
+        self.atm = atm.build(stages[atm_after_blocks][0].conv1.in_channels, num_frames)
 
     @staticmethod
     def stages_of(backbone: ResNet) -> list[nn.Sequential]:
@@ -93,8 +87,8 @@ class VideoResNet(VideoClassifier):
     def forward_frames(self, frames: torch.Tensor) -> torch.Tensor:
         b = self.backbone
         x = b.maxpool(b.act1(b.bn1(b.conv1(frames))))
-        for index, stage in enumerate(self.stages_of(b), start=1):
-            if self.atm is not None and index == self.atm_layer:
+        for index, stage in enumerate(self.stages_of(b)):
+            if self.atm is not None and index == self.atm_after_blocks:
                 x = self.atm(x)
             if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
                 x = checkpoint_seq(stage, x)
@@ -110,7 +104,8 @@ class VideoResNet(VideoClassifier):
     def group_matcher(self, coarse: bool = False) -> dict:
         """timm's ResNet grouping (per block, or per stage when ``coarse``); ATM joins the first
         block of the stage it precedes."""
-        first = (self.atm_layer,) if coarse else (self.atm_layer, 0)
+        stage = self.atm_after_blocks + 1  # timm numbers the stages layer1..layer4
+        first = (stage,) if coarse else (stage, 0)
         stage_re = r"^backbone\.layer(\d+)" if coarse else r"^backbone\.layer(\d+)\.(\d+)"
         return dict(
             stem=r"^backbone\.(?:conv1|bn1|maxpool)",

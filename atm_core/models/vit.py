@@ -4,19 +4,21 @@ The backbone is an unmodified timm model built with ``num_classes=0``; the video
 drives its modules frame-batch by frame-batch so that temporal modules and ATM can sit
 between them without touching timm's classes. Per transformer block ``i`` (0-based):
 
-    ATM (only before block ``atm_layer - 1``, patch tokens as an (H, W) map)
+    ATM (only when ``i == atm_after_blocks``: it receives the output of the first
+         ``atm_after_blocks`` blocks, patch tokens as an (H, W) map)
     -> temporal ``pre`` (TSM / TokenShift / TokenT1D) on the residual stream
     -> attention half of the block
     -> temporal ``mid`` (TokenT1D only) on the residual stream
     -> MLP half of the block
 
-as in the reference, whose blocks carry hooks before attention and before the MLP.
+as in the reference, whose blocks carry hooks before attention and before the MLP and
+run ``control_point_c`` (ATM) first: ``resblocks[7]`` there is ``atm_after_blocks=7`` here.
 ATM and the temporal modules live in ``model.atm`` and ``model.temporal``, so the
 backbone's parameter names are the same in every variant and one checkpoint loads into all.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -26,9 +28,9 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter_fn
 from torch.utils.checkpoint import checkpoint
 
-from ..atm import ATM
 from ..temporal import TSM, TEMPORAL_MODULES, TokenShift, TokenT1D
 from .classifier import VideoClassifier
+from .options import ATMOptions
 
 
 class BlockTemporal(nn.Module):
@@ -95,15 +97,13 @@ class VideoViT(VideoClassifier):
         num_frames: frames per clip ``T``.
         num_classes: classifier outputs (0: return the clip embedding).
         temporal: one of ``TEMPORAL_MODULES``.
-        atm_ops: ATM operations in order; ``()`` builds no ATM (``model.atm is None``).
-        atm_layer: 1-based index of the block before which ATM runs.
-        atm_residual: ``"relu"`` (reference) or ``"identity"``.
-        atm_hidden, atm_width: ATM's reduced width and encoder / transfer width (64 and 64 in the paper).
-        atm_context: ATM's temporal context K, neighbours -(K//2)..K//2 of each frame (5 in the paper).
-        atm_downsample: run ATM on the token grid halved by a stride-2 reduction (off in the paper's ViTs).
+        atm: ATM's options; ``ops=()`` builds no ATM (``model.atm is None``).
+        atm_after_blocks: the number of transformer blocks that run before ATM (0: ATM before the
+            first block); the reference's ViT-B/16 uses 7 of 12, its 24-block models 14.
         proj_dim: width of the CLIP image projection after the class token; None for no projection.
         proj_bias: OpenAI CLIP's projection has no bias, EVA-CLIP's has one.
         dropout: dropout before the classifier.
+        head_init: the classifier's initialisation, see :class:`VideoClassifier`.
     """
 
     def __init__(
@@ -112,16 +112,12 @@ class VideoViT(VideoClassifier):
         num_frames: int,
         num_classes: int,
         temporal: str = "tokent1d",
-        atm_ops: Sequence[str] = ("mul", "sub"),
-        atm_layer: int = 7,
-        atm_residual: str = "relu",
-        atm_hidden: int = 64,
-        atm_width: int = 64,
-        atm_context: int = 5,
-        atm_downsample: bool = False,
+        atm: ATMOptions = ATMOptions(),
+        atm_after_blocks: int = 7,
         proj_dim: Optional[int] = None,
         proj_bias: bool = False,
         dropout: float = 0.0,
+        head_init: str = "pytorch",
     ):
         if not isinstance(backbone, (VisionTransformer, Eva)):
             raise TypeError(f"VideoViT needs a timm VisionTransformer or Eva backbone, got {type(backbone).__name__}")
@@ -130,24 +126,23 @@ class VideoViT(VideoClassifier):
             kinds = sorted({type(b).__name__ for b in blocks})
             raise TypeError(f"VideoViT drives timm Block / EvaBlock layers, this backbone has {kinds}")
         depth, embed_dim = len(blocks), backbone.embed_dim
-        super().__init__(num_frames, num_classes, proj_dim or embed_dim, dropout)
-        if not 1 <= atm_layer <= depth:
-            raise ValueError(f"atm_layer={atm_layer} is out of range for a {depth}-block backbone: "
-                             f"choose 1..{depth} (ATM runs before that block)")
+        super().__init__(num_frames, num_classes, proj_dim or embed_dim, dropout, head_init)
+        if atm.ops and not 0 <= atm_after_blocks < depth:
+            raise ValueError(f"atm_after_blocks={atm_after_blocks} is out of range for a {depth}-block "
+                             f"backbone: choose 0..{depth - 1} (the number of blocks before ATM)")
         self.grid = tuple(backbone.patch_embed.grid_size)
-        if atm_ops and self.grid[0] != self.grid[1]:
+        if atm.ops and self.grid[0] != self.grid[1]:
             size = tuple(backbone.patch_embed.img_size)
             token = tuple(s // g for s, g in zip(size, self.grid))  # pixels per token, stem or not
             raise ValueError(f"ATM needs a square token grid, got {self.grid[0]}x{self.grid[1]} patches "
                              f"(img_size {size}, tokens of {token[0]}x{token[1]} pixels)")
         self.embed_dim, self.depth = embed_dim, depth
-        self.temporal_name, self.atm_layer = temporal, atm_layer
+        self.temporal_name, self.atm_after_blocks = temporal, atm_after_blocks
 
         self.backbone = backbone
         self.proj = nn.Linear(embed_dim, proj_dim, bias=proj_bias) if proj_dim else nn.Identity()
         self.temporal = token_temporal(temporal, embed_dim, num_frames, depth)
-        self.atm = (ATM(embed_dim, num_frames, tuple(atm_ops), hidden=atm_hidden, downsample=atm_downsample,
-                        residual=atm_residual, width=atm_width, context=atm_context) if atm_ops else None)
+        self.atm = atm.build(embed_dim, num_frames)
 
     @property
     def is_eva(self) -> bool:
@@ -187,7 +182,7 @@ class VideoViT(VideoClassifier):
     def forward_frames(self, frames: torch.Tensor) -> torch.Tensor:
         x, rope = self.embed(frames)
         for index in range(self.depth):
-            if self.atm is not None and index == self.atm_layer - 1:
+            if self.atm is not None and index == self.atm_after_blocks:
                 x = self.apply_atm(x)
             if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
                 x = checkpoint(self.run_block, index, x, rope, use_reentrant=False)
@@ -204,13 +199,13 @@ class VideoViT(VideoClassifier):
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict:
         """Layer groups for timm's ``param_groups_layer_decay``: the temporal modules of block ``i``
-        and an ATM placed before block ``i`` share block ``i``'s layer id; projection and head come last."""
+        and an ATM placed before block ``i`` (after ``i`` blocks) share block ``i``'s layer id; projection and head come last."""
         return dict(
             stem=r"^backbone\.(?:cls_token|reg_token|pos_embed|patch_embed|norm_pre)",
             blocks=[
                 (r"^backbone\.blocks\.(\d+)", None),
                 (r"^temporal\.(\d+)\.", None),
-                (r"^atm\.", (self.atm_layer - 1,)),
+                (r"^atm\.", (self.atm_after_blocks,)),
                 (r"^backbone\.(?:norm|fc_norm)\.", (99999,)),
             ],
         )

@@ -60,9 +60,9 @@ def load_trained(cfg: Config, checkpoint: str | Path) -> tuple[torch.nn.Module, 
     """The model ``cfg`` describes with the weights of ``checkpoint``, in eval mode, and the
     validation dataset it was evaluated on."""
     from ..engine.builders import build_model, build_split
-    from ..engine.checkpoint import load_weights
+    from ..models.weights import load_video_weights
 
     dataset = build_split(cfg, "val")
     model = build_model(cfg, len(dataset.classes), dataset.transform.input_size)
-    load_weights(model, checkpoint)
+    load_video_weights(model, checkpoint, strict=True)
     return model.eval(), dataset
