@@ -390,7 +390,7 @@ def test_backward_reaches_every_parameter():
     (dict(temporal="lstm"), r"unknown temporal module 'lstm'; choose from tsn, tsm, tokenshift, tokent1d"),
     (dict(img_size=(64, 96)), r"ATM needs a square token grid, got 8x12 patches \(img_size \(64, 96\), tokens of 8x8 pixels\)"),
     (dict(atm_ops=("mul", "pow")), r"unknown ATM op 'pow'"),
-    (dict(atm_ops="mul"), r"atm_ops must be a sequence of op names"),
+    (dict(atm_ops="mul"), r"expected a sequence of ATM op names, got the string .mul."),
     (dict(pretrained=True), r"has no pretrained backbone weights"),
 ])
 def test_bad_model_arguments_fail_clearly(kwargs, message):

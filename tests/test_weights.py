@@ -349,7 +349,7 @@ def test_config_pretrained_file_takes_an_official_checkpoint(tmp_path):
 
     source = randomised(timm.create_model(CLIP, **CLIP_TINY), seed=13)
     deepspeed_checkpoint(official_layout(source), tmp_path / "checkpoint-9")
-    cfg = load_config(None, [f"model.name={CLIP}", "model.num_frames=2", "data.num_frames=2",
+    cfg = load_config(None, [f"model.name={CLIP}", "data.num_frames=2",
                              f"model.pretrained_file={tmp_path / 'checkpoint-9/mp_rank_00_model_states.pt'}",
                              "model.atm_after_blocks=1", "model.conv_stem=[]"])
     cfg.model.kwargs = {k: CLIP_TINY[k] for k in ("embed_dim", "depth", "num_heads", "proj_dim")}
