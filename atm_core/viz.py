@@ -204,6 +204,30 @@ def load_clip(video: VideoSource, cfg: Config) -> tuple[torch.Tensor, int | None
     return clip, (None if isinstance(video, (str, Path)) else label)
 
 
+def benchmark_video(class_name: str, path: str | Path, seed: int = 0) -> Path:
+    """Write one clip of the built-in benchmark's ``class_name`` (the generator's default size and
+    difficulty, drawn with ``seed``) to the ``.mp4`` file ``path``: a video to look at without the
+    benchmark on disk."""
+    from .data.synthetic import CLASSES, MOTIONS, render_clip, write_mp4
+
+    if class_name not in CLASSES:
+        raise ValueError(f"unknown benchmark class {class_name!r}; classes: {list(CLASSES)}")
+    label = CLASSES.index(class_name)
+    frames = render_clip(MOTIONS[label // 2], np.random.default_rng(seed))
+    # the second class of a pair is the first played backwards
+    write_mp4(path, np.ascontiguousarray(frames[::-1]) if label % 2 else frames)
+    return Path(path)
+
+
+def clip_stats(cfg: Config) -> tuple[Sequence[float], Sequence[float]]:
+    """The ``(mean, std)`` the recipe normalises frames with (to draw its clips)."""
+    from .data.presets import _recipe
+    from .engine.builders import dataset_options
+
+    recipe = _recipe(cfg.data.dataset, dataset_options(cfg, "val"))
+    return recipe.mean, recipe.std
+
+
 def clip_classes(cfg: Config) -> list[str]:
     """Class names of the recipe's dataset: its label file under ``data.root`` when present, else
     the built-in benchmark's names, else the preset's class ids."""
@@ -459,7 +483,7 @@ def plot_cue(frames: np.ndarray, capture: BlockCapture, clip_index: int = 0) -> 
             image = image if outside else layer
     _label_grid(axes, _offset_labels([o for _, o in shown]), [f"frame {t}" for t in range(num_frames)])
     fig.colorbar(image, ax=axes, shrink=0.8, label="cue norm over channels")
-    fig.suptitle(f"{capture.title} - {OP_TITLES[capture.op]}\n{OP_HEAT[capture.op]}; {OFFSET_ZERO_NOTE}")
+    fig.suptitle(f"{capture.title} - {OP_TITLES[capture.op]}\n{OP_HEAT[capture.op]}\n{OFFSET_ZERO_NOTE}", fontsize=10)
     return fig
 
 
@@ -509,7 +533,7 @@ def plot_displacement(frames: np.ndarray, capture: BlockCapture, clip_index: int
     fig.get_layout_engine().set(rect=(0, 0, 0.88, 1))
     fig.suptitle(f"{capture.title} - {OP_TITLES['mul']}\n"
                  "colour (and arrow where clear): where each position's content is found in frame "
-                 f"t+o; brightness: peak similarity; {OFFSET_ZERO_NOTE}")
+                 f"t+o; brightness: peak similarity\n{OFFSET_ZERO_NOTE}", fontsize=10)
     return fig
 
 
@@ -584,10 +608,12 @@ def plot_residuals(frames: np.ndarray, captures: Sequence[BlockCapture], clip_in
             image = _overlay(axes[row, t], frames[t], norm[t], cmap=HEAT_CMAP, vmin=0, vmax=vmax, alpha=0.6)
         fig.colorbar(image, ax=axes[row], shrink=0.9, label="|branch|")
     ratios = [float(n.mean() / max(i.mean(), 1e-12)) for n, i in zip(norms, inputs)]
-    _label_grid(axes, [f"block {c.index + 1} ({c.op})\n|branch|/|x| = {r:.2f}" for c, r in zip(captures, ratios)],
+    zero = ["\n(zero: output projection\nat its initial zeros)" if not n.any() else "" for n in norms]
+    _label_grid(axes, [f"block {c.index + 1} ({c.op})\n|branch|/|x| = {r:.2f}{z}"
+                       for c, r, z in zip(captures, ratios, zero)],
                 [f"frame {t}" for t in range(num_frames)])
     fig.suptitle("residual each ATM block adds back to the features (block order top to bottom)\n"
-                 "branch norm over channels; one colour scale per row")
+                 "branch norm over channels; one colour scale per row", fontsize=10)
     return fig
 
 
