@@ -82,7 +82,7 @@ def rgb_frames(frames=T, size=32):
 def check_image(fig, min_colours=20):
     image = figure_to_rgb(fig)
     width, height = fig.get_size_inches() * fig.dpi
-    assert image.shape == (round(height), round(width), 3)
+    assert image.shape[2] == 3 and abs(image.shape[0] - height) < 1 and abs(image.shape[1] - width) < 1
     assert image.dtype == np.uint8
     assert image.std() > 10
     assert len(np.unique(image.reshape(-1, 3), axis=0)) >= min_colours
@@ -431,7 +431,8 @@ def test_benchmark_video_plays_the_reversed_class_backwards(tmp_path):
 
 def test_vit_b16_at_224_gives_readable_14x14_figures(synthetic_cfg):
     cfg = load_config(SYNTHETIC, [f"data.root={synthetic_cfg.data.root}", "model.name=atm_vit_base_patch16_clip_224",
-                                  "model.num_frames=2", "model.atm_ops=[mul,sub]", "data.options={input_size: 224}"])
+                                  "model.num_frames=2", "data.num_frames=2", "model.atm_ops=[mul,sub]", "data.options={input_size: 224}", "model.img_size=224",
+                                  "model.atm_context=5"])
     torch.manual_seed(0)
     model = with_visible_branches(load_model(cfg, None, 12), std=0.01)
     clip = square_clip(frames=2, size=224, side=64, step=16, top=80, left=64)
