@@ -1,5 +1,7 @@
 """What the ATM blocks compute, as figures: cues, similarity volumes and residuals over the frames.
 
+    clip, _ = load_clip("my_video.mp4", cfg)  # the recipe's reader, sampling and eval transform
+    model = load_model(cfg, checkpoint, len(clip_classes(cfg)))
     with capture_atm(model) as captures:      # hooks record every ATMBlock's cue and branch
         model(clip[None])
     fig = plot_block(frames, captures[0])     # a matplotlib Figure
@@ -13,8 +15,11 @@ Per operation:
     position. Its arg-max is the displacement at which the neighbour frame looks most like the
     anchor (where the content went), drawn as colour (hue = direction, saturation = length)
     with the peak similarity as brightness, plus arrows; :func:`plot_similarity_patches` shows
-    the raw patch at a few points.
-  * every block: the residual branch it adds back to the features (:func:`plot_residuals`).
+    the raw patch at a few points on the moving content (:func:`moving_points`), window cells
+    outside the map as no data.
+  * every block: the residual branch it adds back to the features (:func:`plot_residuals`, one
+    colour scale per block).
+Offset 0 (a frame paired with itself) carries nothing temporal and is left out of the cue figures.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state), so they render
 in notebooks, save with :func:`save_figure` and rasterise with :func:`figure_to_rgb`.
