@@ -1,5 +1,6 @@
 """Feature-map capture and figures (atm_core.viz): values against direct computations, figure sizes
 and content for every op."""
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +15,17 @@ from atm_core.ops import OP_NAMES, mul, pair_frames
 from atm_core.viz import (
     atm_blocks,
     benchmark_video,
-    clip_classes,
-    load_clip,
-    load_model,
     capture_atm,
+    clip_classes,
     cue_norms,
     displacement_colours,
     displacement_field,
     feature_map_figures,
     figure_to_rgb,
+    load_clip,
+    load_model,
     motion_gain,
+    moving_points,
     plot_ablation,
     plot_block,
     plot_confusions,
@@ -32,7 +34,6 @@ from atm_core.viz import (
     plot_residuals,
     plot_similarity_patches,
     plot_training_curves,
-    moving_points,
     residual_norms,
     run_capture,
     save_figure,
@@ -262,7 +263,7 @@ def test_similarity_patch_marks_cells_outside_the_map_as_nan():
     inner = similarity_patch(cap, 1, 1, 4, 4)  # 4 + r = 8 is one past the last row / column
     assert np.isnan(inner[8]).all() and np.isnan(inner[:, 8]).all() and not np.isnan(inner[:8, :8]).any()
     fig = plot_similarity_patches(rgb_frames(), cap, frame=1, offset=1, points=[(0, 0)])
-    shown = [ax for ax in fig.axes if ax.get_title().startswith("point")][0].images[0].get_array()
+    shown = next(ax for ax in fig.axes if ax.get_title().startswith("point")).images[0].get_array()
     np.testing.assert_array_equal(np.ma.getmaskarray(shown), np.isnan(corner))
     check_image(fig)
 
@@ -399,7 +400,7 @@ def test_confusion_ticks_are_readable_class_names():
     assert all(t.get_rotation() == 45 for t in xticks)
     renderer = fig.canvas.get_renderer()
     boxes = [t.get_window_extent(renderer) for t in yticks]
-    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:]))  # neighbours do not collide
+    assert not any(a.overlaps(b) for a, b in itertools.pairwise(boxes))  # neighbours do not collide
 
 
 def test_load_clip_from_a_video_and_from_a_list_entry(tmp_path, synthetic_cfg):
