@@ -498,6 +498,8 @@ def _colour_wheel(ax, radius: int) -> None:
     dy, dx = np.meshgrid(span, span, indexing="ij")
     ax.imshow(displacement_colours(dy, dx, np.ones_like(dy, dtype=float), radius),
               extent=(-radius - 0.5, radius + 0.5, radius + 0.5, -radius - 0.5))
+    ax.set_xticks([-radius, 0, radius])
+    ax.set_yticks([-radius, 0, radius])
     ax.set_title("colour = displacement\n(dx right, dy down)", fontsize=8)
     ax.set_xlabel("dx (cells)", fontsize=8)
     ax.set_ylabel("dy (cells)", fontsize=8)
