@@ -1,5 +1,7 @@
 """What the ATM blocks compute, as figures: cues, similarity volumes and residuals over the frames.
 
+    clip, _ = load_clip("my_video.mp4", cfg)  # the recipe's reader, sampling and eval transform
+    model = load_model(cfg, checkpoint, len(clip_classes(cfg)))
     with capture_atm(model) as captures:      # hooks record every ATMBlock's cue and branch
         model(clip[None])
     fig = plot_block(frames, captures[0])     # a matplotlib Figure
@@ -13,8 +15,11 @@ Per operation:
     position. Its arg-max is the displacement at which the neighbour frame looks most like the
     anchor (where the content went), drawn as colour (hue = direction, saturation = length)
     with the peak similarity as brightness, plus arrows; :func:`plot_similarity_patches` shows
-    the raw patch at a few points.
-  * every block: the residual branch it adds back to the features (:func:`plot_residuals`).
+    the raw patch at a few points on the moving content (:func:`moving_points`), window cells
+    outside the map as no data.
+  * every block: the residual branch it adds back to the features (:func:`plot_residuals`, one
+    colour scale per block).
+Offset 0 (a frame paired with itself) carries nothing temporal and is left out of the cue figures.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects (no pyplot state), so they render
 in notebooks, save with :func:`save_figure` and rasterise with :func:`figure_to_rgb`.
@@ -30,12 +35,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib import colormaps
 from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from torch import nn
 
 from .atm import ATMBlock
+from .engine.config import Config
 
 OP_TITLES = {
     "add": "addition: x[t+o] + x[t]",
@@ -49,6 +57,7 @@ OP_HEAT = {
     "div": "heat = size of the log-ratio of frame t+o to frame t at each position",
 }
 HEAT_CMAP = "inferno"
+CONFUSION_TICK_SIZE = 9  # points, at the saved figures' dpi
 
 
 @dataclass
@@ -158,6 +167,104 @@ def run_capture(model: nn.Module, clip: torch.Tensor) -> list[BlockCapture]:
     return list(captures)
 
 
+# ---------------------------------------------------------------- a user's model and video
+
+VideoSource = str | Path | tuple[str | Path, int]
+
+
+def load_clip(video: VideoSource, cfg: Config) -> tuple[torch.Tensor, int | None]:
+    """One clip of ``video`` as the recipe ``cfg`` evaluates it: ``(T, 3, S, S)`` normalised, and
+    its label (``None`` for a bare path).
+
+    ``video`` is a video file or frame folder, or a list-file entry ``(list_file, line)`` (line
+    1-based; a relative list file is under ``data.root``, as are the paths inside it). Frames are
+    read by the data layer's readers, sampled as validation clips (centre of each segment) and
+    transformed by the recipe's evaluation transform (scale, centre crop, mean/std) -- the view the
+    model was validated on.
+    """
+    from .data.dataset import VideoDataset
+    from .data.lists import ClipRecord, read_list
+    from .data.presets import _recipe
+    from .data.transforms import ViewTransform
+    from .engine.builders import dataset_options
+
+    root = Path(cfg.data.root)
+    if isinstance(video, (str, Path)):
+        path = Path(video).resolve()
+        record = ClipRecord(str(path), None, 0, str(video))
+    else:
+        list_file, line = video
+        list_path = root / list_file
+        records, _ = read_list(list_path)
+        matches = [r for r in records if r.source == f"{list_path}:{line}"]
+        if not matches:
+            raise ValueError(f"{list_path}:{line}: no clip on that line (blank, a comment or past the end)")
+        record = matches[0]
+    recipe = _recipe(cfg.data.dataset, dataset_options(cfg, "val"))
+    transform = ViewTransform(recipe.input_size, recipe.scale, 1, recipe.mean, recipe.std)
+    dataset = VideoDataset([record], root, split="val", num_frames=cfg.data.num_frames, transform=transform,
+                           sampling=recipe.sampling, dense_stride=recipe.dense_stride, reader=recipe.reader,
+                           frame_template=recipe.frame_template, frame_start=recipe.frame_start)
+    clip, label = dataset[0]
+    return clip, (None if isinstance(video, (str, Path)) else label)
+
+
+def benchmark_video(class_name: str, path: str | Path, seed: int = 0) -> Path:
+    """Write one clip of the built-in benchmark's ``class_name`` (the generator's default size and
+    difficulty, drawn with ``seed``) to the ``.mp4`` file ``path``: a video to look at without the
+    benchmark on disk."""
+    from .data.synthetic import CLASSES, MOTIONS, render_clip, write_mp4
+
+    if class_name not in CLASSES:
+        raise ValueError(f"unknown benchmark class {class_name!r}; classes: {list(CLASSES)}")
+    label = CLASSES.index(class_name)
+    frames = render_clip(MOTIONS[label // 2], np.random.default_rng(seed))
+    # the second class of a pair is the first played backwards
+    write_mp4(path, np.ascontiguousarray(frames[::-1]) if label % 2 else frames)
+    return Path(path)
+
+
+def clip_stats(cfg: Config) -> tuple[Sequence[float], Sequence[float]]:
+    """The ``(mean, std)`` the recipe normalises frames with (to draw its clips)."""
+    from .data.presets import _recipe
+    from .engine.builders import dataset_options
+
+    recipe = _recipe(cfg.data.dataset, dataset_options(cfg, "val"))
+    return recipe.mean, recipe.std
+
+
+def clip_classes(cfg: Config) -> list[str]:
+    """Class names of the recipe's dataset: its label file under ``data.root`` when present, else
+    the built-in benchmark's names, else the preset's class ids."""
+    from .data import PRESETS, SYNTHETIC_CLASSES, read_labels
+
+    recipe = PRESETS[cfg.data.dataset]
+    label_file = cfg.data.options.get("label_file", recipe.label_file)
+    if label_file and (Path(cfg.data.root) / label_file).is_file():
+        return read_labels(Path(cfg.data.root) / label_file)
+    if cfg.data.dataset == "synthetic":
+        return list(SYNTHETIC_CLASSES)
+    num_classes = cfg.data.options.get("num_classes", recipe.num_classes)
+    if num_classes is None:
+        raise ValueError(f"data.dataset={cfg.data.dataset!r}: no label file at "
+                         f"{Path(cfg.data.root) / str(label_file)} and no data.options.num_classes")
+    return [str(i) for i in range(num_classes)]
+
+
+def load_model(cfg: Config, checkpoint: str | Path | None, num_classes: int) -> nn.Module:
+    """The model ``cfg`` describes with the weights of ``checkpoint`` (``None``: as built), in eval
+    mode. The one place the visualisation loads weights."""
+    from .data.presets import _recipe
+    from .engine.builders import build_model, dataset_options
+    from .engine.checkpoint import load_weights
+
+    input_size = _recipe(cfg.data.dataset, dataset_options(cfg, "val")).input_size
+    model = build_model(cfg, num_classes, input_size)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    return model.eval()
+
+
 # ---------------------------------------------------------------- maps (numpy)
 
 def denormalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -218,17 +325,65 @@ def residual_norms(branch: torch.Tensor, num_frames: int, clip_index: int = 0) -
     return clip.float().norm(dim=1).cpu().numpy()
 
 
-def strongest_points(capture: BlockCapture, frame: int, offset: int, count: int = 3,
-                     clip_index: int = 0) -> list[tuple[int, int]]:
-    """``count`` feature positions ``(y, x)`` of ``frame`` with the most confident non-zero
-    displacement towards ``offset`` (the moving content), the highest peaks if none move."""
-    dy, dx, peak = displacement_field(capture.cue, clip_index)
+def _change_energy(capture: BlockCapture, frame: int, offset: int, clip_index: int = 0) -> np.ndarray:
+    """Channel norm of ``input[t + o] - input[t]`` pooled onto the cue's ``(h, w)`` grid."""
+    x = capture.input.reshape(-1, capture.num_frames, *capture.input.shape[1:])[clip_index].float()
+    change = (x[frame + offset] - x[frame]).norm(dim=0)[None, None]
+    return F.adaptive_avg_pool2d(change, capture.cue.shape[-2:])[0, 0].cpu().numpy()
+
+
+def moving_points(capture: BlockCapture, frame: int, offset: int, count: int = 3, margin: int = 1,
+                  clip_index: int = 0) -> list[tuple[int, int]]:
+    """``count`` feature positions ``(y, x)`` of ``frame`` on the content that moves towards
+    ``frame + offset``, at least ``margin`` cells from the map's border and not adjacent to each other.
+
+    A position's score is how much its best displaced match beats no motion (:func:`motion_gain`)
+    plus how much the block's input changes there between the two frames (scaled to [0, 1]):
+    static background scores zero on both, so the points land on what moves. Positions scoring at
+    least a quarter of the best are taken first spaced apart, then adjacent ones; the rest of the
+    map only when too little moves.
+    """
+    if not 0 <= frame + offset < capture.num_frames:
+        raise ValueError(f"frame {frame} + offset {offset:+d} is outside the clip's {capture.num_frames} "
+                         "frames: the block compares with zeros there")
     k = capture.offsets.index(offset)
-    moved = (dy[frame, k] != 0) | (dx[frame, k] != 0)
-    score = np.where(moved, peak[frame, k] + 2.0, peak[frame, k])  # moving positions first
-    flat = np.argsort(-score, axis=None, kind="stable")[:count]
-    width = score.shape[1]
-    return [(int(i // width), int(i % width)) for i in flat]
+    gain = np.clip(motion_gain(capture.cue, clip_index)[frame, k], 0, None)
+    change = _change_energy(capture, frame, offset, clip_index)
+    score = gain + change / max(float(change.max()), 1e-12)
+    h, w = score.shape
+    margin = min(margin, (min(h, w) - 1) // 2)
+    allowed = np.zeros_like(score, dtype=bool)
+    allowed[margin:h - margin, margin:w - margin] = True
+    ranked = [divmod(int(i), w) for i in np.argsort(-score, axis=None, kind="stable")]
+    ranked = [(y, x) for y, x in ranked if allowed[y, x]]
+    moving = [p for p in ranked if score[p] >= 0.25 * score[ranked[0]] > 0]
+    points: list[tuple[int, int]] = []
+    for candidates, spaced in ((moving, True), (moving, False), (ranked, False)):
+        for y, x in candidates:
+            if len(points) == count:
+                return points
+            if (y, x) not in points and not (spaced and any(max(abs(y - py), abs(x - px)) <= 1
+                                                            for py, px in points)):
+                points.append((y, x))
+    return points[:count]
+
+
+def similarity_patch(capture: BlockCapture, frame: int, offset: int, y: int, x: int,
+                     clip_index: int = 0) -> np.ndarray:
+    """The ``W x W`` similarity patch of a ``mul`` block at feature position ``(y, x)``: entry
+    ``(i, j)`` compares the anchor with the neighbour at ``(y + i - r, x + j - r)``; entries
+    whose neighbour position falls outside the map are NaN (no data, not a similarity of 0)."""
+    window, radius = capture.window, capture.window // 2
+    volume = capture.cue[clip_index, frame, capture.offsets.index(offset)].float().cpu().numpy()
+    h, w = volume.shape[1:]
+    if not (0 <= y < h and 0 <= x < w):
+        raise ValueError(f"point {(y, x)} is outside the {h}x{w} feature map")
+    patch = volume[:, y, x].reshape(window, window).copy()
+    rows = y + np.arange(window) - radius
+    cols = x + np.arange(window) - radius
+    outside = ~((rows >= 0) & (rows < h))[:, None] | ~((cols >= 0) & (cols < w))[None, :]
+    patch[outside] = np.nan
+    return patch
 
 
 # ---------------------------------------------------------------- figures
@@ -246,6 +401,12 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=dpi)
     return path
+
+
+def _cell_inches(map_size: int) -> float:
+    """Panel size for a feature map of ``map_size`` cells a side: 1.25 in up to the tiny model's 8x8,
+    growing with the grid so that a ViT-B/16's 14x14 cells stay as distinct."""
+    return min(2.4, 1.25 * max(1.0, math.sqrt(map_size / 8)))
 
 
 def _grid(rows: int, cols: int, cell: float = 1.25, extra_width: float = 1.2) -> tuple[Figure, np.ndarray]:
@@ -280,8 +441,20 @@ def _mark_outside(ax, t: int, offset: int, num_frames: int) -> bool:
     return outside
 
 
+def shown_offsets(capture: BlockCapture) -> list[tuple[int, int]]:
+    """``(k, o)`` for every offset ``o != 0`` of the block's context: offset 0 pairs a frame with
+    itself (sub and div give 0, add twice the frame, mul a peak at no motion), nothing temporal."""
+    shown = [(k, o) for k, o in enumerate(capture.offsets) if o != 0]
+    if not shown:
+        raise ValueError(f"{capture.title}: context {capture.context} has no neighbour offset to show")
+    return shown
+
+
 def _offset_labels(offsets: Sequence[int]) -> list[str]:
-    return [f"offset {o:+d}" + (" (self)" if o == 0 else "") for o in offsets]
+    return [f"offset {o:+d}" for o in offsets]
+
+
+OFFSET_ZERO_NOTE = "offset 0 (a frame with itself) is left out"
 
 
 def plot_frames(frames: np.ndarray, title: str = "") -> Figure:
@@ -301,21 +474,21 @@ def plot_cue(frames: np.ndarray, capture: BlockCapture, clip_index: int = 0) -> 
     if capture.op == "mul":
         raise ValueError("the mul cue is a similarity volume: use plot_displacement")
     norms = cue_norms(capture.cue, clip_index)
-    num_frames, offsets = norms.shape[0], capture.offsets
-    fig, axes = _grid(len(offsets), num_frames)
-    inside = [norms[t, k] for k, o in enumerate(offsets) for t in range(num_frames) if 0 <= t + o < num_frames]
+    num_frames, shown = norms.shape[0], shown_offsets(capture)
+    fig, axes = _grid(len(shown), num_frames, _cell_inches(max(norms.shape[-2:])))
+    inside = [norms[t, k] for k, o in shown for t in range(num_frames) if 0 <= t + o < num_frames]
     vmax = max(max(float(n.max()) for n in inside), 1e-12)  # zero neighbours would swamp the scale
     image = None
-    for k, offset in enumerate(offsets):
+    for row, (k, offset) in enumerate(shown):
         for t in range(num_frames):
-            ax = axes[k, t]
+            ax = axes[row, t]
             outside = _mark_outside(ax, t, offset, num_frames)
             layer = _overlay(ax, frames[t], norms[t, k], cmap=HEAT_CMAP, vmin=0, vmax=vmax,
                              alpha=0.25 if outside else 0.6)
             image = image if outside else layer
-    _label_grid(axes, _offset_labels(offsets), [f"frame {t}" for t in range(num_frames)])
+    _label_grid(axes, _offset_labels([o for _, o in shown]), [f"frame {t}" for t in range(num_frames)])
     fig.colorbar(image, ax=axes, shrink=0.8, label="cue norm over channels")
-    fig.suptitle(f"{capture.title} - {OP_TITLES[capture.op]}\n{OP_HEAT[capture.op]}")
+    fig.suptitle(f"{capture.title} - {OP_TITLES[capture.op]}\n{OP_HEAT[capture.op]}\n{OFFSET_ZERO_NOTE}", fontsize=10)
     return fig
 
 
@@ -325,6 +498,8 @@ def _colour_wheel(ax, radius: int) -> None:
     dy, dx = np.meshgrid(span, span, indexing="ij")
     ax.imshow(displacement_colours(dy, dx, np.ones_like(dy, dtype=float), radius),
               extent=(-radius - 0.5, radius + 0.5, radius + 0.5, -radius - 0.5))
+    ax.set_xticks([-radius, 0, radius])
+    ax.set_yticks([-radius, 0, radius])
     ax.set_title("colour = displacement\n(dx right, dy down)", fontsize=8)
     ax.set_xlabel("dx (cells)", fontsize=8)
     ax.set_ylabel("dy (cells)", fontsize=8)
@@ -342,14 +517,14 @@ def plot_displacement(frames: np.ndarray, capture: BlockCapture, clip_index: int
     gain = motion_gain(capture.cue, clip_index)
     radius = capture.window // 2
     rgb = displacement_colours(dy, dx, peak, radius)
-    num_frames, offsets = dy.shape[0], capture.offsets
+    num_frames, shown = dy.shape[0], shown_offsets(capture)
     height, width = frames.shape[1:3]
     h, w = dy.shape[2:]
     cy, cx = (np.arange(h) + 0.5) * height / h, (np.arange(w) + 0.5) * width / w
-    fig, axes = _grid(len(offsets), num_frames, extra_width=2.2)
-    for k, offset in enumerate(offsets):
+    fig, axes = _grid(len(shown), num_frames, _cell_inches(max(h, w)), extra_width=2.2)
+    for row, (k, offset) in enumerate(shown):
         for t in range(num_frames):
-            ax = axes[k, t]
+            ax = axes[row, t]
             _overlay(ax, frames[t], rgb[t, k], alpha=0.55)
             best = np.argsort(-gain[t, k], axis=None, kind="stable")[:arrows]
             ys, xs = np.unravel_index(best[gain[t, k].flat[best] >= min_gain], (h, w))
@@ -357,7 +532,7 @@ def plot_displacement(frames: np.ndarray, capture: BlockCapture, clip_index: int
                 ax.quiver(cx[xs], cy[ys], dx[t, k, ys, xs] * width / w, dy[t, k, ys, xs] * height / h,
                           angles="xy", scale_units="xy", scale=1, color="white", width=0.015)
             _mark_outside(ax, t, offset, num_frames)
-    _label_grid(axes, _offset_labels(offsets), [f"frame {t}" for t in range(num_frames)])
+    _label_grid(axes, _offset_labels([o for _, o in shown]), [f"frame {t}" for t in range(num_frames)])
     legend = fig.add_axes((0.0, 0.0, 0.1, 0.1))
     legend.set_in_layout(False)
     _colour_wheel(legend, radius)
@@ -365,36 +540,38 @@ def plot_displacement(frames: np.ndarray, capture: BlockCapture, clip_index: int
     fig.get_layout_engine().set(rect=(0, 0, 0.88, 1))
     fig.suptitle(f"{capture.title} - {OP_TITLES['mul']}\n"
                  "colour (and arrow where clear): where each position's content is found in frame "
-                 "t+o; brightness: peak similarity")
+                 f"t+o; brightness: peak similarity\n{OFFSET_ZERO_NOTE}", fontsize=10)
     return fig
 
 
 def plot_similarity_patches(frames: np.ndarray, capture: BlockCapture, frame: int | None = None,
                             offset: int = 1, points: Sequence[tuple[int, int]] | None = None,
                             clip_index: int = 0) -> Figure:
-    """The raw ``W x W`` similarity patch of a ``mul`` block at a few feature positions."""
+    """The raw ``W x W`` similarity patch of a ``mul`` block at a few feature positions (by default
+    :func:`moving_points`); window cells outside the map are drawn hatched grey (no data)."""
     if capture.op != "mul":
         raise ValueError(f"plot_similarity_patches needs a mul block, got op={capture.op!r}")
     if offset not in capture.offsets:
         raise ValueError(f"offset {offset} is outside the block's context {capture.offsets}")
-    num_frames = capture.cue.shape[1]
+    num_frames = capture.num_frames
     if frame is None:
         frame = (num_frames - 1) // 2
     if not 0 <= frame < num_frames:
         raise ValueError(f"frame {frame} is outside the clip's {num_frames} frames")
     if points is None:
-        points = strongest_points(capture, frame, offset, clip_index=clip_index)
-    window, radius = capture.window, capture.window // 2
-    k = capture.offsets.index(offset)
-    volume = capture.cue[clip_index, frame, k].float().cpu().numpy()  # (W*W, h, w)
-    h, w = volume.shape[1:]
+        points = moving_points(capture, frame, offset, clip_index=clip_index)
+    elif not 0 <= frame + offset < num_frames:
+        raise ValueError(f"frame {frame} + offset {offset:+d} is outside the clip's {num_frames} "
+                         "frames: the block compares with zeros there")
+    patches = [similarity_patch(capture, frame, offset, y, x, clip_index) for y, x in points]
+    radius = capture.window // 2
+    h, w = capture.cue.shape[-2:]
     height, width = frames.shape[1:3]
-    fig = Figure(figsize=(2.6 * (len(points) + 1) + 0.8, 3.2), layout="constrained")
+    cmap = colormaps["viridis"].with_extremes(bad="none")
+    fig = Figure(figsize=(2.6 * (len(points) + 1) + 0.8, 3.3), layout="constrained")
     axes = fig.subplots(1, len(points) + 1, squeeze=False)[0]
     axes[0].imshow(frames[frame])
     for n, (y, x) in enumerate(points, start=1):
-        if not (0 <= y < h and 0 <= x < w):
-            raise ValueError(f"point {(y, x)} is outside the {h}x{w} feature map")
         py, px = (y + 0.5) * height / h, (x + 0.5) * width / w
         axes[0].plot(px, py, "o", ms=9, mfc="none", mec="cyan", mew=2)
         axes[0].text(px + 2, py - 2, str(n), color="cyan", fontsize=10, weight="bold")
@@ -402,42 +579,48 @@ def plot_similarity_patches(frames: np.ndarray, capture: BlockCapture, frame: in
     axes[0].set_xticks([])
     axes[0].set_yticks([])
     image = None
-    for n, ((y, x), ax) in enumerate(zip(points, axes[1:]), start=1):
-        patch = volume[:, y, x].reshape(window, window)
-        image = ax.imshow(patch, cmap="viridis", vmin=-1, vmax=1,
-                          extent=(-radius - 0.5, radius + 0.5, radius + 0.5, -radius - 0.5))
-        ax.plot(0, 0, "+", color="white", ms=10, mew=1.5)
-        i, j = np.unravel_index(int(np.argmax(patch)), patch.shape)
-        ax.plot(j - radius, i - radius, "s", ms=8, mfc="none", mec="red", mew=1.5)
+    for n, ((y, x), patch, ax) in enumerate(zip(points, patches, axes[1:]), start=1):
+        extent = (-radius - 0.5, radius + 0.5, radius + 0.5, -radius - 0.5)
+        ax.add_patch(Rectangle((extent[0], extent[3]), 2 * radius + 1, 2 * radius + 1, facecolor="0.85",
+                               edgecolor="0.55", hatch="///", lw=0, zorder=0))
+        image = ax.imshow(patch, cmap=cmap, vmin=-1, vmax=1, extent=extent, zorder=1)
+        ax.plot(0, 0, "+", color="white", ms=10, mew=1.5, zorder=2)
+        i, j = np.unravel_index(int(np.nanargmax(patch)), patch.shape)
+        ax.plot(j - radius, i - radius, "s", ms=8, mfc="none", mec="red", mew=1.5, zorder=2)
         ax.set_title(f"point {n} (cell {y},{x})", fontsize=9)
         ax.set_xlabel("dx (cells)", fontsize=8)
         ax.set_ylabel("dy (cells)", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.colorbar(image, ax=list(axes[1:]), shrink=0.85, label="cosine similarity")
-    fig.suptitle(f"{capture.title} - {window}x{window} similarity of frame {frame} to frame "
-                 f"{frame + offset} (offset {offset:+d}); + = no motion, red square = best match",
+    fig.suptitle(f"{capture.title} - {capture.window}x{capture.window} similarity of frame {frame} to "
+                 f"frame {frame + offset} (offset {offset:+d}) at points on the moving content\n"
+                 "+ = no motion, red square = best match, hatched = outside the feature map (no data)",
                  fontsize=10)
     return fig
 
 
 def plot_residuals(frames: np.ndarray, captures: Sequence[BlockCapture], clip_index: int = 0) -> Figure:
-    """What every ATM block adds back to its input: branch norm over channels, blocks x frames."""
+    """What every ATM block adds back to its input: branch norm over channels, blocks x frames.
+    Each row has its own colour scale and bar: branches of different blocks differ in size by
+    orders of magnitude, and a shared scale would show the smaller one as empty."""
     if not captures:
         raise ValueError("no ATM block captures to plot")
     norms = [residual_norms(c.branch, c.num_frames, clip_index) for c in captures]
     inputs = [residual_norms(c.input, c.num_frames, clip_index) for c in captures]
     num_frames = norms[0].shape[0]
-    fig, axes = _grid(len(captures), num_frames)
-    vmax = max(max(float(n.max()) for n in norms), 1e-12)
-    image = None
-    for row, (capture, norm) in enumerate(zip(captures, norms)):
+    fig, axes = _grid(len(captures), num_frames, _cell_inches(max(norms[0].shape[-2:])), extra_width=1.6)
+    for row, norm in enumerate(norms):
+        vmax = max(float(norm.max()), 1e-12)
         for t in range(num_frames):
             image = _overlay(axes[row, t], frames[t], norm[t], cmap=HEAT_CMAP, vmin=0, vmax=vmax, alpha=0.6)
+        fig.colorbar(image, ax=axes[row], shrink=0.9, label="|branch|")
     ratios = [float(n.mean() / max(i.mean(), 1e-12)) for n, i in zip(norms, inputs)]
-    _label_grid(axes, [f"block {c.index + 1} ({c.op})\n|branch|/|x| = {r:.2f}" for c, r in zip(captures, ratios)],
+    zero = ["\n(zero: output projection\nat its initial zeros)" if not n.any() else "" for n in norms]
+    _label_grid(axes, [f"block {c.index + 1} ({c.op})\n|branch|/|x| = {r:.2f}{z}"
+                       for c, r, z in zip(captures, ratios, zero)],
                 [f"frame {t}" for t in range(num_frames)])
-    fig.colorbar(image, ax=axes, shrink=0.8, label="branch norm over channels")
-    fig.suptitle("residual each ATM block adds back to the features (block order top to bottom)")
+    fig.suptitle("residual each ATM block adds back to the features (block order top to bottom)\n"
+                 "branch norm over channels; one colour scale per row", fontsize=10)
     return fig
 
 
@@ -495,9 +678,12 @@ def plot_confusions(confusions: Mapping[str, np.ndarray], class_names: Sequence[
     """Row-normalised confusion matrices of several runs side by side (``cm[true, predicted]``)."""
     if not confusions:
         raise ValueError("no confusion matrices to plot")
-    rows = math.ceil(len(confusions) / cols)
     n = len(class_names)
-    fig = Figure(figsize=(cols * 4.2 + 0.8, rows * 4.4), layout="constrained")
+    names = [str(name).replace("_", " ") for name in class_names]
+    cols = min(cols, len(confusions))
+    side = max(4.2, 0.32 * n + 2.2)  # room for tick labels of readable size
+    rows = math.ceil(len(confusions) / cols)
+    fig = Figure(figsize=(cols * side + 0.8, rows * (side + 0.4)), layout="constrained")
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
     image = None
     for ax, (label, cm) in zip(axes.flat, confusions.items()):
@@ -506,9 +692,9 @@ def plot_confusions(confusions: Mapping[str, np.ndarray], class_names: Sequence[
         normed = cm / np.maximum(cm.sum(1, keepdims=True), 1)
         image = ax.imshow(normed, cmap="Blues", vmin=0, vmax=1)
         accuracy = 100.0 * np.trace(cm) / max(cm.sum(), 1)
-        ax.set_title(f"{label}: top-1 {accuracy:.1f}%", fontsize=10)
-        ax.set_xticks(range(n), class_names, rotation=90, fontsize=6)
-        ax.set_yticks(range(n), class_names, fontsize=6)
+        ax.set_title(f"{label}: top-1 {accuracy:.1f}%", fontsize=12)
+        ax.set_xticks(range(n), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=CONFUSION_TICK_SIZE)
+        ax.set_yticks(range(n), names, fontsize=CONFUSION_TICK_SIZE)
     for ax in list(axes.flat)[len(confusions):]:
         ax.set_axis_off()
     fig.colorbar(image, ax=axes, shrink=0.6, label="fraction of the true class (rows sum to 1)")
@@ -520,7 +706,7 @@ def plot_ablation(labels: Sequence[str], top1: Sequence[float], chance: float | 
                   order_blind: float | None = None) -> Figure:
     """Horizontal bars of top-1 per run, with the chance level and the best an order-blind model
     can do (50 % on the built-in benchmark: it cannot tell a clip from its reversal)."""
-    fig = Figure(figsize=(7, 0.45 * len(labels) + 1.2), layout="constrained")
+    fig = Figure(figsize=(7, 0.45 * len(labels) + 1.5), layout="constrained")
     ax = fig.subplots()
     ax.barh(range(len(labels)), top1, color="tab:blue")
     ax.set_yticks(range(len(labels)), labels)
@@ -531,7 +717,7 @@ def plot_ablation(labels: Sequence[str], top1: Sequence[float], chance: float | 
         ax.axvline(chance, color="grey", ls=":", label=f"chance ({chance:.1f}%)")
     if order_blind is not None:
         ax.axvline(order_blind, color="tab:red", ls="--", label=f"order-blind ceiling ({order_blind:.0f}%)")
-    if chance is not None or order_blind is not None:
-        ax.legend(fontsize=8, loc="lower right")
+    if chance is not None or order_blind is not None:  # below the axes: inside, it hides bars and values
+        fig.legend(fontsize=8, loc="outside lower center", ncols=2, frameon=False)
     ax.set(xlim=(0, 105), xlabel="top-1 (%)", title="temporal module / ATM ops on the built-in benchmark")
     return fig

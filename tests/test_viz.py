@@ -1,19 +1,31 @@
 """Feature-map capture and figures (atm_core.viz): values against direct computations, figure sizes
 and content for every op."""
+import itertools
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from atm_core import ATM
+from atm_core.data import DataError
+from atm_core.data.synthetic import CLASSES, write_mp4
+from atm_core.engine import load_config
 from atm_core.ops import OP_NAMES, mul, pair_frames
 from atm_core.viz import (
+    atm_blocks,
+    benchmark_video,
     capture_atm,
+    clip_classes,
     cue_norms,
     displacement_colours,
     displacement_field,
     feature_map_figures,
     figure_to_rgb,
+    load_clip,
+    load_model,
     motion_gain,
+    moving_points,
     plot_ablation,
     plot_block,
     plot_confusions,
@@ -25,10 +37,29 @@ from atm_core.viz import (
     residual_norms,
     run_capture,
     save_figure,
-    strongest_points,
+    similarity_patch,
 )
 
 T, C, H = 4, 8, 8
+SYNTHETIC = "params/synthetic_atm_mul_sub.yaml"
+
+
+def with_visible_branches(model, std=0.05):
+    for _, block in atm_blocks(model):  # the output projection starts at zero
+        torch.nn.init.normal_(block.proj.weight, std=std)
+    return model
+
+
+@pytest.fixture(scope="module")
+def synthetic_cfg(tmp_path_factory):
+    return load_config(SYNTHETIC, [f"data.root={tmp_path_factory.mktemp('no_data')}", "model.num_frames=4",
+                                   "data.num_frames=4"])
+
+
+@pytest.fixture(scope="module")
+def tiny_video_model(synthetic_cfg):
+    torch.manual_seed(0)
+    return with_visible_branches(load_model(synthetic_cfg, None, 12))
 
 
 def moving_features(shift=(0, 1), frames=T, size=H, channels=C):
@@ -52,7 +83,7 @@ def rgb_frames(frames=T, size=32):
 def check_image(fig, min_colours=20):
     image = figure_to_rgb(fig)
     width, height = fig.get_size_inches() * fig.dpi
-    assert image.shape == (round(height), round(width), 3)
+    assert image.shape[2] == 3 and abs(image.shape[0] - height) < 1 and abs(image.shape[1] - width) < 1
     assert image.dtype == np.uint8
     assert image.std() > 10
     assert len(np.unique(image.reshape(-1, 3), axis=0)) >= min_colours
@@ -181,13 +212,60 @@ def test_displacement_colours():
     assert rgb.max() <= 1.0  # brightness clipped
 
 
-def test_strongest_points_prefer_moving_content():
+def test_moving_points_prefer_moving_content_off_the_border():
     volume = torch.zeros(1, T, 5, 81, H, H)
     volume[:, :, :, 40] = 0.5
     volume[0, 1, 3, 41, 5, 6] = 0.9  # frame 1, offset +1: position (5, 6) moved right
+    volume[0, 1, 3, 41, 0, 3] = 1.0  # a stronger match on the top border
     cap = run_and_pick(random_atm(("mul",)))
-    cap.cue = volume
-    assert strongest_points(cap, frame=1, offset=1, count=1) == [(5, 6)]
+    cap.cue, cap.input = volume, torch.ones_like(cap.input)  # no input change anywhere
+    assert moving_points(cap, frame=1, offset=1, count=1) == [(5, 6)]
+    assert moving_points(cap, frame=1, offset=1, count=1, margin=0) == [(0, 3)]
+    points = moving_points(cap, frame=1, offset=1, count=3)
+    assert len(set(points)) == 3 and all(1 <= y < H - 1 and 1 <= x < H - 1 for y, x in points)
+    with pytest.raises(ValueError, match="frame 3 \\+ offset \\+1 is outside the clip's 4 frames"):
+        moving_points(cap, frame=3, offset=1)
+
+
+def square_clip(frames=T, size=64, side=16, step=4, top=24, left=8):
+    """(T, 3, size, size): a yellow square moving right by ``step`` px a frame on a static texture."""
+    g = torch.Generator().manual_seed(0)
+    clip = (torch.rand(3, size, size, generator=g) * 0.5).repeat(frames, 1, 1, 1)
+    for t in range(frames):
+        x0 = left + step * t
+        clip[t, :, top:top + side, x0:x0 + side] = torch.tensor([1.0, 0.8, 0.0])[:, None, None]
+    return clip
+
+
+def square_cells(t, cell, size=64, side=16, step=4, top=24, left=8, halo=1):
+    """Feature cells (y, x) of ``cell`` px the square of :func:`square_clip` covers in frame ``t``,
+    grown by ``halo`` cells (the model's stem and attention see a little past each patch)."""
+    x0 = left + step * t
+    return {(y, x) for y in range(top // cell - halo, (top + side - 1) // cell + 1 + halo)
+            for x in range(x0 // cell - halo, (x0 + side - 1) // cell + 1 + halo)}
+
+
+def test_moving_points_land_on_a_moving_square(tiny_video_model):
+    caps = run_capture(tiny_video_model, square_clip())
+    mul_cap = caps[0]
+    points = moving_points(mul_cap, frame=1, offset=1)
+    on_square = square_cells(1, 8) | square_cells(2, 8)
+    assert len(points) == 3 and set(points) <= on_square, points
+
+
+def test_similarity_patch_marks_cells_outside_the_map_as_nan():
+    cap = run_and_pick(random_atm(("mul",)))
+    volume = cap.cue[0, 1, 3].numpy()  # frame 1, offset +1: (81, H, H)
+    corner = similarity_patch(cap, 1, 1, 0, 0)
+    expected = volume[:, 0, 0].reshape(9, 9)
+    assert np.isnan(corner[:4]).all() and np.isnan(corner[:, :4]).all()  # displaced above / left of the map
+    np.testing.assert_allclose(corner[4:, 4:], expected[4:, 4:])
+    inner = similarity_patch(cap, 1, 1, 4, 4)  # 4 + r = 8 is one past the last row / column
+    assert np.isnan(inner[8]).all() and np.isnan(inner[:, 8]).all() and not np.isnan(inner[:8, :8]).any()
+    fig = plot_similarity_patches(rgb_frames(), cap, frame=1, offset=1, points=[(0, 0)])
+    shown = next(ax for ax in fig.axes if ax.get_title().startswith("point")).images[0].get_array()
+    np.testing.assert_array_equal(np.ma.getmaskarray(shown), np.isnan(corner))
+    check_image(fig)
 
 
 def capture_all(atm):
@@ -206,7 +284,11 @@ def test_cue_figure_for_every_op(op):
     fig = plot_block(rgb_frames(), cap)
     check_image(fig)
     assert cap.op in fig._suptitle.get_text()
-    assert len(fig.axes) >= T * 5  # offsets x frames, plus colour bar / legend
+    # offsets -2, -1, +1, +2 x frames (offset 0 left out), plus colour bar / legend
+    assert len(fig.axes) >= T * 4
+    rows = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel().startswith("offset")]
+    assert rows == ["offset -2", "offset -1", "offset +1", "offset +2"]
+    assert "offset 0" in fig._suptitle.get_text()
 
 
 def test_plot_functions_reject_the_wrong_op():
@@ -231,7 +313,11 @@ def test_similarity_patches_figure():
     patch_axes = [ax for ax in fig.axes if ax.get_title().startswith("point")]
     assert len(patch_axes) == 2
     shown = patch_axes[0].images[0].get_array()
-    np.testing.assert_allclose(shown, cap.cue[0, 1, 3, :, 2, 3].reshape(9, 9).numpy())
+    expected = cap.cue[0, 1, 3, :, 2, 3].reshape(9, 9).numpy()
+    inside = ~np.ma.getmaskarray(shown)
+    np.testing.assert_allclose(shown.data[inside], expected[inside])
+    with pytest.raises(ValueError, match="frame 3 \\+ offset \\+1 is outside"):
+        plot_similarity_patches(rgb_frames(), cap, frame=3, offset=1, points=[(2, 3)])
 
 
 def test_residual_figure_and_ratio_labels():
@@ -240,6 +326,15 @@ def test_residual_figure_and_ratio_labels():
     check_image(fig)
     labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel().startswith("block")]
     assert labels[0].startswith("block 1 (mul)") and labels[1].startswith("block 2 (sub)")
+    # one colour scale per row, each the maximum of its own block's branch norm
+    maxima = [residual_norms(c.branch, c.num_frames).max() for c in caps]
+    assert not np.isclose(*maxima, rtol=0.05)  # a shared scale would give both rows the larger one
+    panels = [ax for ax in fig.axes if len(ax.images) == 2]
+    for row, cap in enumerate(caps):
+        expected = residual_norms(cap.branch, cap.num_frames).max()
+        for ax in panels[row * T:(row + 1) * T]:
+            np.testing.assert_allclose(ax.images[1].get_clim(), (0, expected), rtol=1e-6)
+    assert sum(ax.get_label() == "<colorbar>" for ax in fig.axes) == len(caps)
 
 
 def test_feature_map_figures_saves_every_figure(tmp_path):
@@ -277,3 +372,110 @@ def test_save_figure_writes_png(tmp_path):
     fig = plot_ablation(["x"], [50.0])
     path = save_figure(fig, tmp_path / "sub" / "bars.png", dpi=50)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ablation_legend_hides_no_bar_or_value():
+    fig = plot_ablation(["TSN", "TSM", "ATM(sub)", "ATM(mul, sub)"], [48.0, 60.0, 90.3, 95.0],
+                        chance=100 / 12, order_blind=50.0)
+    figure_to_rgb(fig)  # lays the figure out
+    renderer = fig.canvas.get_renderer()
+    legend = fig.legends[0].get_window_extent(renderer)
+    ax = fig.axes[0]
+    values = [t for t in ax.texts if t.get_text() == "95.0"]
+    assert values, "the ATM(mul, sub) bar carries its value"
+    for artist in [*ax.texts, *ax.patches]:
+        assert not legend.overlaps(artist.get_window_extent(renderer)), artist
+    assert not legend.overlaps(ax.get_window_extent(renderer))
+
+
+def test_confusion_ticks_are_readable_class_names():
+    names = list(CLASSES)
+    cm = np.random.default_rng(0).integers(0, 5, (12, 12))
+    fig = plot_confusions({"TSN": cm}, names, cols=3)
+    ax = fig.axes[0]
+    figure_to_rgb(fig)
+    xticks, yticks = ax.get_xticklabels(), ax.get_yticklabels()
+    assert [t.get_text() for t in yticks] == [n.replace("_", " ") for n in names]
+    assert min(t.get_fontsize() for t in [*xticks, *yticks]) >= 9
+    assert all(t.get_rotation() == 45 for t in xticks)
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in yticks]
+    assert not any(a.overlaps(b) for a, b in itertools.pairwise(boxes))  # neighbours do not collide
+
+
+def test_load_clip_from_a_video_and_from_a_list_entry(tmp_path, synthetic_cfg):
+    video = benchmark_video("moving_right", tmp_path / "clips" / "right.mp4")
+    (tmp_path / "val.txt").write_text("# comment\nclips/right.mp4 24 1\n")
+    cfg = load_config(SYNTHETIC, [f"data.root={tmp_path}", "data.num_frames=4", "model.num_frames=4"])
+    clip, label = load_clip(video, cfg)
+    assert clip.shape == (4, 3, 64, 64) and label is None  # scale 72, centre crop 64
+    listed, label = load_clip(("val.txt", 2), cfg)
+    assert label == 1 and torch.equal(listed, clip)
+    with pytest.raises(ValueError, match=r"val.txt:1: no clip on that line"):
+        load_clip(("val.txt", 1), cfg)
+    with pytest.raises(DataError, match="missing.mp4: video file not found"):
+        load_clip(tmp_path / "missing.mp4", cfg)
+    assert clip_classes(cfg) == list(CLASSES)  # no label file there: the benchmark's names
+
+
+def test_benchmark_video_plays_the_reversed_class_backwards(tmp_path):
+    from atm_core.data import open_video
+
+    forward = open_video(benchmark_video("moving_left", tmp_path / "l.mp4", seed=3))
+    backward = open_video(benchmark_video("moving_right", tmp_path / "r.mp4", seed=3))
+    frames = forward.read(range(len(forward))).astype(float)
+    reversed_frames = backward.read(range(len(backward))).astype(float)[::-1]
+    assert np.abs(frames - reversed_frames).mean() < 2.0  # equal up to H.264 coding
+    with pytest.raises(ValueError, match="unknown benchmark class 'sideways'"):
+        benchmark_video("sideways", tmp_path / "x.mp4")
+
+
+def test_vit_b16_at_224_gives_readable_14x14_figures(synthetic_cfg):
+    cfg = load_config(SYNTHETIC, [f"data.root={synthetic_cfg.data.root}", "model.name=atm_vit_base_patch16_clip_224",
+                                  "model.num_frames=2", "data.num_frames=2", "model.atm_ops=[mul,sub]", "data.options={input_size: 224}", "model.img_size=224",
+                                  "model.atm_context=5"])
+    torch.manual_seed(0)
+    model = with_visible_branches(load_model(cfg, None, 12), std=0.01)
+    clip = square_clip(frames=2, size=224, side=64, step=16, top=80, left=64)
+    caps = run_capture(model, clip)  # one forward
+    assert [c.op for c in caps] == ["mul", "sub"] and caps[0].cue.shape == (1, 2, 5, 81, 14, 14)
+    points = moving_points(caps[0], frame=0, offset=1)
+    on_square = square_cells(0, 16, 224, 64, 16, 80, 64) | square_cells(1, 16, 224, 64, 16, 80, 64)
+    assert set(points) <= on_square, points
+    frames = clip.permute(0, 2, 3, 1).numpy()
+    figures = {"mul_cue": plot_block(frames, caps[0]), "sub_cue": plot_block(frames, caps[1]),
+               "mul_patches": plot_similarity_patches(frames, caps[0], frame=0, offset=1),
+               "residuals": plot_residuals(frames, caps)}
+    for name, fig in figures.items():
+        check_image(fig)
+        grids = [im.get_array().shape[:2] for ax in fig.axes for im in ax.images[1:2]]
+        if name != "mul_patches":
+            assert grids and all(g == (14, 14) for g in grids), (name, grids)
+    # panels grow with the grid: a 14x14 cell is drawn at least as large as on the tiny model's 8x8 map
+    tiny = plot_block(rgb_frames(), run_and_pick(random_atm(("sub",))))
+    per_cell = lambda fig, cells: fig.axes[0].get_position().width * fig.get_figwidth() / cells
+    assert per_cell(figures["sub_cue"], 14) >= 0.7 * per_cell(tiny, 8)
+
+
+def test_notebook_runs_on_a_checkpoint_and_a_video(tmp_path, tiny_video_model):
+    import nbformat
+    import papermill
+    from safetensors.torch import save_file
+
+    save_file(tiny_video_model.state_dict(), str(tmp_path / "model.safetensors"))
+    video = tmp_path / "square.mp4"
+    frames = (square_clip(frames=12, size=96, side=24, step=4).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)
+    write_mp4(video, frames)
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(
+        str(root / "notebooks" / "visualize_arithmetic.ipynb"), str(out), cwd=str(root), progress_bar=False,
+        parameters={"recipe": SYNTHETIC, "checkpoint": str(tmp_path / "model.safetensors"), "video": str(video),
+                    "overrides": ["model.num_frames=4", "data.num_frames=4"],
+                    "work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "results")})
+    saved = sorted(p.name for p in (tmp_path / "work" / "feature_maps").glob("*.png"))
+    assert saved == ["mul_cue.png", "mul_patches.png", "residuals.png", "sub_cue.png"]
+    images = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"
+              for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 5  # the frames and the four figures
+    assert not (tmp_path / "results").exists()  # a recipe's figures stay out of results/

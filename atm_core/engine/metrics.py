@@ -74,9 +74,9 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path) -> No
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(cm / rows, cmap="Blues", vmin=0, vmax=1)
     if n <= 40:
-        names = list(class_names) if len(class_names) == n else [str(i) for i in range(n)]
-        ax.set_xticks(range(n), names, rotation=90, fontsize=8)
-        ax.set_yticks(range(n), names, fontsize=8)
+        names = [str(c).replace("_", " ") for c in class_names] if len(class_names) == n else [str(i) for i in range(n)]
+        ax.set_xticks(range(n), names, rotation=45, ha="right", rotation_mode="anchor", fontsize=9)
+        ax.set_yticks(range(n), names, fontsize=9)
         for i, j in zip(*np.nonzero(cm)):
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if cm[i, j] / rows[i, 0] > 0.5 else "black")
