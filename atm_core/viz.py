@@ -184,7 +184,7 @@ def load_clip(video: VideoSource, cfg: Config) -> tuple[torch.Tensor, int | None
     """
     from .data.dataset import VideoDataset
     from .data.lists import ClipRecord, read_list
-    from .data.presets import _recipe
+    from .data.presets import resolve_recipe
     from .data.transforms import ViewTransform
     from .engine.builders import dataset_options
 
@@ -200,7 +200,7 @@ def load_clip(video: VideoSource, cfg: Config) -> tuple[torch.Tensor, int | None
         if not matches:
             raise ValueError(f"{list_path}:{line}: no clip on that line (blank, a comment or past the end)")
         record = matches[0]
-    recipe = _recipe(cfg.data.dataset, dataset_options(cfg, "val"))
+    recipe = resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val"))
     transform = ViewTransform(recipe.input_size, recipe.scale, 1, recipe.mean, recipe.std)
     dataset = VideoDataset([record], root, split="val", num_frames=cfg.data.num_frames, transform=transform,
                            sampling=recipe.sampling, dense_stride=recipe.dense_stride, reader=recipe.reader,
@@ -226,10 +226,10 @@ def benchmark_video(class_name: str, path: str | Path, seed: int = 0) -> Path:
 
 def clip_stats(cfg: Config) -> tuple[Sequence[float], Sequence[float]]:
     """The ``(mean, std)`` the recipe normalises frames with (to draw its clips)."""
-    from .data.presets import _recipe
+    from .data.presets import resolve_recipe
     from .engine.builders import dataset_options
 
-    recipe = _recipe(cfg.data.dataset, dataset_options(cfg, "val"))
+    recipe = resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val"))
     return recipe.mean, recipe.std
 
 
@@ -254,11 +254,11 @@ def clip_classes(cfg: Config) -> list[str]:
 def load_model(cfg: Config, checkpoint: str | Path | None, num_classes: int) -> nn.Module:
     """The model ``cfg`` describes with the weights of ``checkpoint`` (``None``: as built), in eval
     mode. The one place the visualisation loads weights."""
-    from .data.presets import _recipe
+    from .data.presets import resolve_recipe
     from .engine.builders import build_model, dataset_options
     from .engine.checkpoint import load_weights
 
-    input_size = _recipe(cfg.data.dataset, dataset_options(cfg, "val")).input_size
+    input_size = resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val")).input_size
     model = build_model(cfg, num_classes, input_size)
     if checkpoint is not None:
         load_weights(model, checkpoint)

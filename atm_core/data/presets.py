@@ -73,7 +73,8 @@ PRESETS: dict[str, Recipe] = {
 }
 
 
-def _recipe(name: str, overrides: dict) -> Recipe:
+def resolve_recipe(name: str, overrides: dict) -> Recipe:
+    """The preset ``name`` with ``overrides`` (Recipe fields) applied; unknown names and fields fail."""
     if name not in PRESETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(Recipe)}
@@ -110,7 +111,7 @@ def build_dataset(name: str, split: str, root: str | Path, list_file: str | Path
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {tuple(SPLITS)}, got {split!r}")
-    recipe = _recipe(name, overrides)
+    recipe = resolve_recipe(name, overrides)
     root = Path(root)
     classes = _classes(recipe, root, "label_file" in overrides)
     if list_file is None:
