@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_train_step.py [--batch auto|N] [--steps 20] [--warmup 5]
 
-ViT-B/16 CLIP, 8 frames, 224^2, 174 classes, TokenT1D + ATM(mul, sub) before block 7: one
+ViT-B/16 CLIP, 8 frames, 224^2, 174 classes, TokenT1D + ATM(mul, sub) after 7 of its 12 blocks: one
 training step = bf16 autocast forward (PyTorch SDPA attention), cross-entropy, backward, AdamW
 step, with fp32 master weights (what Accelerate's ``mixed_precision="bf16"`` does). Measured
 eager and with ``torch.compile``, at the largest batch that fits (doubling, then the largest

@@ -3,7 +3,7 @@
     python benchmarks/model_overhead.py [--threads 2] [--repeats 7] [--malloc keep|default]
 
 Two models of the reference configuration (CLIP ViT-B/16, 224^2, 8 frames, 174 classes, TokenT1D
-in every block), one with ATM(mul, sub) before block 7 and one without (``atm_ops=()``), share
+in every block), one with ATM(mul, sub) after 7 of 12 blocks and one without (``atm_ops=()``), share
 every other weight. Both run inference (eval mode, inference_mode) on one clip, interleaved;
 the overhead is the median of the paired time ratios. fvcore's MAC counts of both models are
 printed beside it. The last line is the ratio.
