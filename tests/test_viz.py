@@ -52,7 +52,7 @@ def with_visible_branches(model, std=0.05):
 
 @pytest.fixture(scope="module")
 def synthetic_cfg(tmp_path_factory):
-    return load_config(SYNTHETIC, [f"data.root={tmp_path_factory.mktemp('no_data')}", "model.num_frames=4",
+    return load_config(SYNTHETIC, [f"data.root={tmp_path_factory.mktemp('no_data')}",
                                    "data.num_frames=4"])
 
 
@@ -406,7 +406,7 @@ def test_confusion_ticks_are_readable_class_names():
 def test_load_clip_from_a_video_and_from_a_list_entry(tmp_path, synthetic_cfg):
     video = benchmark_video("moving_right", tmp_path / "clips" / "right.mp4")
     (tmp_path / "val.txt").write_text("# comment\nclips/right.mp4 24 1\n")
-    cfg = load_config(SYNTHETIC, [f"data.root={tmp_path}", "data.num_frames=4", "model.num_frames=4"])
+    cfg = load_config(SYNTHETIC, [f"data.root={tmp_path}", "data.num_frames=4"])
     clip, label = load_clip(video, cfg)
     assert clip.shape == (4, 3, 64, 64) and label is None  # scale 72, centre crop 64
     listed, label = load_clip(("val.txt", 2), cfg)
@@ -432,7 +432,7 @@ def test_benchmark_video_plays_the_reversed_class_backwards(tmp_path):
 
 def test_vit_b16_at_224_gives_readable_14x14_figures(synthetic_cfg):
     cfg = load_config(SYNTHETIC, [f"data.root={synthetic_cfg.data.root}", "model.name=atm_vit_base_patch16_clip_224",
-                                  "model.num_frames=2", "data.num_frames=2", "model.atm_ops=[mul,sub]", "data.options={input_size: 224}", "model.img_size=224",
+                                  "data.num_frames=2", "model.atm_ops=[mul,sub]", "data.options={input_size: 224}", "model.img_size=224",
                                   "model.atm_context=5"])
     torch.manual_seed(0)
     model = with_visible_branches(load_model(cfg, None, 12), std=0.01)
@@ -471,7 +471,7 @@ def test_notebook_runs_on_a_checkpoint_and_a_video(tmp_path, tiny_video_model):
     papermill.execute_notebook(
         str(root / "notebooks" / "visualize_arithmetic.ipynb"), str(out), cwd=str(root), progress_bar=False,
         parameters={"recipe": SYNTHETIC, "checkpoint": str(tmp_path / "model.safetensors"), "video": str(video),
-                    "overrides": ["model.num_frames=4", "data.num_frames=4"],
+                    "overrides": ["data.num_frames=4"],
                     "work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "results")})
     saved = sorted(p.name for p in (tmp_path / "work" / "feature_maps").glob("*.png"))
     assert saved == ["mul_cue.png", "mul_patches.png", "residuals.png", "sub_cue.png"]
