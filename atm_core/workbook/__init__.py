@@ -2,6 +2,7 @@
 
     project    the project folder and the main job's output folders
     variants   the benchmark's variants (a recipe each) and their configurations
+    recipes    any run: a recipe file with overrides and a data root, or a variant
     runs       a run's small artefacts: exported, read back and checked
     training   a variant's data, training and trained model
     tables     the ablation table and its notes
@@ -23,6 +24,7 @@ from .analysis import (
 )
 from .paper import PAPER_RESULTS
 from .project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
+from .recipes import run_config, run_name
 from .runs import RUN_FILES, MissingMetrics, export_run, read_run
 from .tables import (
     build_table,
@@ -49,5 +51,6 @@ __all__ = [
     "WORK_DIR", "MissingMetrics", "Variant", "build_table", "class_names", "describe_setup", "ensure_trained",
     "enter_project_root", "export_run", "find_clip", "load_trained", "markdown_table", "model_label",
     "model_stats", "pair_report", "per_class_accuracy", "predict_clip", "prepare_data", "project_root",
-    "read_predictions", "read_run", "run_variant", "table_notes", "variant", "variant_config", "write_tables",
+    "read_predictions", "read_run", "run_config", "run_name", "run_variant", "table_notes", "variant",
+    "variant_config", "write_tables",
 ]
