@@ -4,6 +4,7 @@ without GPUs, CPU processes joined in a gloo group). Scripts and multi-node runs
 ``accelerate launch -m atm_core.train`` instead."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -60,7 +61,7 @@ def launch_training(cfg: Config | str | Path | dict, num_processes: int = 1,
 
     cfg = as_config(cfg)
     if mixed_precision is not None:
-        cfg = apply_overrides(cfg, [f"train.mixed_precision={mixed_precision}"])
+        cfg = apply_overrides(copy.deepcopy(cfg), [f"train.mixed_precision={mixed_precision}"])
     if num_processes < 1:
         raise ConfigError(f"num_processes={num_processes}: need at least one process")
     if num_processes == 1:
