@@ -51,8 +51,8 @@ def test_final_evaluation_reads_data_test_list(bench):
     cfg = load_config(PARAMS / "synthetic_base.yaml", [f"data.root={bench}", "data.generate=null"])
     assert cfg.data.test_list == "test.txt" and cfg.data.generate is None
     test, val = build_split(cfg, "test"), build_split(cfg, "val")
-    assert [r.path for r in test.records][0].startswith("videos/test/")
-    assert [r.path for r in val.records][0].startswith("videos/val/")
+    assert all(r.path.startswith("videos/test/") for r in test.records)
+    assert all(r.path.startswith("videos/val/") for r in val.records)
     cfg.data.test_list = None  # unset: the final evaluation falls back to the validation list
     assert [r.path for r in build_split(cfg, "test").records] == [r.path for r in val.records]
 

@@ -55,8 +55,8 @@ from .variants import (
 )
 
 __all__ = [
-    "MissingMetrics", "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES",
-    "VARIANTS", "VARIANT_KEYS", "Variant", "WORK_DIR", "build_seed_table", "build_table",
+    "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "VARIANTS",
+    "VARIANT_KEYS", "WORK_DIR", "MissingMetrics", "Variant", "build_seed_table", "build_table",
     "class_names", "committed_checkpoint", "describe_setup", "direction_report", "ensure_trained",
     "enter_project_root", "evaluate_views", "export_checkpoint", "export_run", "find_clip",
     "flip_labels", "load_trained", "markdown_table", "model_label", "model_stats", "pair_report",

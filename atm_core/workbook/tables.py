@@ -128,8 +128,8 @@ def table_notes(setup: Mapping, quick: bool = False, seeds: int = 1) -> str:
     else:
         spread = ("One training seed per row: rows a few points apart are not ranked by it. "
                   "Measured spread over training seeds 0 / 1 / 2 (same data, earlier benchmark "
-                  "version, validation split): ATM(mul, sub) 90.7 / 91.3 / 90.3 %; the same code "
-                  "gave TSM 34.7 % on one host and 46.7 % on another. `python -m "
+                  "version, validation split): ATM(mul, sub) 90.7 / 91.3 / 90.3 %; the same code and "
+                  "seed gave TSM 34.7 % on one host and 46.7 % on another. `python -m "
                   "atm_core.reproduce --seeds N` reports mean ± spread.")
     text = (
         "Measured on the **built-in CPU benchmark** (`atm_core.data.synthetic`: 12 classes in 6 "

@@ -12,7 +12,7 @@ from ..engine import Config
 from .project import RESULTS_DIR, WORK_DIR
 from .runs import export_run
 from .tables import seed_run_name
-from .variants import variant, variant_config
+from .variants import variant_config
 
 
 def prepare_data(cfg: Config) -> dict:
