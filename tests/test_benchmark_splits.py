@@ -67,6 +67,8 @@ def test_direction_report_on_mirrored_pairs():
     assert report.accuracy[0] == pytest.approx(40.0)
     assert report.taken_for_mirror[0] == pytest.approx(20.0)  # one video of c1 taken for c2
     assert report.in_pair[0] == pytest.approx(60.0)
+    with pytest.raises(ValueError, match=r"mirrored classes \[86, 87\] are not among the 6 classes"):
+        workbook.direction_report(predictions, classes, {86: 87, 87: 86})
     ss = load_config(PARAMS / "ssv2_vit_b16_f8.yaml")
     assert workbook.flip_labels(ss) == {86: 87, 87: 86, 93: 94, 94: 93, 166: 167, 167: 166}
     assert workbook.flip_labels(load_config(PARAMS / "k400_vit_b16_f8.yaml")) == {}

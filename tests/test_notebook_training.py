@@ -58,17 +58,17 @@ def test_launch_refuses_zero_processes(tmp_path):
         launch_training(load_config(PARAMS / "synthetic_base.yaml", [f"train.output_dir={tmp_path}"]), 0)
 
 
-def run_train_notebook(tmp_path: Path, parameters: dict) -> nbformat.NotebookNode:
+def run_notebook(tmp_path: Path, notebook: str, parameters: dict) -> nbformat.NotebookNode:
     import papermill as pm
 
-    out = tmp_path / "train.ipynb"
+    out = tmp_path / f"{notebook}.ipynb"
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        pm.execute_notebook(str(ROOT / "notebooks" / "train.ipynb"), str(out), kernel_name="python3",
+        pm.execute_notebook(str(ROOT / "notebooks" / f"{notebook}.ipynb"), str(out), kernel_name="python3",
                             parameters={"work_dir": str(tmp_path / "runs"), "results_dir": str(tmp_path / "results"),
-                                        "progress": False, **parameters}, cwd=str(ROOT), progress_bar=False)
+                                        **parameters}, cwd=str(ROOT), progress_bar=False)
     finally:
         for k, v in old.items():
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -92,8 +92,8 @@ CPU_SIZED_SS = ["model.name=atm_vit_tiny_patch8_64", "model.img_size=64", "model
       "train.batch_size=6", "train.threads=1", "train.tensorboard=false", "eval.num_crops=1"], 1),
 ], ids=["ssv1_paper_recipe", "benchmark_recipe"])
 def test_train_notebook_trains_a_recipe_on_two_processes(bench, tmp_path, recipe, overrides, views):
-    nb = run_train_notebook(tmp_path, {"variant": None, "recipe": recipe, "overrides": overrides,
-                                       "data_root": str(bench), "num_processes": 2, "mixed_precision": "no"})
+    nb = run_notebook(tmp_path, "train", {"variant": None, "recipe": recipe, "overrides": overrides, "progress": False,
+                                          "data_root": str(bench), "num_processes": 2, "mixed_precision": "no"})
     name = Path(recipe).stem
     run = tmp_path / "runs" / name
     cfg = load_config(run / "config.yaml")
@@ -103,3 +103,28 @@ def test_train_notebook_trains_a_recipe_on_two_processes(bench, tmp_path, recipe
     assert summary["num_videos"] == 12 and summary["views"] == views
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "(2 process(es))" in text  # the trainer's own report: one group of two processes
+
+
+def outputs_text(nb: nbformat.NotebookNode) -> str:
+    return json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+
+
+@pytest.mark.slow
+def test_evaluate_notebook_on_a_checkpoint_of_a_paper_recipe(bench, tmp_path):
+    """The SS-V1 recipe's 2 x 3 test views and one view side by side on a checkpoint trained
+    here, with the benchmark's left/right classes as the recipe's mirrored pairs."""
+    overrides = [*CPU_SIZED_SS, "data.options.flip_labels={0: 1, 1: 0}", "optim.epochs=1"]
+    cfg = load_config(PARAMS / "ssv1_vit_b16_f8.yaml",
+                      [*overrides, f"data.root={bench}", f"train.output_dir={tmp_path / 'run'}", "eval.after_train=false"])
+    train(cfg)
+    nb = run_notebook(tmp_path, "evaluate", {"variant": None, "recipe": "params/ssv1_vit_b16_f8.yaml",
+                                             "overrides": overrides, "data_root": str(bench),
+                                             "checkpoint": str(tmp_path / "run" / "checkpoints" / "best"),
+                                             "out_dir": str(tmp_path / "eval")})
+    views = {name: json.loads((tmp_path / "eval" / name / "summary.json").read_text())
+             for name in ("test_views", "single_view")}
+    assert (views["test_views"]["num_clips"], views["test_views"]["num_crops"]) == (2, 3)
+    assert (views["single_view"]["num_clips"], views["single_view"]["num_crops"]) == (1, 1)
+    text = outputs_text(nb)
+    assert "moving_left / moving_right" in text and "taken_for_mirror" in text
+    assert "no time-reversal pairs" in text  # ssv1 data: not the benchmark's report

@@ -77,6 +77,9 @@ def direction_report(predictions: pd.DataFrame, classes: list[str], mirrors: dic
     """Per mirrored pair ``(a, b)`` (e.g. pushing left / right): accuracy, and how often a
     video is taken for its mirror -- the error of a model that sees the motion but not its
     direction."""
+    outside = sorted(c for c in mirrors if not 0 <= c < len(classes))
+    if outside:
+        raise ValueError(f"mirrored classes {outside} are not among the {len(classes)} classes of the label file")
     rows = []
     for first, second in sorted((a, b) for a, b in mirrors.items() if a < b):
         mine = predictions[predictions.label.isin([first, second])]
