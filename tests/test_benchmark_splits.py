@@ -42,9 +42,16 @@ def test_test_split_has_clips_of_its_own(bench):
         assert np.abs(forward[::-1] - backward).max() <= 8  # JPEG rounding only
 
 
-def test_no_test_split_unless_asked(tmp_path):
-    generate_benchmark(tmp_path, seed=0, train_per_class=1, val_per_class=1, size=32, num_frames=8)
-    assert not (tmp_path / "test.txt").exists()
+def test_no_test_split_unless_asked_and_a_missing_one_fails_before_training(tmp_path):
+    from atm_core.engine import ConfigError, train
+
+    generate_benchmark(tmp_path / "data", seed=0, train_per_class=1, val_per_class=1, size=32, num_frames=8)
+    assert not (tmp_path / "data" / "test.txt").exists()
+    cfg = load_config(PARAMS / "synthetic_base.yaml", [f"data.root={tmp_path / 'data'}", "data.generate=null",
+                                                       f"train.output_dir={tmp_path / 'run'}", "data.num_workers=0"])
+    with pytest.raises(ConfigError, match="split 'test'.*test.txt: list file not found"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_final_evaluation_reads_data_test_list(bench):

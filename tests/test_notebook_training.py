@@ -18,11 +18,12 @@ PARAMS = ROOT / "params"
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:
-    """24 train / 12 val videos of 8 frames, as mp4 and as SS-V1 style JPEG folders."""
+    """12 train / 12 val / 12 test videos of 8 frames, as mp4 and as SS-V1 style JPEG folders."""
     from atm_core.data import generate_benchmark
 
     root = tmp_path_factory.mktemp("bench")
-    generate_benchmark(root, seed=0, train_per_class=1, val_per_class=1, size=72, num_frames=8, frames=True)
+    generate_benchmark(root, seed=0, train_per_class=1, val_per_class=1, test_per_class=1, size=72,
+                       num_frames=8, frames=True)
     return root
 
 

@@ -75,3 +75,14 @@ def test_workbook_names_used_exist(path):
     missing = sorted(used - set(workbook.__all__))
     assert not missing, f"{path.name} calls workbook.{missing[0]}, which atm_core.workbook does not export"
     assert all(hasattr(workbook, name) for name in workbook.__all__)
+
+
+@pytest.mark.parametrize("stem", ["train", "evaluate", "ablation", "results"])
+def test_papermill_reads_every_parameter(stem):
+    # papermill skips (and warns about) an assignment whose comment it cannot parse, e.g. one with '='
+    import papermill as pm
+
+    path = NOTEBOOK_DIR / f"{stem}.ipynb"
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    names = [t.id for node in ast.parse(cell.source).body for t in node.targets]
+    assert list(pm.inspect_notebook(str(path))) == names

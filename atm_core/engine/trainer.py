@@ -112,6 +112,8 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
     train_set, val_set = build_split(cfg, "train"), build_split(cfg, "val")
     check_sample(cfg, train_set, "train")
     check_sample(cfg, val_set, "val")
+    if cfg.eval.after_train:
+        build_split(cfg, "test")  # the final evaluation's list (data.test_list) is checked now too
     num_classes = len(train_set.classes)
     global_batch = cfg.train.batch_size * accelerator.num_processes
     if len(train_set) < global_batch:
