@@ -2,14 +2,17 @@
 
     python -m atm_core.reproduce            # everything, ~30 min on 2 CPU cores (make reproduce)
     python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path (~2 min)
+    python -m atm_core.reproduce --seeds 3  # every variant with 3 training seeds: mean ± spread
 
 Steps: write the benchmark data, then with papermill execute ``notebooks/train.ipynb`` once per
 variant (TSN, TSM, TokenShift, TokenT1D and ATM with each op set, all with the same recipe),
 ``ablation.ipynb`` (the table, from the run outputs), ``evaluate.ipynb``,
 ``visualize_arithmetic.ipynb`` and ``results.ipynb``, then the model card. Executed notebooks
-land in ``results/runs/`` without their outputs (what they produce is the tables, figures and run
-artefacts; papermill's record of parameters and cell status stays); training runs (with checkpoints) in ``runs/reproduce/``, whose small
-artefacts (config, metrics, evaluation) are copied to ``results/runs/<variant>/``.
+land in ``results/runs/`` with their outputs (tables, and figures as PNG), so that they read as
+reports without running anything; training runs (with checkpoints) in ``runs/reproduce/``, whose
+small artefacts (config, metrics, evaluation, class names) are copied to
+``results/runs/<variant>/`` and best weights to ``results/checkpoints/<variant>/`` (~1 MB each),
+from which the evaluate and visualise notebooks run in a fresh clone without training.
 
 A notebook that fails keeps its partly executed copy, outputs and error included; the runner names the notebook and the cell,
 carries on with the other steps and exits non-zero at the end.
@@ -30,8 +33,9 @@ from pathlib import Path
 
 from .engine.runtime import relaunch_with_tuned_malloc
 from .workbook.project import RESULTS_DIR, WORK_DIR, enter_project_root
-from .workbook.runs import MissingMetrics, export_run
-from .workbook.training import prepare_data
+from .workbook.runs import MissingMetrics, export_checkpoint, export_run
+from .workbook.tables import seed_run_name
+from .workbook.training import committed_checkpoint, prepare_data
 from .workbook.variants import VARIANT_KEYS, variant, variant_config
 
 # ---------------------------------------------------------------- notebook execution
@@ -104,17 +108,6 @@ def execute(notebook: str | Path, output: str | Path, parameters: Mapping, cwd: 
     return None
 
 
-def strip_outputs(path: str | Path) -> None:
-    """Drop the outputs and execution counts of an executed notebook, keeping its metadata."""
-    import nbformat
-
-    nb = nbformat.read(path, as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs, cell.execution_count = [], None
-    nbformat.write(nb, path)
-
-
 @dataclass
 class Job:
     """One notebook execution of the main job."""
@@ -124,26 +117,31 @@ class Job:
     parameters: dict
 
 
-def training_jobs(keys: Sequence[str], common: Mapping) -> list[Job]:
-    return [Job("train", f"train_{key}", {**common, "variant": key}) for key in keys]
+def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
+    """One train.ipynb run per variant and training seed (runs ``seed_run_name(key, seed)``)."""
+    return [Job("train", f"train_{seed_run_name(key, seed)}",
+                {**common, "variant": key, "name": seed_run_name(key, seed), "overrides": [f"train.seed={seed}"],
+                 "progress": False})
+            for key in keys for seed in range(seeds)]
 
 
-def report_jobs(trained: Sequence[str], common: Mapping) -> list[Job]:
+def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
     """Notebooks that read the trained runs: the table, evaluations, feature maps, summary."""
-    jobs = [Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False})]
+    jobs = [Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False,
+                                         "seeds": seeds})]
     for key in ("tsn", "atm_mul_sub"):
         if key in trained:
-            jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key}))
+            jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key, "save_figures": True}))
     atm = [key for key in trained if variant(key).ops]
     if atm:
         jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**common, "variants": atm}))
-    jobs.append(Job("results", "results", {**common, "variants": list(trained)}))
+    jobs.append(Job("results", "results", {**common, "variants": list(trained), "save_figures": True}))
     return jobs
 
 
 def clean_outputs(results_dir: Path) -> None:
     """Remove what a previous run of the main job wrote (not other owners' files)."""
-    for name in ("runs", "tables", "figures"):
+    for name in ("runs", "tables", "figures", "checkpoints"):
         if (results_dir / name).exists():
             shutil.rmtree(results_dir / name)
 
@@ -184,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", default=RESULTS_DIR, help="output folder (default: results)")
     parser.add_argument("--work", default=WORK_DIR, help="training runs with checkpoints")
     parser.add_argument("--data", default=None, help="benchmark folder (default: the recipes' data.root)")
+    parser.add_argument("--seeds", type=int, default=1, metavar="N",
+                        help="train every variant with train.seed 0..N-1; the table reports mean ± spread")
     parser.add_argument("--skip-training", action="store_true",
                         help="reuse the training runs already in --work; rebuild tables and figures")
     args = parser.parse_args(argv)
@@ -205,26 +205,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings["data"] = time.perf_counter() - tic
     print(f"benchmark data ready ({data}) in {timings['data']:.0f} s", flush=True)
 
-    trained = []
-    for job in training_jobs(keys, common):
-        key = job.parameters["variant"]
-        if args.skip_training:
-            dest = results / "runs" / key
-            try:
-                export_run(Path(args.work) / key, dest)
-            except MissingMetrics as e:
-                failures.append(Failure(Path(args.work) / key, dest, str(e)))
-                continue
-            trained.append(key)
-            continue
-        failure = run_job(job, results, root, timings)
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: need at least one seed")
+    failed: set[str] = set()
+    for job in training_jobs(keys, common, args.seeds):
+        key, name = job.parameters["variant"], job.parameters["name"]
+        failure = None if args.skip_training else run_job(job, results, root, timings)
         if failure is None:
-            trained.append(key)
-        else:
+            failure = export_trained(Path(args.work) / name, results, name, key, args.skip_training)
+        if failure is not None:
             failures.append(failure)
+            failed.add(key)
+    trained = [key for key in keys if key not in failed]
     if not trained:
         print("no variant trained: skipping the tables and figures", file=sys.stderr)
-    for job in report_jobs(trained, common) if trained else []:
+    for job in report_jobs(trained, common, args.seeds) if trained else []:
         failure = run_job(job, results, root, timings)
         if failure is not None:
             failures.append(failure)
@@ -250,6 +245,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def export_trained(run_dir: Path, results: Path, name: str, key: str, with_run: bool) -> Failure | None:
+    """Copy run ``name``'s small artefacts into ``results`` when ``with_run`` (train.ipynb exports
+    them itself), and the best weights of variant ``key``'s seed-0 run."""
+    try:
+        if with_run:
+            export_run(run_dir, results / "runs" / name)
+        if name == key:
+            export_checkpoint(run_dir, committed_checkpoint(key, results))
+    except MissingMetrics as e:
+        return Failure(run_dir, results / "runs" / name, str(e))
+    return None
+
+
 def run_job(job: Job, results: Path, root: Path, timings: dict[str, float]) -> Failure | None:
     notebook = root / "notebooks" / f"{job.notebook}.ipynb"
     output = results / "runs" / f"{job.name}.ipynb"
@@ -257,8 +265,6 @@ def run_job(job: Job, results: Path, root: Path, timings: dict[str, float]) -> F
     tic = time.perf_counter()
     failure = execute(notebook, output, job.parameters, cwd=root)
     timings[job.name] = time.perf_counter() - tic
-    if failure is None:
-        strip_outputs(output)
     status = "ok" if failure is None else "FAILED"
     print(f"--- {job.name}: {status} in {timings[job.name]:.0f} s", flush=True)
     return failure

@@ -1,5 +1,5 @@
-"""The committed notebooks: no outputs (nor their executed copies in results/runs), one papermill
-parameters cell, logic kept in atm_core."""
+"""The committed notebooks: no outputs (their executed copies in results/runs keep theirs), one
+papermill parameters cell, logic kept in atm_core."""
 import ast
 from pathlib import Path
 
@@ -8,7 +8,6 @@ import pytest
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXECUTED = sorted((NOTEBOOK_DIR.parent / "results" / "runs").glob("*.ipynb"))
 EXPECTED = {"train", "evaluate", "ablation", "visualize_arithmetic", "results"}
 
 
@@ -30,14 +29,6 @@ def test_committed_without_outputs(path):
             assert cell.outputs == [], f"{path.name} cell {i} has outputs"
             assert cell.execution_count is None, f"{path.name} cell {i} has an execution count"
     assert "papermill" not in nb.metadata, f"{path.name} is an executed copy"
-
-
-@pytest.mark.parametrize("path", EXECUTED, ids=lambda p: p.stem)
-def test_executed_copies_committed_without_outputs(path):
-    nb = nbformat.read(path, as_version=4)
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"{path.name} cell {i} has outputs"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -84,3 +75,14 @@ def test_workbook_names_used_exist(path):
     missing = sorted(used - set(workbook.__all__))
     assert not missing, f"{path.name} calls workbook.{missing[0]}, which atm_core.workbook does not export"
     assert all(hasattr(workbook, name) for name in workbook.__all__)
+
+
+@pytest.mark.parametrize("stem", ["train", "evaluate", "ablation", "results"])
+def test_papermill_reads_every_parameter(stem):
+    # papermill skips (and warns about) an assignment whose comment it cannot parse, e.g. one with '='
+    import papermill as pm
+
+    path = NOTEBOOK_DIR / f"{stem}.ipynb"
+    cell = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    names = [t.id for node in ast.parse(cell.source).body for t in node.targets]
+    assert list(pm.inspect_notebook(str(path))) == names

@@ -17,10 +17,12 @@ from atm_core.engine import load_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_run(run_dir: Path, key: str, top1: float, train_times=(30.0, 42.0), *, summary=True, metrics=True):
+def fake_run(run_dir: Path, key: str, top1: float, train_times=(30.0, 42.0), *, summary=True, metrics=True,
+             data_root: Path | None = None):
     """A run directory as the engine writes it, with chosen metrics."""
     run_dir.mkdir(parents=True)
-    load_config(ROOT / workbook.variant(key).recipe).to_yaml(run_dir / "config.yaml")
+    overrides = [f"data.root={data_root}"] if data_root else []
+    load_config(ROOT / workbook.variant(key).recipe, overrides).to_yaml(run_dir / "config.yaml")
     if metrics:
         records = [{"epoch": i, "train_loss": 2.0 - i, "val_top1": top1, "train_time": t, "epoch_time": t + 3}
                    for i, t in enumerate(train_times)]
@@ -97,20 +99,52 @@ def test_notes_say_where_the_numbers_come_from():
     assert "built-in CPU benchmark" in notes and "not** on Something-Something" in notes
     assert "8 frames (one per segment)" in notes and "brighter than a darker" in notes
     assert "50 %" in notes and "Quick mode" not in notes
+    assert "on 300 validation videos, of the checkpoint chosen as best on those same videos" in notes
+    assert "One training seed per row" in notes and "--seeds N" in notes
     assert workbook.table_notes(setup, quick=True).startswith("**Quick mode")
+    held_out = workbook.table_notes({**setup, "held_out": True}, seeds=3)
+    assert "300 held-out test videos" in held_out and "best validation top-1" in held_out
+    assert "over 3 training seeds" in held_out and "One training seed" not in held_out
 
 
-def test_export_copies_artefacts_without_checkpoints(tmp_path):
-    run = fake_run(tmp_path / "run", "tsn", 50.0)
+def test_export_copies_artefacts_and_class_names_without_checkpoints(tmp_path):
+    data = tmp_path / "data"
+    run = fake_run(tmp_path / "run", "tsn", 50.0, data_root=data)
     with pytest.raises(workbook.MissingMetrics, match="eval/predictions.csv, eval/confusion.png"):
         workbook.export_run(run, tmp_path / "out")
     (run / "eval" / "predictions.csv").write_text("index,label,pred,correct\n")
     (run / "eval" / "confusion.png").write_bytes(b"png")
     (run / "checkpoints" / "best").mkdir(parents=True)
     (run / "checkpoints" / "best" / "model.safetensors").write_bytes(b"weights")
+    with pytest.raises(workbook.MissingMetrics, match=f"label file {data / 'labels.csv'} does not exist"):
+        workbook.export_run(run, tmp_path / "out")
+    data.mkdir()
+    (data / "labels.csv").write_text("id,name\n0,left\n1,right\n")
     out = workbook.export_run(run, tmp_path / "out")
     copied = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert copied == sorted(workbook.RUN_FILES)
+    assert copied == sorted([*workbook.RUN_FILES, "labels.csv"])
+    assert workbook.run_classes(out) == ["left", "right"]  # readable without the data folder
+    with pytest.raises(workbook.MissingMetrics, match="checkpoints/best has no meta.json"):
+        workbook.export_checkpoint(run, tmp_path / "ckpt")
+    (run / "checkpoints" / "best" / "meta.json").write_text("{}")
+    (run / "checkpoints" / "best" / "ema.safetensors").write_bytes(b"ema")
+    ckpt = workbook.export_checkpoint(run, tmp_path / "ckpt")
+    assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "model.safetensors"]
+
+
+def test_seed_table_reports_mean_and_spread(tmp_path):
+    runs = {"tsn": [fake_run(tmp_path / "tsn", "tsn", 48.0), fake_run(tmp_path / "tsn_1", "tsn", 52.0),
+                    fake_run(tmp_path / "tsn_2", "tsn", 53.0)],
+            "atm_sub": [fake_run(tmp_path / "sub", "atm_sub", 90.0)]}
+    table = workbook.build_seed_table(runs)
+    assert table.variant.tolist() == ["tsn", "atm_sub"] and table.seeds.tolist() == [3, 1]
+    assert table.top1[0] == 51.0 and table.top1[0] == pytest.approx(np.mean([48.0, 52.0, 53.0]))
+    assert table.top1_sd[0] == round(float(np.std([48.0, 52.0, 53.0], ddof=1)), 2)
+    assert table.top1_seeds[0] == "48.0 / 52.0 / 53.0" and np.isnan(table.top1_sd[1])
+    text = workbook.markdown_table(table)
+    assert "| TSN | tsn | - | 51.0 ± 2.6 (48.0 / 52.0 / 53.0) |" in text
+    assert "| ATM(sub) | tokent1d | sub | 90.0 |" in text
+    assert workbook.seed_run_name("tsn", 0) == "tsn" and workbook.seed_run_name("tsn", 2) == "tsn_seed2"
 
 
 def test_pair_report_counts_reversed_twins():
@@ -208,12 +242,20 @@ def test_quick_job_executes_every_notebook(quick_job):
     executed = sorted(p.name for p in (results / "runs").glob("*.ipynb"))
     assert executed == ["ablation.ipynb", "evaluate_atm_mul_sub.ipynb", "evaluate_tsn.ipynb", "results.ipynb",
                         "train_atm_mul_sub.ipynb", "train_tsn.ipynb", "visualize_arithmetic.ipynb"]
-    for name in executed:
+    for name in executed:  # reports that show without running: outputs kept, figures as PNG
         nb = nbformat.read(results / "runs" / name, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
-        assert all(c.outputs == [] and c.execution_count is None for c in code), f"{name} kept outputs"
         assert [c.metadata.papermill.status for c in code] == ["completed"] * len(code), name
         assert nb.metadata.papermill.parameters["quick"] is True
+        kinds = {kind for c in code for o in c.outputs for kind in o.get("data", {})}
+        assert "application/vnd.jupyter.widget-view+json" not in kinds, name
+        assert "image/png" in kinds and "image/svg+xml" not in kinds, name
+    size = sum(p.stat().st_size for p in (results / "runs").glob("*.ipynb"))
+    assert size < 8e6, f"executed notebooks take {size / 1e6:.1f} MB"
+    for key in ("tsn", "atm_mul_sub"):  # weights only, small enough to commit
+        ckpt = results / "checkpoints" / key
+        assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "model.safetensors"]
+        assert (ckpt / "model.safetensors").stat().st_size < 3e6
 
 
 @pytest.mark.slow
@@ -232,6 +274,62 @@ def test_quick_job_tables_and_figures(quick_job):
             "feature_maps/atm_mul_sub_sub_cue.png", "feature_maps/atm_mul_sub_residuals.png"} <= figures
     assert (results / "model_card.md").is_file()
     assert not (tmp / "results" / "runs" / "tsn" / "checkpoints").exists()
+    assert "held-out test videos" in (results / "tables" / "ablation.md").read_text()
+    assert table.test_videos.tolist() == [12, 12]  # quick data: one test clip per class
+
+
+def committed_copy(results: Path, dest: Path) -> Path:
+    """The project as a fresh clone holds it once the main job's results are committed: the
+    files git tracks (no data/, no runs/), with ``results`` in place of today's results/."""
+    import shutil
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for name in listed:
+        if not name.startswith("results/") and (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    shutil.copytree(results, dest / "results")
+    return dest
+
+
+def execute_in(copy: Path, notebook: str, parameters: dict) -> nbformat.NotebookNode:
+    """Execute a notebook of ``copy`` with ``copy`` as the working directory and its atm_core."""
+    out = copy / "executed" / f"{notebook}.ipynb"
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(copy)
+    try:
+        failure = reproduce.execute(copy / "notebooks" / f"{notebook}.ipynb", out, parameters, cwd=copy,
+                                    log_output=False)
+    finally:
+        os.environ.pop("PYTHONPATH") if old is None else os.environ.__setitem__("PYTHONPATH", old)
+    assert failure is None, str(failure)
+    return nbformat.read(out, as_version=4)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_reports_run_in_a_fresh_clone_without_training(quick_job, tmp_path):
+    tmp, _ = quick_job
+    copy = committed_copy(tmp / "results", tmp_path / "clone")
+    before = snapshot(copy / "results")
+    nb = execute_in(copy, "results", {"variants": ["tsn", "atm_mul_sub"], "quick": True})
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 4  # ablation plot, training curves, confusion matrices, feature maps
+    text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+    assert "held-out test videos" in text and "ATM(mul, sub)" in text
+    assert not (copy / "data").exists() and not (copy / "runs").exists()  # committed files only
+
+    nb = execute_in(copy, "evaluate", {"variant": "atm_mul_sub", "quick": True, "data_root": str(tmp / "data")})
+    text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
+    assert "test_views" in text and "single_view" in text and "results/checkpoints/atm_mul_sub" in text
+    assert "taken_for_reversed_twin" in text and "taken_for_mirror" in text
+    assert not list((copy / "runs").rglob("checkpoints"))  # nothing was trained
+    assert snapshot(copy / "results") == before  # nor any committed result overwritten
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@
 
 Every clip of the first class of a pair is rendered forward with a random appearance; the
 second class of the pair is *the same clip played backwards* (clip ``k`` of class ``2p + 1`` is
-clip ``k`` of class ``2p`` reversed, in both splits). So the two classes share exactly the same
+clip ``k`` of class ``2p`` reversed, in every split). So the two classes share exactly the same
 frames and only their order tells them apart: any order-blind model (TSN: mean of per-frame
 scores) gives both members of a reversed pair the same score and cannot exceed 50 % within a
 pair, while a temporal model can reach ~100 %.
@@ -28,7 +28,7 @@ The reversal-pair property is not a tunable: it holds for any :class:`Difficulty
 Storage is exactly like real data: H.264 ``.mp4`` (``videos/``), optionally JPEG frame folders
 (``frames/``, ``00001.jpg`` ...), SS-format lists ``train.txt`` / ``val.txt``
 (``relative_path num_frames label``; ``train_frames.txt`` / ``val_frames.txt`` for the
-folders) and ``labels.csv`` (``id,name``). Videos are intra-only with a constant quantiser and
+folders; ``test.txt`` / ``test_frames.txt`` for the held-out test split when asked for) and ``labels.csv`` (``id,name``). Videos are intra-only with a constant quantiser and
 a single-threaded encoder: every frame is coded on its own, so the files are reproducible
 byte for byte, and a reversed clip decodes to exactly the reversed frames (the pair property
 survives compression). With 24 source frames and T = 8 the TSN segments (3 frames each) are
@@ -305,11 +305,11 @@ def write_frames(folder: str | Path, frames: np.ndarray, template: str = "{:05d}
 
 
 def benchmark_spec(seed: int = 0, *, train_per_class: int = 100, val_per_class: int = 25,
-                   size: int = 96, num_frames: int = 24, frames: bool = False,
+                   test_per_class: int = 0, size: int = 96, num_frames: int = 24, frames: bool = False,
                    difficulty: Difficulty = Difficulty()) -> dict:
     """The generator settings of :func:`generate_benchmark` as written to ``SPEC_FILE``."""
     spec = {"seed": seed, "train_per_class": train_per_class, "val_per_class": val_per_class,
-            "size": size, "num_frames": num_frames, "frames": frames,
+            "test_per_class": test_per_class, "size": size, "num_frames": num_frames, "frames": frames,
             "difficulty": dataclasses.asdict(difficulty)}
     return json.loads(json.dumps(spec))  # tuples as lists, as read back from the file
 
@@ -330,12 +330,14 @@ def spec_differences(root: str | Path, spec: dict) -> list[str]:
 
 
 def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int = 100,
-                       val_per_class: int = 25, size: int = 96, num_frames: int = 24,
-                       frames: bool = False, difficulty: Difficulty = Difficulty()) -> dict:
+                       val_per_class: int = 25, test_per_class: int = 0, size: int = 96,
+                       num_frames: int = 24, frames: bool = False,
+                       difficulty: Difficulty = Difficulty()) -> dict:
     """Write the benchmark under ``out``, with its settings in ``SPEC_FILE``; returns a
-    summary (counts, seconds)."""
+    summary (counts, seconds). ``test_per_class`` > 0 adds a held-out test split
+    (``test.txt``) of clips of its own, drawn from the same generator with their own seeds."""
     spec = benchmark_spec(seed, train_per_class=train_per_class, val_per_class=val_per_class,
-                          size=size, num_frames=num_frames, frames=frames, difficulty=difficulty)
+                          test_per_class=test_per_class, size=size, num_frames=num_frames, frames=frames, difficulty=difficulty)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if size % 2:
@@ -343,8 +345,11 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int =
     started = time.perf_counter()
     with (out / "labels.csv").open("w") as f:
         f.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
-    splits = (("train", train_per_class), ("val", val_per_class))
+    # the split's index seeds its clips: every split has clips of its own
+    splits = (("train", train_per_class), ("val", val_per_class), ("test", test_per_class))
     for split_id, (split, per_class) in enumerate(splits):
+        if split == "test" and not per_class:
+            continue
         video_lines, frame_lines = [], []
         for pair, motion in enumerate(MOTIONS):
             for k in range(per_class):
@@ -362,7 +367,7 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int =
             (out / f"{split}_frames.txt").write_text("".join(frame_lines))
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
     summary = {"out": str(out), "classes": len(CLASSES), "train": train_per_class * len(CLASSES),
-               "val": val_per_class * len(CLASSES), **spec,
+               "val": val_per_class * len(CLASSES), "test": test_per_class * len(CLASSES), **spec,
                "seconds": round(time.perf_counter() - started, 1)}
     log.info("benchmark written: %s", summary)
     return summary
@@ -415,15 +420,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=25)
+    parser.add_argument("--test-per-class", type=int, default=25, help="held-out test clips (test.txt)")
     parser.add_argument("--size", type=int, default=96, help="frame height and width (even)")
     parser.add_argument("--num-frames", type=int, default=24, help="source frames per clip")
     parser.add_argument("--frames", action="store_true", help="also write JPEG frame folders")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = generate_benchmark(args.out, args.seed, train_per_class=args.train_per_class,
-                                 val_per_class=args.val_per_class, size=args.size,
+                                 val_per_class=args.val_per_class,
+                                 test_per_class=args.test_per_class, size=args.size,
                                  num_frames=args.num_frames, frames=args.frames)
-    print(f"wrote {summary['train']} train + {summary['val']} val clips to {summary['out']} "
+    print(f"wrote {summary['train']} train + {summary['val']} val + {summary['test']} test clips to {summary['out']} "
           f"in {summary['seconds']} s")
 
 

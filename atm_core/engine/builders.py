@@ -49,7 +49,8 @@ def build_split(cfg: Config, split: str):
         hint = (" (or set data.generate: {} and data.create_root: true to write the built-in "
                 "benchmark there)" if cfg.data.dataset == "synthetic" else "")
         raise ConfigError(f"key 'data.root': directory {root} does not exist{hint}")
-    list_file = cfg.data.train_list if split == "train" else cfg.data.val_list
+    list_file = {"train": cfg.data.train_list, "val": cfg.data.val_list,
+                 "test": cfg.data.test_list or cfg.data.val_list}[split]
     try:
         return build_dataset(cfg.data.dataset, split, root, list_file, num_frames=cfg.data.num_frames,
                              on_error=cfg.data.on_error, **dataset_options(cfg, split))

@@ -53,6 +53,7 @@ class DataConfig:
     root: str = "data/synthetic"
     train_list: Optional[str] = None  # default: the preset's list file under root
     val_list: Optional[str] = None
+    test_list: Optional[str] = None  # the final (multi-view) evaluation's list; null = val_list
     num_frames: int = 8  # clip length: frames the sampler draws per clip and the model is built for
     num_sample: Optional[int] = None  # repeated augmentation (clips per video per step); null = preset
     num_workers: int = 2

@@ -187,6 +187,8 @@ def _prepare_data(accelerator: Accelerator, cfg: Config) -> tuple[VideoDataset, 
         preflight((train_set, val_set), cfg.data.on_error, Path(cfg.train.output_dir), cfg.train.progress)
     check_sample(cfg, train_set, "train")
     check_sample(cfg, val_set, "val")
+    if cfg.eval.after_train:
+        build_split(cfg, "test")  # the final evaluation's list (data.test_list) is checked now too
     global_batch = cfg.train.batch_size * accelerator.num_processes
     if len(train_set) < global_batch:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} "

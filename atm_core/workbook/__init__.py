@@ -2,20 +2,26 @@
 
     project    the project folder and the main job's output folders
     variants   the benchmark's variants (a recipe each) and their configurations
+    recipes    any run: a recipe file with overrides and a data root, or a variant
     runs       a run's small artefacts: exported, read back and checked
     training   a variant's data, training and trained model
     tables     the ablation table and its notes
-    analysis   per-class accuracy, time-reversal pairs, single predictions
+    analysis   per-class accuracy, time-reversal and left/right pairs, single predictions
+    testing    a checkpoint tested with the recipe's views and with one view
     paper      the paper's published numbers
 
 Run layout: training writes ``<work_dir>/<variant>/`` (checkpoints, metrics, evaluation);
 :func:`export_run` copies the small artefacts to ``<results_dir>/runs/<variant>/``, from which
-:func:`build_table` reads the ablation table. Notebooks use the names below as
+:func:`build_table` reads the ablation table, and the main job copies the best weights to
+``<results_dir>/checkpoints/<variant>/`` (:func:`export_checkpoint`), which the evaluate and
+visualise notebooks load when no run of their own is there. Notebooks use the names below as
 ``workbook.<name>``.
 """
 from .analysis import (
     class_names,
+    direction_report,
     find_clip,
+    flip_labels,
     pair_report,
     per_class_accuracy,
     predict_clip,
@@ -23,16 +29,20 @@ from .analysis import (
 )
 from .paper import PAPER_RESULTS
 from .project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
-from .runs import RUN_FILES, MissingMetrics, export_run, read_run
+from .recipes import run_config, run_name
+from .runs import RUN_FILES, MissingMetrics, export_checkpoint, export_run, read_run, run_classes
 from .tables import (
+    build_seed_table,
     build_table,
     describe_setup,
     markdown_table,
     model_stats,
+    seed_run_name,
     table_notes,
     write_tables,
 )
-from .training import ensure_trained, load_trained, prepare_data, run_variant
+from .testing import evaluate_views
+from .training import committed_checkpoint, ensure_trained, load_trained, prepare_data, run_variant
 from .variants import (
     QUICK_DATA,
     QUICK_OVERRIDES,
@@ -45,9 +55,12 @@ from .variants import (
 )
 
 __all__ = [
-    "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "VARIANTS", "VARIANT_KEYS",
-    "WORK_DIR", "MissingMetrics", "Variant", "build_table", "class_names", "describe_setup", "ensure_trained",
-    "enter_project_root", "export_run", "find_clip", "load_trained", "markdown_table", "model_label",
-    "model_stats", "pair_report", "per_class_accuracy", "predict_clip", "prepare_data", "project_root",
-    "read_predictions", "read_run", "run_variant", "table_notes", "variant", "variant_config", "write_tables",
+    "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "VARIANTS",
+    "VARIANT_KEYS", "WORK_DIR", "MissingMetrics", "Variant", "build_seed_table", "build_table",
+    "class_names", "committed_checkpoint", "describe_setup", "direction_report", "ensure_trained",
+    "enter_project_root", "evaluate_views", "export_checkpoint", "export_run", "find_clip",
+    "flip_labels", "load_trained", "markdown_table", "model_label", "model_stats", "pair_report",
+    "per_class_accuracy", "predict_clip", "prepare_data", "project_root", "read_predictions",
+    "read_run", "run_classes", "run_config", "run_name", "run_variant", "seed_run_name",
+    "table_notes", "variant", "variant_config", "write_tables",
 ]

@@ -62,3 +62,30 @@ def pair_report(predictions: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
                      "taken_for_reversed_twin": 100.0 * float((mine.pred.to_numpy() == twin).mean()),
                      "in_pair": 100.0 * float(mine.pred.isin([first, first + 1]).mean())})
     return pd.DataFrame(rows)
+
+
+def flip_labels(cfg: Config) -> dict[int, int]:
+    """The left/right class pairs of a run's data: the classes its horizontal flip swaps
+    (Something-Something: 86<->87, 93<->94, 166<->167); empty when the flip keeps labels."""
+    from ..data.presets import PRESETS
+
+    pairs = cfg.data.options.get("flip_labels", PRESETS[cfg.data.dataset].flip_labels)
+    return {int(a): int(b) for a, b in (pairs or {}).items()}
+
+
+def direction_report(predictions: pd.DataFrame, classes: list[str], mirrors: dict[int, int]) -> pd.DataFrame:
+    """Per mirrored pair ``(a, b)`` (e.g. pushing left / right): accuracy, and how often a
+    video is taken for its mirror -- the error of a model that sees the motion but not its
+    direction."""
+    outside = sorted(c for c in mirrors if not 0 <= c < len(classes))
+    if outside:
+        raise ValueError(f"mirrored classes {outside} are not among the {len(classes)} classes of the label file")
+    rows = []
+    for first, second in sorted((a, b) for a, b in mirrors.items() if a < b):
+        mine = predictions[predictions.label.isin([first, second])]
+        mirror = mine.label.map({first: second, second: first})
+        rows.append({"pair": f"{classes[first]} / {classes[second]}", "videos": len(mine),
+                     "accuracy": 100.0 * float(mine.correct.mean()) if len(mine) else float("nan"),
+                     "taken_for_mirror": 100.0 * float((mine.pred == mirror).mean()) if len(mine) else float("nan"),
+                     "in_pair": 100.0 * float(mine.pred.isin([first, second]).mean()) if len(mine) else float("nan")})
+    return pd.DataFrame(rows)

@@ -1,5 +1,6 @@
-"""A training run's small artefacts: copied out of the run folder, and read back with every file
-and value the tables need checked."""
+"""A training run's small artefacts: copied out of the run folder (with the class names of its
+data, so that reports need no data folder), and read back with every file and value the tables
+need checked; and its best weights, for the benchmark's committed checkpoints."""
 from __future__ import annotations
 
 import json
@@ -12,23 +13,61 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "eval/summary.json", "eval/predicti
              "eval/confusion.npy", "eval/confusion.png")
 
 
+LABELS = "labels.csv"  # the class names of the run's data, beside its exported artefacts
+CHECKPOINT_FILES = ("model.safetensors", "meta.json")
+
+
 class MissingMetrics(RuntimeError):
     """A run directory lacks a file or a value the table needs."""
 
 
+def label_file(cfg) -> Path:
+    """The label CSV of a run's data (``data.root`` and the dataset preset's ``label_file``)."""
+    from ..data.presets import PRESETS
+
+    name = cfg.data.options.get("label_file", PRESETS[cfg.data.dataset].label_file) or LABELS
+    return Path(cfg.data.root) / name
+
+
 def export_run(run_dir: str | Path, dest: str | Path) -> Path:
-    """Copy a training run's small artefacts (no checkpoints) to ``dest``."""
+    """Copy a training run's small artefacts (no checkpoints) and its data's label file to
+    ``dest``."""
     run_dir, dest = Path(run_dir), Path(dest)
     missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
     if missing:
         raise MissingMetrics(f"run {run_dir} has no {', '.join(missing)}: did training or its "
                              "evaluation (eval.after_train) fail?")
+    labels = label_file(load_config(run_dir / "config.yaml"))
+    if not labels.is_file():
+        raise MissingMetrics(f"run {run_dir}: its data's label file {labels} does not exist")
     if dest.exists():
         shutil.rmtree(dest)
     for name in RUN_FILES:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(run_dir / name, dest / name)
+    shutil.copy2(labels, dest / LABELS)
     return dest
+
+
+def export_checkpoint(run_dir: str | Path, dest: str | Path) -> Path:
+    """Copy the weights of a run's ``checkpoints/best/`` (no optimizer state) to ``dest``."""
+    best, dest = Path(run_dir) / "checkpoints" / "best", Path(dest)
+    missing = [name for name in CHECKPOINT_FILES if not (best / name).is_file()]
+    if missing:
+        raise MissingMetrics(f"run {run_dir}: checkpoints/best has no {', '.join(missing)}")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in CHECKPOINT_FILES:
+        shutil.copy2(best / name, dest / name)
+    return dest
+
+
+def run_classes(run_dir: str | Path) -> list[str]:
+    """Class names of an exported run, from its ``labels.csv``."""
+    from ..data import read_labels
+
+    return read_labels(Path(run_dir) / LABELS)
 
 
 def read_run(run_dir: str | Path) -> dict:

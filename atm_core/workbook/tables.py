@@ -1,5 +1,5 @@
-"""The ablation table: one row per run, read from the runs' artefacts, and the prose that says
-what its numbers are."""
+"""The ablation table: one row per run, read from the runs' artefacts, or one row per variant
+over its training seeds (mean and spread), and the prose that says what its numbers are."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +15,7 @@ from .runs import MissingMetrics, read_run
 from .variants import model_label
 
 TABLE_COLUMNS = ("variant", "model", "temporal", "atm_ops", "top1", "top5", "mean_class_acc",
-                 "params_M", "gmacs", "train_min", "run_min", "epochs", "views", "val_videos")
+                 "params_M", "gmacs", "train_min", "run_min", "epochs", "views", "test_videos")
 
 
 def model_stats(cfg: Config, num_classes: int) -> tuple[int, float]:
@@ -56,9 +56,33 @@ def build_table(runs: Mapping[str, str | Path]) -> pd.DataFrame:
             "train_min": round(sum(r["train_time"] for r in run["metrics"]) / 60, 2),
             "run_min": round((sum(r["epoch_time"] for r in run["metrics"]) + summary["eval_time"]) / 60, 2),
             "epochs": len(run["metrics"]), "views": summary.get("views", 1),
-            "val_videos": summary["num_videos"],
+            "test_videos": summary["num_videos"],
         })
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def seed_run_name(key: str, seed: int) -> str:
+    """The run folder of a variant trained with ``train.seed = seed``: ``<key>`` for seed 0."""
+    return key if seed == 0 else f"{key}_seed{seed}"
+
+
+def build_seed_table(runs: Mapping[str, list[str | Path]]) -> pd.DataFrame:
+    """One row per variant (``key -> its runs, one per training seed``): the columns of
+    :func:`build_table` averaged over the seeds, plus ``seeds``, ``top1_sd`` (the sample
+    standard deviation of top-1; NaN for one seed) and ``top1_seeds`` (every seed's top-1)."""
+    per_run = build_table({f"{key}#{i}": path for key, paths in runs.items() for i, path in enumerate(paths)})
+    per_run["key"] = per_run.variant.str.split("#").str[0]
+    rows = []
+    for key in runs:
+        mine = per_run[per_run.key == key]
+        row = mine.iloc[0].to_dict()
+        for column in ("top1", "top5", "mean_class_acc", "train_min", "run_min"):
+            row[column] = round(float(mine[column].mean()), 2)
+        row.update({"variant": key, "seeds": len(mine),
+                    "top1_sd": round(float(mine.top1.std(ddof=1)), 2) if len(mine) > 1 else float("nan"),
+                    "top1_seeds": " / ".join(f"{v:.1f}" for v in mine.top1)})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "seeds", "top1_sd", "top1_seeds"])
 
 
 def describe_setup(run_dir: str | Path) -> dict:
@@ -71,7 +95,8 @@ def describe_setup(run_dir: str | Path) -> dict:
                 "one per segment, at random in training and centred in validation")
     return {"model": cfg.model.name, "frames": cfg.data.num_frames, "epochs": cfg.optim.epochs,
             "seed": cfg.train.seed, "videos": summary["num_videos"], "views": summary.get("views", 1),
-            "sampling": sampling}
+            "sampling": sampling,
+            "held_out": cfg.data.test_list is not None and cfg.data.test_list != cfg.data.val_list}
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -80,13 +105,32 @@ def markdown_table(df: pd.DataFrame) -> str:
               "G(MAC) / clip", "training time (min)", "run time (min)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * 6) + "|"]
     for row in df.itertuples():
-        lines.append(f"| {row.model} | {row.temporal} | {row.atm_ops} | {row.top1:.1f} | {row.top5:.1f} "
+        top1 = f"{row.top1:.1f}"
+        if getattr(row, "seeds", 1) > 1:
+            top1 += f" ± {row.top1_sd:.1f} ({row.top1_seeds})"
+        lines.append(f"| {row.model} | {row.temporal} | {row.atm_ops} | {top1} | {row.top5:.1f} "
                      f"| {row.params_M:.3f} | {row.gmacs:.3f} | {row.train_min:.1f} | {row.run_min:.1f} |")
     return "\n".join(lines)
 
 
-def table_notes(setup: Mapping, quick: bool = False) -> str:
-    """What the table is, in words: data, budget, chance level, tolerance."""
+def table_notes(setup: Mapping, quick: bool = False, seeds: int = 1) -> str:
+    """What the table is, in words: data, budget, chance level, which split, seed spread."""
+    if setup.get("held_out"):
+        split = (f"top-1 / top-5 on {setup['videos']} held-out test videos (clips of their own, "
+                 "never seen in training nor in checkpoint selection), of the checkpoint with the "
+                 "best validation top-1")
+    else:
+        split = (f"top-1 / top-5 on {setup['videos']} validation videos, of the checkpoint chosen "
+                 "as best on those same videos (optimistic)")
+    if seeds > 1:
+        spread = (f"Each row: mean ± sample standard deviation over {seeds} training seeds "
+                  f"(train.seed 0..{seeds - 1}; same data), every seed's top-1 in brackets.")
+    else:
+        spread = ("One training seed per row: rows a few points apart are not ranked by it. "
+                  "Measured spread over training seeds 0 / 1 / 2 (same data, earlier benchmark "
+                  "version, validation split): ATM(mul, sub) 90.7 / 91.3 / 90.3 %; the same code and "
+                  "seed gave TSM 34.7 % on one host and 46.7 % on another. `python -m "
+                  "atm_core.reproduce --seeds N` reports mean ± spread.")
     text = (
         "Measured on the **built-in CPU benchmark** (`atm_core.data.synthetic`: 12 classes in 6 "
         "time-reversal pairs), **not** on Something-Something or Kinetics: it says whether a "
@@ -96,13 +140,13 @@ def table_notes(setup: Mapping, quick: bool = False) -> str:
         "module's docstring for sizes and speeds). "
         f"Every row: `{setup['model']}`, {setup['frames']} frames ({setup['sampling']}), "
         f"the same recipe and budget "
-        f"({setup['epochs']} epochs, seed {setup['seed']}); top-1 / top-5 on {setup['videos']} "
-        f"validation videos, {setup['views']} view(s) each. Chance is 8.3 %; a model blind to "
+        f"({setup['epochs']} epochs); {split}, {setup['views']} view(s) each. Chance is 8.3 %; a model blind to "
         "frame order (TSN) cannot beat 50 %, since every clip has a reversed twin made of the same "
         "frames. G(MAC) per clip by fvcore; training time is the training loop on 2 CPU threads, "
         "without per-epoch validation; run time adds the per-epoch validation and the final "
         "evaluation (not the start-up). Fixed seeds: a rerun on the same machine gives the same "
-        "accuracies; on other hardware expect differences of a few points (floating-point order)."
+        "accuracies; on other hardware expect differences of a few points (floating-point order). "
+        + spread
     )
     if quick:
         text = ("**Quick mode (tiny data, one short epoch): these numbers only show that the "

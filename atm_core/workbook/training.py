@@ -11,7 +11,8 @@ import torch
 from ..engine import Config
 from .project import RESULTS_DIR, WORK_DIR
 from .runs import export_run
-from .variants import variant, variant_config
+from .tables import seed_run_name
+from .variants import variant_config
 
 
 def prepare_data(cfg: Config) -> dict:
@@ -28,31 +29,46 @@ def prepare_data(cfg: Config) -> dict:
 
 def run_variant(key: str, work_dir: str | Path = WORK_DIR, results_dir: str | Path = RESULTS_DIR,
                 quick: bool = False, data_root: str | Path | None = None,
-                overrides: Iterable[str] = (), progress: bool = True) -> dict:
-    """Train and evaluate one variant, then export its artefacts; the engine's result dict."""
+                overrides: Iterable[str] = (), progress: bool = True, seed: int = 0) -> dict:
+    """Train and evaluate one variant with ``train.seed = seed``, then export its artefacts to
+    ``<results_dir>/runs/<seed_run_name(key, seed)>``; the engine's result dict."""
     from ..engine import train
 
-    cfg = variant_config(key, work_dir, quick, data_root, overrides, progress)
+    name = seed_run_name(key, seed)
+    cfg = variant_config(key, work_dir, quick, data_root,
+                         [f"train.output_dir={Path(work_dir) / name}", f"train.seed={seed}", *overrides],
+                         progress)
     prepare_data(cfg)
     result = train(cfg)
-    export_run(cfg.train.output_dir, Path(results_dir) / "runs" / key)
+    export_run(cfg.train.output_dir, Path(results_dir) / "runs" / name)
     return result
 
 
-def ensure_trained(cfg: Config, key: str, results_dir: str | Path = RESULTS_DIR,
-                   train_if_missing: bool = True) -> Path:
-    """The ``best/`` checkpoint of ``cfg``'s run, training the variant first if it has none."""
-    best = Path(cfg.train.output_dir) / "checkpoints" / "best"
-    if not best.is_dir():
-        if not train_if_missing:
-            raise FileNotFoundError(f"no trained model at {best}: run `make reproduce` or train.ipynb "
-                                    f"with variant={key!r} first")
-        print(f"no trained model at {best}: training {variant(key).label} first", flush=True)
-        from ..engine import train
+def committed_checkpoint(key: str, results_dir: str | Path = RESULTS_DIR) -> Path:
+    """Where the main job commits the best weights of a variant: ``<results_dir>/checkpoints/<key>``."""
+    return Path(results_dir) / "checkpoints" / key
 
-        prepare_data(cfg)
-        train(cfg)
-        export_run(cfg.train.output_dir, Path(results_dir) / "runs" / key)
+
+def ensure_trained(cfg: Config, key: str, results_dir: str | Path = RESULTS_DIR,
+                   train_if_missing: bool = False) -> Path:
+    """The checkpoint to load for ``cfg``'s run: its ``best/`` checkpoint, else the committed
+    weights of variant ``key`` (:func:`committed_checkpoint`), else -- only with
+    ``train_if_missing`` -- the ``best/`` of a run trained here first."""
+    best = Path(cfg.train.output_dir) / "checkpoints" / "best"
+    committed = committed_checkpoint(key, results_dir)
+    if best.is_dir():
+        return best
+    if (committed / "model.safetensors").is_file():
+        return committed
+    if not train_if_missing:
+        raise FileNotFoundError(f"no trained model at {best} nor {committed}: run `make reproduce`, "
+                                f"train.ipynb with variant={key!r}, or set train_if_missing = True")
+    print(f"no trained model at {best} nor {committed}: training {key} first", flush=True)
+    from ..engine import train
+
+    prepare_data(cfg)
+    train(cfg)
+    export_run(cfg.train.output_dir, Path(results_dir) / "runs" / key)
     return best
 
 

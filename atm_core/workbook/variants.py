@@ -16,7 +16,7 @@ VARIANT_KEYS = ("tsn", "tsm", "tokenshift", "tokent1d", "atm_add", "atm_sub", "a
 TEMPORAL_LABELS = {"tsn": "TSN", "tsm": "TSM", "tokenshift": "TokenShift", "tokent1d": "TokenT1D"}
 
 # --quick: a handful of tiny clips and one short epoch; everything else as in the full job.
-QUICK_DATA = {"train_per_class": 1, "val_per_class": 1, "size": 64, "num_frames": 24}
+QUICK_DATA = {"train_per_class": 1, "val_per_class": 1, "test_per_class": 1, "size": 64, "num_frames": 24}
 QUICK_OVERRIDES = (
     "optim.epochs=1", "optim.warmup_epochs=0", "train.batch_size=6", "eval.batch_size=12",
     "data.num_workers=0", "eval.num_clips=1", "eval.num_crops=1", "train.tensorboard=false",
