@@ -182,7 +182,7 @@ def load_clip(video: VideoSource, cfg: Config) -> tuple[torch.Tensor, int | None
     transformed by the recipe's evaluation transform (scale, centre crop, mean/std) -- the view the
     model was validated on.
     """
-    from .data.dataset import VideoDataset
+    from .data.dataset import ValClips
     from .data.lists import ClipRecord, read_list
     from .data.presets import resolve_recipe
     from .data.transforms import ViewTransform
@@ -202,7 +202,7 @@ def load_clip(video: VideoSource, cfg: Config) -> tuple[torch.Tensor, int | None
         record = matches[0]
     recipe = resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val"))
     transform = ViewTransform(recipe.input_size, recipe.scale, 1, recipe.mean, recipe.std)
-    dataset = VideoDataset([record], root, split="val", num_frames=cfg.data.num_frames, transform=transform,
+    dataset = ValClips([record], root, num_frames=cfg.data.num_frames, transform=transform,
                            sampling=recipe.sampling, dense_stride=recipe.dense_stride, reader=recipe.reader,
                            frame_template=recipe.frame_template, frame_start=recipe.frame_start)
     clip, label = dataset[0]
