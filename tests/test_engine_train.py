@@ -33,8 +33,10 @@ def bench(tmp_path_factory) -> Path:
 
 
 def tiny_overrides(root: Path, out: Path, *extra: str) -> list[str]:
-    """2 epochs of 3 steps of 8 clips (24 train / 12 val videos), deterministic single thread."""
+    """2 epochs of 3 steps of 8 clips (24 train / 12 val videos), deterministic single thread;
+    the tiny benchmark has no test split, so the final evaluation reads the validation list."""
     return [f"data.root={root}", f"train.output_dir={out}", "data.generate=null", "data.num_workers=0",
+            "data.test_list=val.txt",
             "optim.epochs=2", "optim.warmup_epochs=0.5", "train.batch_size=8", "train.threads=1",
             "eval.batch_size=6", "eval.after_train=false", "train.keep_last=2", *extra]
 
