@@ -36,7 +36,7 @@ from .workbook.project import RESULTS_DIR, WORK_DIR, enter_project_root
 from .workbook.runs import MissingMetrics, export_checkpoint, export_run
 from .workbook.tables import seed_run_name
 from .workbook.training import committed_checkpoint, prepare_data
-from .workbook.variants import VARIANT_KEYS, variant, variant_config
+from .workbook.variants import VARIANT_KEYS, by_track, variant, variant_config
 
 # ---------------------------------------------------------------- notebook execution
 
@@ -117,12 +117,26 @@ class Job:
     parameters: dict
 
 
-def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
-    """One train.ipynb run per variant and training seed (runs ``seed_run_name(key, seed)``)."""
+def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1, threads: int | None = None) -> list[Job]:
+    """One train.ipynb run per variant and training seed (runs ``seed_run_name(key, seed)``),
+    with ``train.threads = threads`` when given."""
+    extra = [] if threads is None else [f"train.threads={threads}"]
     return [Job("train", f"train_{seed_run_name(key, seed)}",
-                {**common, "variant": key, "name": seed_run_name(key, seed), "overrides": [f"train.seed={seed}"],
-                 "progress": False})
+                {**common, "variant": key, "name": seed_run_name(key, seed),
+                 "overrides": [f"train.seed={seed}", *extra], "progress": False})
             for key in keys for seed in range(seeds)]
+
+
+THREADS_PER_RUN = 2  # the CPU recipes' train.threads: a tiny model gains little from more
+
+
+def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int | None]:
+    """How many training runs the main job runs at once on ``cores`` CPU cores (default: this
+    machine's) -- ``runs``, or with 0 one per :data:`THREADS_PER_RUN` cores -- and the threads each
+    gets (None: the recipe's own, when one run has the machine)."""
+    cores = cores or os.cpu_count() or 1
+    runs = runs or max(1, cores // THREADS_PER_RUN)
+    return runs, (None if runs == 1 else max(1, cores // runs))
 
 
 def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
@@ -181,9 +195,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"train these variants only (default: all of {', '.join(VARIANT_KEYS)})")
     parser.add_argument("--results", default=RESULTS_DIR, help="output folder (default: results)")
     parser.add_argument("--work", default=WORK_DIR, help="training runs with checkpoints")
-    parser.add_argument("--data", default=None, help="benchmark folder (default: the recipes' data.root)")
+    parser.add_argument("--data", default=None,
+                        help="benchmark folder of the shapes track, the other tracks' beside it as <DATA>_<track> "
+                             "(default: the recipes' data.root)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
                         help="train every variant with train.seed 0..N-1; the table reports mean ± spread")
+    parser.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="training runs side by side (default: one per 2 CPU cores), the cores shared among them")
     parser.add_argument("--skip-training", action="store_true",
                         help="reuse the training runs already in --work; rebuild tables and figures")
     args = parser.parse_args(argv)
@@ -200,17 +218,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings: dict[str, float] = {}
 
     clean_outputs(results)
-    tic = time.perf_counter()
-    data = prepare_data(variant_config(keys[0], args.work, args.quick, args.data))
-    timings["data"] = time.perf_counter() - tic
-    print(f"benchmark data ready ({data}) in {timings['data']:.0f} s", flush=True)
+    for track, group in by_track(keys).items():
+        tic = time.perf_counter()
+        data = prepare_data(variant_config(group[0], args.work, args.quick, args.data))
+        timings[f"data_{track}"] = time.perf_counter() - tic
+        print(f"benchmark data of the {track} track ready ({data}) in {timings[f'data_{track}']:.0f} s", flush=True)
 
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: need at least one seed")
     failed: set[str] = set()
-    for job in training_jobs(keys, common, args.seeds):
+    parallel, threads = side_by_side(args.jobs)
+    jobs = training_jobs(keys, common, args.seeds, threads)
+    print(f"training {len(jobs)} run(s), {parallel} at a time" + (f", {threads} thread(s) each" if threads else ""),
+          flush=True)
+    outcomes = [None] * len(jobs) if args.skip_training else run_jobs(jobs, results, root, timings, parallel)
+    for job, failure in zip(jobs, outcomes):
         key, name = job.parameters["variant"], job.parameters["name"]
-        failure = None if args.skip_training else run_job(job, results, root, timings)
         if failure is None:
             failure = export_trained(Path(args.work) / name, results, name, key, args.skip_training)
         if failure is not None:
@@ -258,16 +281,37 @@ def export_trained(run_dir: Path, results: Path, name: str, key: str, with_run: 
     return None
 
 
-def run_job(job: Job, results: Path, root: Path, timings: dict[str, float]) -> Failure | None:
+def _execute_job(job: Job, results: Path, root: Path, log_output: bool = True) -> tuple[Failure | None, float]:
     notebook = root / "notebooks" / f"{job.notebook}.ipynb"
     output = results / "runs" / f"{job.name}.ipynb"
     print(f"--- {job.notebook}.ipynb -> {output}", flush=True)
     tic = time.perf_counter()
-    failure = execute(notebook, output, job.parameters, cwd=root)
-    timings[job.name] = time.perf_counter() - tic
-    status = "ok" if failure is None else "FAILED"
-    print(f"--- {job.name}: {status} in {timings[job.name]:.0f} s", flush=True)
+    failure = execute(notebook, output, job.parameters, cwd=root, log_output=log_output)
+    seconds = time.perf_counter() - tic
+    print(f"--- {job.name}: {'ok' if failure is None else 'FAILED'} in {seconds:.0f} s", flush=True)
+    return failure, seconds
+
+
+def run_job(job: Job, results: Path, root: Path, timings: dict[str, float]) -> Failure | None:
+    failure, timings[job.name] = _execute_job(job, results, root)
     return failure
+
+
+def run_jobs(jobs: Sequence[Job], results: Path, root: Path, timings: dict[str, float],
+             parallel: int = 1) -> list[Failure | None]:
+    """Execute independent ``jobs``, ``parallel`` at a time (each notebook in a process of its
+    own; their cell output is not interleaved into the log then), failures in job order."""
+    if parallel <= 1:
+        return [run_job(job, results, root, timings) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_execute_job, job, results, root, False) for job in jobs]
+        outcomes = [future.result() for future in futures]
+    for job, (_, seconds) in zip(jobs, outcomes):
+        timings[job.name] = seconds
+    return [failure for failure, _ in outcomes]
 
 
 if __name__ == "__main__":

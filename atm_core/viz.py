@@ -236,14 +236,17 @@ def clip_stats(cfg: Config) -> tuple[Sequence[float], Sequence[float]]:
 def clip_classes(cfg: Config) -> list[str]:
     """Class names of the recipe's dataset: its label file under ``data.root`` when present, else
     the built-in benchmark's names, else the preset's class ids."""
-    from .data import PRESETS, SYNTHETIC_CLASSES, read_labels
+    from .data import PRESETS, read_labels
 
     recipe = PRESETS[cfg.data.dataset]
     label_file = cfg.data.options.get("label_file", recipe.label_file)
     if label_file and (Path(cfg.data.root) / label_file).is_file():
         return read_labels(Path(cfg.data.root) / label_file)
     if cfg.data.dataset == "synthetic":
-        return list(SYNTHETIC_CLASSES)
+        from .data.synthetic import benchmark_track
+        from .engine.builders import synthetic_track
+
+        return list(benchmark_track(synthetic_track(cfg)).classes)
     num_classes = cfg.data.options.get("num_classes", recipe.num_classes)
     if num_classes is None:
         raise ValueError(f"data.dataset={cfg.data.dataset!r}: no label file at "
@@ -703,7 +706,8 @@ def plot_confusions(confusions: Mapping[str, np.ndarray], class_names: Sequence[
 
 
 def plot_ablation(labels: Sequence[str], top1: Sequence[float], chance: float | None = None,
-                  order_blind: float | None = None) -> Figure:
+                  order_blind: float | None = None,
+                  title: str = "temporal module / ATM ops on the built-in benchmark") -> Figure:
     """Horizontal bars of top-1 per run, with the chance level and the best an order-blind model
     can do (50 % on the built-in benchmark: it cannot tell a clip from its reversal)."""
     fig = Figure(figsize=(7, 0.45 * len(labels) + 1.5), layout="constrained")
@@ -719,5 +723,5 @@ def plot_ablation(labels: Sequence[str], top1: Sequence[float], chance: float | 
         ax.axvline(order_blind, color="tab:red", ls="--", label=f"order-blind ceiling ({order_blind:.0f}%)")
     if chance is not None or order_blind is not None:  # below the axes: inside, it hides bars and values
         fig.legend(fontsize=8, loc="outside lower center", ncols=2, frameon=False)
-    ax.set(xlim=(0, 105), xlabel="top-1 (%)", title="temporal module / ATM ops on the built-in benchmark")
+    ax.set(xlim=(0, 105), xlabel="top-1 (%)", title=title)
     return fig

@@ -85,10 +85,15 @@ def test_table_rows_come_from_the_run_outputs(tmp_path):
         assert row.params_M == round(sum(p.numel() for p in model.parameters()) / 1e6, 4)
     assert table.params_M[1] > table.params_M[0] and table.gmacs[1] > table.gmacs[0] > 0
 
-    csv_path, md_path = workbook.write_tables(table, tmp_path / "tables", "NOTES")
-    pd.testing.assert_frame_equal(pd.read_csv(csv_path), table, check_dtype=False)
+    csv_path, md_path = workbook.write_tables({"shapes": (table, "NOTES"), "textures": (table.iloc[:1], "OTHER")},
+                                              tmp_path / "tables")
+    written = pd.read_csv(csv_path)
+    pd.testing.assert_frame_equal(written.iloc[:2].drop(columns="track"), table, check_dtype=False)
+    assert written.track.tolist() == ["shapes", "shapes", "textures"]
     text = md_path.read_text()
     assert "built-in CPU benchmark" in text.splitlines()[0] and "NOTES" in text
+    shapes, textures = text.split("## Shapes track")[1].split("## Real-texture track")
+    assert "NOTES" in shapes and "OTHER" in textures and "ATM(mul, sub)" not in textures
     assert "| ATM(mul, sub) | tokent1d | mul, sub | 96.2 |" in text or "| ATM(mul, sub) | tokent1d | mul, sub | 96.3 |" in text
 
 
@@ -98,6 +103,11 @@ def test_notes_say_where_the_numbers_come_from():
     notes = workbook.table_notes(setup)
     assert "built-in CPU benchmark" in notes and "not** on Something-Something" in notes
     assert "8 frames (one per segment)" in notes and "brighter than a darker" in notes
+    assert "shapes track" in notes and "photographs" not in notes
+    textures = workbook.table_notes({**setup, "track": "textures",
+                                     "models": ["atm_vit_tiny_patch8_64", "atm_resnet_tiny_64"]})
+    assert "real-texture track" in textures and "photographs" in textures and "brighter" not in textures
+    assert "(the -ResNet rows: `atm_resnet_tiny_64`)" in textures
     assert "50 %" in notes and "Quick mode" not in notes
     assert "on 300 validation videos, of the checkpoint chosen as best on those same videos" in notes
     assert "One training seed per row" in notes and "--seeds N" in notes
@@ -162,12 +172,22 @@ def test_pair_report_counts_reversed_twins():
 def test_variant_recipes_train_what_their_names_say():
     for v in workbook.VARIANTS:
         cfg = workbook.variant_config(v.key, work_dir="w")
-        named_ops = tuple(v.key.split("_")[1:]) if v.key.startswith("atm_") else ()
+        prefix, name = (v.key.split("_", 1) if v.key.split("_")[0] in ("resnet", "textures") else ("", v.key))
+        named_ops = tuple(name.split("_")[1:]) if name.startswith("atm_") else ()
         assert tuple(cfg.model.atm_ops) == v.ops == named_ops, v.recipe
-        assert cfg.model.temporal == v.temporal == ("tokent1d" if named_ops else v.key), v.recipe
+        cnn_atm = "tsn" if prefix == "resnet" else "tokent1d"
+        assert cfg.model.temporal == v.temporal == (cnn_atm if named_ops else name), v.recipe
+        assert ("resnet" in cfg.model.name) == (prefix == "resnet"), v.recipe
+        assert v.track == ("textures" if prefix == "textures" else "shapes"), v.recipe
         assert cfg.train.output_dir == f"w/{v.key}"
     assert [v.label for v in workbook.VARIANTS] == [
-        "TSN", "TSM", "TokenShift", "TokenT1D", "ATM(add)", "ATM(sub)", "ATM(mul)", "ATM(div)", "ATM(mul, sub)"]
+        "TSN", "TSM", "TokenShift", "TokenT1D", "ATM(add)", "ATM(sub)", "ATM(mul)", "ATM(div)", "ATM(mul, sub)",
+        "TSN-ResNet", "ATM(mul, sub)-ResNet", "TSN", "TokenT1D", "ATM(sub)", "ATM(mul, sub)"]
+    assert workbook.by_track(workbook.VARIANT_KEYS) == {
+        "shapes": list(workbook.VARIANT_KEYS[:11]), "textures": list(workbook.VARIANT_KEYS[11:])}
+    textures = workbook.variant_config("textures_atm_sub", work_dir="w", data_root="elsewhere/bench")
+    assert textures.data.root == "elsewhere/bench_textures" and textures.data.generate["track"] == "textures"
+    assert workbook.variant_config("atm_sub", data_root="elsewhere/bench").data.root == "elsewhere/bench"
     quick = workbook.variant_config("tsn", quick=True)
     assert quick.optim.epochs == 1 and quick.data.root.endswith("_quick")
     assert quick.data.generate["train_per_class"] == workbook.QUICK_DATA["train_per_class"]

@@ -46,11 +46,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import Callable
+
 import av
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from . import textures
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,7 @@ ROTATING_SHAPES = ("triangle", "ellipse", "bar")
 POLARITIES = ("bright", "any")
 SPEC_FILE = "benchmark.json"  # the generator settings, written beside the lists
 DEFAULT_ROOT = "data/synthetic"  # where the recipes keep the benchmark (relative to the working dir)
+TRACK_ROOTS = {"shapes": DEFAULT_ROOT, "textures": "data/synthetic_textures"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,7 @@ class Difficulty:
     # "bright": moving objects are brighter than the background (whose colours are drawn darker,
     # 0-160 per channel) by min_contrast / 3 grey levels on average; "any": either way round
     polarity: str = "bright"
+    qp: int = 20  # H.264 quantiser
 
 
 def _polygon(n: int, aspect: float = 1.0) -> np.ndarray:
@@ -275,6 +281,32 @@ def render_clip(motion: str, rng: np.random.Generator, size: int = 96, num_frame
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class Track:
+    """One family of clips of the benchmark: its classes (forward, reversed per pair), the forward
+    motion of each pair, the generator settings and the renderer ``render(motion, rng, size,
+    num_frames, settings)``."""
+
+    classes: tuple[str, ...]
+    motions: tuple[str, ...]
+    flip_labels: dict[int, int]
+    settings: type
+    render: Callable[..., np.ndarray]
+
+
+TRACKS = {
+    "shapes": Track(CLASSES, MOTIONS, FLIP_LABELS, Difficulty, render_clip),
+    "textures": Track(textures.CLASSES, textures.MOTIONS, textures.FLIP_LABELS,
+                      textures.TextureDifficulty, textures.render_texture_clip),
+}
+
+
+def benchmark_track(name: str) -> Track:
+    if name not in TRACKS:
+        raise ValueError(f"unknown benchmark track {name!r}; choose from {sorted(TRACKS)}")
+    return TRACKS[name]
+
+
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 12, qp: int = 20,
               gop: int = 1) -> None:
     """H.264 (yuv420p) through PyAV, single-threaded so that the bytes are reproducible.
@@ -304,11 +336,16 @@ def write_frames(folder: str | Path, frames: np.ndarray, template: str = "{:05d}
         Image.fromarray(frame).save(folder / template.format(i), quality=95)
 
 
-def benchmark_spec(seed: int = 0, *, train_per_class: int = 100, val_per_class: int = 25,
-                   test_per_class: int = 0, size: int = 96, num_frames: int = 24, frames: bool = False,
-                   difficulty: Difficulty = Difficulty()) -> dict:
-    """The generator settings of :func:`generate_benchmark` as written to ``SPEC_FILE``."""
-    spec = {"seed": seed, "train_per_class": train_per_class, "val_per_class": val_per_class,
+def benchmark_spec(seed: int = 0, *, track: str = "shapes", train_per_class: int = 100,
+                   val_per_class: int = 25, test_per_class: int = 0, size: int = 96, num_frames: int = 24,
+                   frames: bool = False, difficulty=None) -> dict:
+    """The generator settings of :func:`generate_benchmark` as written to ``SPEC_FILE``
+    (``difficulty``: the track's settings, its defaults when None)."""
+    settings = benchmark_track(track).settings
+    difficulty = settings() if difficulty is None else difficulty
+    if not isinstance(difficulty, settings):
+        raise ValueError(f"track {track!r} takes {settings.__name__} settings, got {type(difficulty).__name__}")
+    spec = {"seed": seed, "track": track, "train_per_class": train_per_class, "val_per_class": val_per_class,
             "test_per_class": test_per_class, "size": size, "num_frames": num_frames, "frames": frames,
             "difficulty": dataclasses.asdict(difficulty)}
     return json.loads(json.dumps(spec))  # tuples as lists, as read back from the file
@@ -329,35 +366,38 @@ def spec_differences(root: str | Path, spec: dict) -> list[str]:
     return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
 
 
-def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int = 100,
-                       val_per_class: int = 25, test_per_class: int = 0, size: int = 96,
-                       num_frames: int = 24, frames: bool = False,
-                       difficulty: Difficulty = Difficulty()) -> dict:
-    """Write the benchmark under ``out``, with its settings in ``SPEC_FILE``; returns a
-    summary (counts, seconds). ``test_per_class`` > 0 adds a held-out test split
-    (``test.txt``) of clips of its own, drawn from the same generator with their own seeds."""
-    spec = benchmark_spec(seed, train_per_class=train_per_class, val_per_class=val_per_class,
-                          test_per_class=test_per_class, size=size, num_frames=num_frames, frames=frames, difficulty=difficulty)
+def generate_benchmark(out: str | Path, seed: int = 0, *, track: str = "shapes",
+                       train_per_class: int = 100, val_per_class: int = 25, test_per_class: int = 0,
+                       size: int = 96, num_frames: int = 24, frames: bool = False, difficulty=None) -> dict:
+    """Write the benchmark of ``track`` (:data:`TRACKS`) under ``out``, with its settings in
+    ``SPEC_FILE``; returns a summary (counts, seconds). ``test_per_class`` > 0 adds a held-out
+    test split (``test.txt``) of clips of its own, drawn from the same generator with their own
+    seeds. ``difficulty``: the track's settings (its defaults when None)."""
+    spec = benchmark_spec(seed, track=track, train_per_class=train_per_class, val_per_class=val_per_class,
+                          test_per_class=test_per_class, size=size, num_frames=num_frames, frames=frames,
+                          difficulty=difficulty)
+    kind = benchmark_track(track)
+    settings = kind.settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["difficulty"].items()})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if size % 2:
         raise ValueError(f"size must be even for H.264 yuv420p, got {size}")
     started = time.perf_counter()
     with (out / "labels.csv").open("w") as f:
-        f.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(CLASSES)))
+        f.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(kind.classes)))
     # the split's index seeds its clips: every split has clips of its own
     splits = (("train", train_per_class), ("val", val_per_class), ("test", test_per_class))
     for split_id, (split, per_class) in enumerate(splits):
         if split == "test" and not per_class:
             continue
         video_lines, frame_lines = [], []
-        for pair, motion in enumerate(MOTIONS):
+        for pair, motion in enumerate(kind.motions):
             for k in range(per_class):
-                clip = render_clip(motion, np.random.default_rng([seed, split_id, pair, k]),
-                                   size, num_frames, difficulty)
+                clip = kind.render(motion, np.random.default_rng([seed, split_id, pair, k]),
+                                   size, num_frames, settings)
                 for label, ordered in ((2 * pair, clip), (2 * pair + 1, clip[::-1])):
-                    name = f"{label:02d}_{CLASSES[label]}_{k:04d}"
-                    write_mp4(out / "videos" / split / f"{name}.mp4", ordered)
+                    name = f"{label:02d}_{kind.classes[label]}_{k:04d}"
+                    write_mp4(out / "videos" / split / f"{name}.mp4", ordered, qp=settings.qp)
                     video_lines.append(f"videos/{split}/{name}.mp4 {num_frames} {label}\n")
                     if frames:
                         write_frames(out / "frames" / split / name, ordered)
@@ -366,9 +406,9 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, train_per_class: int =
         if frames:
             (out / f"{split}_frames.txt").write_text("".join(frame_lines))
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
-    summary = {"out": str(out), "classes": len(CLASSES), "train": train_per_class * len(CLASSES),
-               "val": val_per_class * len(CLASSES), "test": test_per_class * len(CLASSES), **spec,
-               "seconds": round(time.perf_counter() - started, 1)}
+    n = len(kind.classes)
+    summary = {"out": str(out), "classes": n, "train": train_per_class * n, "val": val_per_class * n,
+               "test": test_per_class * n, **spec, "seconds": round(time.perf_counter() - started, 1)}
     log.info("benchmark written: %s", summary)
     return summary
 
@@ -386,20 +426,24 @@ def ensure_benchmark(root: str | Path, settings: dict, *, create: bool = False,
     """
     root = Path(root)
     kwargs = dict(settings)
+    name = kwargs.get("track", "shapes")
     if "difficulty" in kwargs:
-        fields = {f.name for f in dataclasses.fields(Difficulty)}
+        kind = benchmark_track(name).settings
+        fields = {f.name for f in dataclasses.fields(kind)}
         unknown = set(kwargs["difficulty"]) - fields
         if unknown:
-            raise ValueError(f"difficulty has unknown field(s) {sorted(unknown)}; valid: {sorted(fields)}")
-        kwargs["difficulty"] = Difficulty(**{k: tuple(v) if isinstance(v, list) else v
-                                             for k, v in kwargs["difficulty"].items()})
+            raise ValueError(f"difficulty has unknown field(s) {sorted(unknown)} for track {name!r}; "
+                             f"valid: {sorted(fields)}")
+        kwargs["difficulty"] = kind(**{k: tuple(v) if isinstance(v, list) else v
+                                       for k, v in kwargs["difficulty"].items()})
     try:
         spec = benchmark_spec(**kwargs)
     except TypeError as e:
         raise ValueError(str(e)) from e
-    if not root.exists() and not create and root.resolve() != Path(DEFAULT_ROOT).resolve():
-        raise FileNotFoundError(f"directory {root} does not exist; the built-in benchmark is "
-                                f"generated on demand only at its default root {DEFAULT_ROOT}")
+    default = TRACK_ROOTS[name]
+    if not root.exists() and not create and root.resolve() != Path(default).resolve():
+        raise FileNotFoundError(f"directory {root} does not exist; the built-in benchmark's {name} track is "
+                                f"generated on demand only at its default root {default}")
     differences = spec_differences(root, spec) if (root / "train.txt").is_file() else None
     if differences == []:
         return False
@@ -418,6 +462,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--track", choices=sorted(TRACKS), default="shapes",
+                        help="shapes: flat synthetic objects; textures: camera and object motion over photographs")
     parser.add_argument("--train-per-class", type=int, default=100)
     parser.add_argument("--val-per-class", type=int, default=25)
     parser.add_argument("--test-per-class", type=int, default=25, help="held-out test clips (test.txt)")
@@ -426,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", action="store_true", help="also write JPEG frame folders")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = generate_benchmark(args.out, args.seed, train_per_class=args.train_per_class,
+    summary = generate_benchmark(args.out, args.seed, track=args.track, train_per_class=args.train_per_class,
                                  val_per_class=args.val_per_class,
                                  test_per_class=args.test_per_class, size=args.size,
                                  num_frames=args.num_frames, frames=args.frames)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
 import timm
@@ -27,8 +28,23 @@ def write_benchmark_if_asked(cfg: Config) -> None:
         raise ConfigError(f"key 'data.generate': {e} (data.generate: null)") from e
 
 
+def synthetic_track(cfg: Config) -> str:
+    """The built-in benchmark track ``cfg`` reads: ``data.generate.track``, else the one recorded
+    in the benchmark under ``data.root``, else the shapes track."""
+    from ..data.synthetic import SPEC_FILE
+
+    if cfg.data.generate is not None and "track" in cfg.data.generate:
+        return cfg.data.generate["track"]
+    spec = Path(cfg.data.root) / SPEC_FILE
+    return json.loads(spec.read_text()).get("track", "shapes") if spec.is_file() else "shapes"
+
+
 def dataset_options(cfg: Config, split: str) -> dict:
     options = dict(cfg.data.options)
+    if cfg.data.dataset == "synthetic" and "flip_labels" not in options:
+        from ..data.synthetic import benchmark_track
+
+        options["flip_labels"] = benchmark_track(synthetic_track(cfg)).flip_labels
     if cfg.data.num_sample is not None:
         options["num_sample"] = cfg.data.num_sample
     if split == "test":

@@ -46,17 +46,22 @@ from .training import committed_checkpoint, ensure_trained, load_trained, prepar
 from .variants import (
     QUICK_DATA,
     QUICK_OVERRIDES,
+    TRACK_TITLES,
     VARIANT_KEYS,
     VARIANTS,
     Variant,
+    by_track,
+    config_label,
+    config_track,
     model_label,
     variant,
     variant_config,
 )
 
 __all__ = [
-    "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "VARIANTS",
-    "VARIANT_KEYS", "WORK_DIR", "MissingMetrics", "Variant", "build_seed_table", "build_table",
+    "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "TRACK_TITLES",
+    "VARIANTS", "VARIANT_KEYS", "WORK_DIR", "MissingMetrics", "Variant", "build_seed_table", "build_table",
+    "by_track", "config_label", "config_track",
     "class_names", "committed_checkpoint", "describe_setup", "direction_report", "ensure_trained",
     "enter_project_root", "evaluate_views", "export_checkpoint", "export_run", "find_clip",
     "flip_labels", "load_trained", "markdown_table", "model_label", "model_stats", "pair_report",

@@ -12,7 +12,7 @@ import pandas as pd
 from ..data.presets import PRESETS
 from ..engine import Config
 from .runs import MissingMetrics, read_run
-from .variants import model_label
+from .variants import TRACK_TITLES, config_label, config_track
 
 TABLE_COLUMNS = ("variant", "model", "temporal", "atm_ops", "top1", "top5", "mean_class_acc",
                  "params_M", "gmacs", "train_min", "run_min", "epochs", "views", "test_videos")
@@ -48,7 +48,7 @@ def build_table(runs: Mapping[str, str | Path]) -> pd.DataFrame:
         num_classes = int(np.load(Path(runs[key]) / "eval/confusion.npy").shape[0])
         params, gmacs = model_stats(cfg, num_classes)
         rows.append({
-            "variant": key, "model": model_label(cfg.model.temporal, cfg.model.atm_ops),
+            "variant": key, "model": config_label(cfg),
             "temporal": cfg.model.temporal, "atm_ops": ", ".join(cfg.model.atm_ops) or "-",
             "top1": round(summary["top1"], 2), "top5": round(summary["top5"], 2),
             "mean_class_acc": round(summary.get("mean_class_acc", float("nan")), 2),
@@ -85,15 +85,19 @@ def build_seed_table(runs: Mapping[str, list[str | Path]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "seeds", "top1_sd", "top1_seeds"])
 
 
-def describe_setup(run_dir: str | Path) -> dict:
-    """The settings every row of a table shares, read from one run directory."""
-    run = read_run(run_dir)
+def describe_setup(run_dirs: str | Path | list[str | Path]) -> dict:
+    """The settings every row of a table shares, read from its first run directory, and the
+    backbones of all of them (``models``, in order of appearance)."""
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    run = read_run(run_dirs[0])
     cfg, summary = run["config"], run["summary"]
+    models = list(dict.fromkeys(read_run(d)["config"].model.name for d in run_dirs))
     options = {**dataclasses.asdict(PRESETS[cfg.data.dataset]), **cfg.data.options}
     sampling = (f"taken {options['dense_stride']} frames apart from a random window in training, "
                 "the centred one in validation" if options["sampling"] == "dense" else
                 "one per segment, at random in training and centred in validation")
-    return {"model": cfg.model.name, "frames": cfg.data.num_frames, "epochs": cfg.optim.epochs,
+    return {"model": cfg.model.name, "models": models, "track": config_track(cfg),
+            "frames": cfg.data.num_frames, "epochs": cfg.optim.epochs,
             "seed": cfg.train.seed, "videos": summary["num_videos"], "views": summary.get("views", 1),
             "sampling": sampling,
             "held_out": cfg.data.test_list is not None and cfg.data.test_list != cfg.data.val_list}
@@ -111,6 +115,19 @@ def markdown_table(df: pd.DataFrame) -> str:
         lines.append(f"| {row.model} | {row.temporal} | {row.atm_ops} | {top1} | {row.top5:.1f} "
                      f"| {row.params_M:.3f} | {row.gmacs:.3f} | {row.train_min:.1f} | {row.run_min:.1f} |")
     return "\n".join(lines)
+
+
+TRACK_DESCRIPTIONS = {
+    "shapes": ("Its default difficulty: one or two objects, brighter than a darker flat, gradient or "
+               "textured background, with up to two static distractors and mild noise (see the "
+               "module's docstring for sizes and speeds)."),
+    "textures": ("Its clips are cut from ten public-domain and CC0 photographs and textures that ship "
+                 "with scikit-image: camera pans in four directions, zoom, camera roll, a photo "
+                 "cut-out travelling over another photo and a photo sliding in to cover the view, "
+                 "with motion blur, hand-held shake, sensor noise and H.264 at quantiser 28 "
+                 "(`atm_core.data.textures`); no brightness or flat-background cue separates what "
+                 "moves from what does not."),
+}
 
 
 def table_notes(setup: Mapping, quick: bool = False, seeds: int = 1) -> str:
@@ -131,14 +148,15 @@ def table_notes(setup: Mapping, quick: bool = False, seeds: int = 1) -> str:
                   "version, validation split): ATM(mul, sub) 90.7 / 91.3 / 90.3 %; the same code and "
                   "seed gave TSM 34.7 % on one host and 46.7 % on another. `python -m "
                   "atm_core.reproduce --seeds N` reports mean ± spread.")
+    track = setup.get("track", "shapes")
+    others = [m for m in setup.get("models", [setup["model"]]) if m != setup["model"]]
+    backbones = f"`{setup['model']}`" + "".join(f" (the -ResNet rows: `{m}`)" for m in others)
     text = (
-        "Measured on the **built-in CPU benchmark** (`atm_core.data.synthetic`: 12 classes in 6 "
-        "time-reversal pairs), **not** on Something-Something or Kinetics: it says whether a "
-        "temporal mechanism works, not what it scores on real video. "
-        "Its default difficulty: one or two objects, brighter than a darker flat, gradient or "
-        "textured background, with up to two static distractors and mild noise (see the "
-        "module's docstring for sizes and speeds). "
-        f"Every row: `{setup['model']}`, {setup['frames']} frames ({setup['sampling']}), "
+        f"Measured on the **{TRACK_TITLES[track]} of the built-in CPU benchmark** "
+        "(`atm_core.data.synthetic`: 12 classes in 6 time-reversal pairs), **not** on "
+        "Something-Something or Kinetics: it says whether a temporal mechanism works, not what it "
+        "scores on real video. " + TRACK_DESCRIPTIONS[track] +
+        f" Every row: {backbones}, {setup['frames']} frames ({setup['sampling']}), "
         f"the same recipe and budget "
         f"({setup['epochs']} epochs); {split}, {setup['views']} view(s) each. Chance is 8.3 %; a model blind to "
         "frame order (TSN) cannot beat 50 %, since every clip has a reversed twin made of the same "
@@ -154,12 +172,15 @@ def table_notes(setup: Mapping, quick: bool = False, seeds: int = 1) -> str:
     return text
 
 
-def write_tables(df: pd.DataFrame, out_dir: str | Path, notes: str) -> tuple[Path, Path]:
-    """``ablation.csv`` (every column) and ``ablation.md`` (title, notes, table)."""
+def write_tables(tables: Mapping[str, tuple[pd.DataFrame, str]], out_dir: str | Path) -> tuple[Path, Path]:
+    """``ablation.csv`` (every column, and the track) and ``ablation.md`` (title, then per track
+    a section with its notes and table) from ``track -> (table, notes)``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "ablation.csv", out_dir / "ablation.md"
-    df.to_csv(csv_path, index=False)
+    pd.concat([df.assign(track=track) for track, (df, _) in tables.items()]).to_csv(csv_path, index=False)
+    sections = [f"## {TRACK_TITLES[track].capitalize()}\n\n{notes}\n\n{markdown_table(df)}\n"
+                for track, (df, notes) in tables.items()]
     md_path.write_text("# Temporal modules and ATM operations on the built-in CPU benchmark\n\n"
-                       f"{notes}\n\n{markdown_table(df)}\n")
+                       + "\n".join(sections))
     return csv_path, md_path

@@ -1,5 +1,6 @@
 """The benchmark's variants: one CPU recipe ``params/synthetic_<key>.yaml`` each, all inheriting
-``synthetic_base.yaml``. A variant's temporal module and ATM ops are read from its recipe; its
+``synthetic_base.yaml`` (the texture track's through ``synthetic_textures_base.yaml``). A
+variant's model, temporal module, ATM ops and benchmark track are read from its recipe; its
 display label follows from them."""
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from ..engine import Config, load_config
 from .project import WORK_DIR, project_root
 
 VARIANT_KEYS = ("tsn", "tsm", "tokenshift", "tokent1d", "atm_add", "atm_sub", "atm_mul", "atm_div",
-                "atm_mul_sub")
+                "atm_mul_sub", "resnet_tsn", "resnet_atm_mul_sub",
+                "textures_tsn", "textures_tokent1d", "textures_atm_sub", "textures_atm_mul_sub")
+TRACK_TITLES = {"shapes": "shapes track", "textures": "real-texture track"}
 TEMPORAL_LABELS = {"tsn": "TSN", "tsm": "TSM", "tokenshift": "TokenShift", "tokent1d": "TokenT1D"}
 
 # --quick: a handful of tiny clips and one short epoch; everything else as in the full job.
@@ -23,10 +26,21 @@ QUICK_OVERRIDES = (
 )
 
 
-def model_label(temporal: str, ops: Sequence[str]) -> str:
+def model_label(temporal: str, ops: Sequence[str], model_name: str = "") -> str:
     """How tables and figures name a model: ``ATM(mul, sub)`` when it has ATM ops, else its
-    temporal module (``TokenT1D``)."""
-    return f"ATM({', '.join(ops)})" if ops else TEMPORAL_LABELS[temporal]
+    temporal module (``TokenT1D``); ``-ResNet`` appended for a ResNet backbone."""
+    label = f"ATM({', '.join(ops)})" if ops else TEMPORAL_LABELS[temporal]
+    return f"{label}-ResNet" if "resnet" in model_name else label
+
+
+def config_label(cfg: Config) -> str:
+    """:func:`model_label` of the model a run configuration describes."""
+    return model_label(cfg.model.temporal, cfg.model.atm_ops, cfg.model.name)
+
+
+def config_track(cfg: Config) -> str:
+    """The benchmark track a variant's recipe generates (``shapes`` unless it says otherwise)."""
+    return (cfg.data.generate or {}).get("track", "shapes")
 
 
 @dataclass(frozen=True)
@@ -51,11 +65,22 @@ class Variant:
 
     @property
     def label(self) -> str:
-        cfg = self.recipe_config()
-        return model_label(cfg.model.temporal, cfg.model.atm_ops)
+        return config_label(self.recipe_config())
+
+    @property
+    def track(self) -> str:
+        return config_track(self.recipe_config())
 
 
 VARIANTS: tuple[Variant, ...] = tuple(Variant(key) for key in VARIANT_KEYS)
+
+
+def by_track(keys: Iterable[str]) -> dict[str, list[str]]:
+    """The variants ``keys`` grouped by benchmark track, in order of first appearance."""
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(variant(key).track, []).append(key)
+    return groups
 
 
 def variant(key: str) -> Variant:
@@ -68,17 +93,25 @@ def quick_data_root(root: str | Path) -> str:
     return f"{Path(root)}_quick"
 
 
+def track_data_root(root: str | Path, track: str) -> str:
+    """Where a track's benchmark goes when the user names one folder for the benchmark: that
+    folder for the shapes track, ``<root>_<track>`` beside it for the others."""
+    return str(root) if track == "shapes" else f"{Path(root)}_{track}"
+
+
 def variant_config(key: str, work_dir: str | Path = WORK_DIR, quick: bool = False,
                    data_root: str | Path | None = None, overrides: Iterable[str] = (),
                    progress: bool = True) -> Config:
     """The configuration of one variant: its CPU recipe with the output in ``work_dir/<key>``.
-    ``quick`` adds the tiny-data overrides (data in ``<data.root>_quick`` unless ``data_root``)."""
-    recipe = project_root() / variant(key).recipe
+    ``quick`` adds the tiny-data overrides (data in ``<data.root>_quick`` unless ``data_root``;
+    see :func:`track_data_root` for the texture track's folder)."""
+    chosen = variant(key)
+    recipe = project_root() / chosen.recipe
     extra = [f"train.output_dir={Path(work_dir) / key}", f"train.progress={str(progress).lower()}"]
     if quick:
         base = load_config(recipe)
         extra += [*QUICK_OVERRIDES, f"data.root={quick_data_root(base.data.root)}",
                   f"data.generate={json.dumps({**(base.data.generate or {}), **QUICK_DATA})}"]
     if data_root is not None:
-        extra.append(f"data.root={data_root}")
+        extra.append(f"data.root={track_data_root(data_root, chosen.track)}")
     return load_config(recipe, [*extra, *overrides])
