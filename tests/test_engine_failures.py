@@ -109,7 +109,7 @@ def test_a_mistyped_root_is_a_config_error_and_generates_nothing(tmp_path, monke
     cfg = load_config(PARAMS / "synthetic_base.yaml", [f"data.root={typo}", f"train.output_dir={tmp_path / 'o'}",
                                                        f"data.generate={json.dumps(TINY_BENCH)}"])
     with pytest.raises(ConfigError, match=r"key 'data.root': directory .*synthetc does not exist; the "
-                                          r"built-in benchmark is generated on demand only at its "
+                                          r"built-in benchmark's shapes track is generated on demand only at its "
                                           r"default root data/synthetic \(set data.create_root=true"):
         train(cfg)
     assert not typo.exists() and not (tmp_path / "o").exists()

@@ -1,6 +1,7 @@
 """Video models: registration, parameter counts, block wiring, invariances, errors, optimiser groups,
 and the EVA02 towers against the reference's EVA-CLIP computation."""
 import math
+from pathlib import Path
 
 import pytest
 import timm
@@ -12,6 +13,8 @@ from timm.models.vision_transformer_hybrid import ConvStem
 from timm.optim import param_groups_layer_decay
 
 import atm_core  # noqa: F401  (registers the models)
+from atm_core.engine.builders import build_model
+from atm_core.engine.config import load_config
 from atm_core.models import SPECS, VideoResNet, VideoViT
 from atm_core.models.vit import attention_half, mlp_half
 from atm_core.temporal import shift_frames
@@ -29,6 +32,9 @@ def n_params(module: nn.Module) -> int:
 def tiny(frames: int = 4, **kwargs) -> nn.Module:
     kwargs = {"num_frames": frames, "num_classes": 5, **kwargs}
     return timm.create_model(TINY, **kwargs).eval()
+
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
 
 
 def clips(batch: int = 2, frames: int = 4, size: int = 64) -> torch.Tensor:
@@ -50,7 +56,7 @@ def test_all_models_registered_after_importing_the_package():
         assert timm.is_model(name), name
     assert set(SPECS) >= {"atm_vit_base_patch16_clip_224", "atm_vit_large_patch14_clip_224",
                           "atm_eva02_large_patch14_clip_224", "atm_eva02_large_patch14_clip_336",
-                          "atm_resnet50", TINY}
+                          "atm_resnet50", "atm_resnet_tiny_64", TINY}
 
 
 def test_reference_configuration_has_the_reference_parameter_count():
@@ -218,9 +224,15 @@ def test_atm_receives_the_output_of_the_reference_number_of_blocks(name, depth, 
         assert not torch.allclose(received[0], outputs[moved])
 
 
-def test_resnet_atm_receives_the_output_of_its_first_two_stages():
-    model = timm.create_model("atm_resnet50", num_frames=2, num_classes=3, temporal="tsn", **TINY_RESNET).eval()
-    assert model.atm_after_blocks == 2
+@pytest.mark.parametrize("name, kwargs, after, side, channels", [
+    ("atm_resnet50", TINY_RESNET, 2, 8, 512),  # its default: after stage 2 (28x28 at 224 px)
+    ("atm_resnet_tiny_64", {}, 1, 16, 32),  # its default: after stage 1
+    ("atm_resnet_tiny_64", dict(atm_after_blocks=0), 0, 16, 64),  # timm's plain stem is 64 wide
+    ("atm_resnet_tiny_64", dict(atm_after_blocks=2), 2, 8, 64),
+])
+def test_resnet_atm_receives_the_output_of_its_first_stages(name, kwargs, after, side, channels):
+    model = timm.create_model(name, num_frames=2, num_classes=3, temporal="tsn", atm_context=1, **kwargs).eval()
+    assert model.atm_after_blocks == after
     received = []
     model.atm.register_forward_pre_hook(lambda m, args: received.append(args[0]))
     frames = torch.randn(2, 3, 64, 64)
@@ -228,9 +240,32 @@ def test_resnet_atm_receives_the_output_of_its_first_two_stages():
         model.forward_frames(frames)
         b = model.backbone
         x = b.maxpool(b.act1(b.bn1(b.conv1(frames))))
-        two = b.layer2(b.layer1(x))
-    torch.testing.assert_close(received[0], two)
-    assert received[0].shape[1] == model.atm[0].reduce[0].in_channels == 512
+        for stage in [b.layer1, b.layer2, b.layer3][:after]:
+            x = stage(x)
+    torch.testing.assert_close(received[0], x)
+    assert received[0].shape[-1] == side
+    assert received[0].shape[1] == model.atm[0].reduce[0].in_channels == channels
+
+
+def test_tiny_resnet_default_and_its_recipes():
+    model = timm.create_model("atm_resnet_tiny_64", num_frames=8, atm_ops=("mul", "sub"))
+    assert model.atm_after_blocks == 1 and model.temporal is None
+    assert [len(stage) for stage in model.stages_of(model.backbone)] == [1, 1, 1, 1]
+    assert model.backbone.num_features == 256 and model.num_classes == 12
+    assert all(block.downsample for block in model.atm)  # the map is reduced before pairing
+    for recipe, ops in (("synthetic_resnet_tsn.yaml", ()), ("synthetic_resnet_atm_mul_sub.yaml", ("mul", "sub"))):
+        cfg = load_config(PARAMS / recipe)
+        assert cfg.model.name == "atm_resnet_tiny_64" and tuple(cfg.model.atm_ops) == ops
+        built = build_model(cfg, 12, 64).train()
+        if ops:
+            _perturb_atm(built)
+        x = clips(2, 8, 64)
+        assert built(x).shape == (2, 12)
+        # TSN-ResNet is blind to frame order (also with BatchNorm's batch statistics); ATM inside
+        # the ResNet is not
+        same = torch.allclose(built(x), built(x[:, torch.randperm(8, generator=torch.Generator().manual_seed(0))]),
+                              rtol=1e-5, atol=1e-5)
+        assert same == (not ops), recipe
 
 
 @pytest.mark.parametrize("name", ["atm_vit_base_patch16_clip_224", "atm_eva02_large_patch14_clip_224"])

@@ -232,6 +232,18 @@ def test_failed_notebook_is_named_and_kept_partly_executed(tmp_path):
     assert outputs["print('after')"] == []  # execution stopped at the failing cell
 
 
+def test_training_runs_side_by_side_share_the_cores():
+    assert reproduce.side_by_side(cores=2) == (1, None)  # one run, the recipe's own 2 threads
+    assert reproduce.side_by_side(cores=16) == (8, 2)
+    assert reproduce.side_by_side(cores=3) == (1, None)
+    assert reproduce.side_by_side(runs=2, cores=2) == (2, 1)
+    assert reproduce.side_by_side(runs=3, cores=16) == (3, 5)
+    assert reproduce.side_by_side(runs=4, cores=2) == (4, 1)
+    jobs = reproduce.training_jobs(["tsn"], {"quick": True}, seeds=2, threads=3)
+    assert [j.parameters["overrides"] for j in jobs] == [["train.seed=0", "train.threads=3"],
+                                                        ["train.seed=1", "train.threads=3"]]
+
+
 def test_kernel_runs_this_interpreter():
     import sys
 
@@ -242,11 +254,12 @@ def test_kernel_runs_this_interpreter():
 
 @pytest.fixture(scope="module")
 def quick_job(tmp_path_factory):
-    """``python -m atm_core.reproduce --quick`` on two variants, into temporary folders."""
+    """``python -m atm_core.reproduce --quick`` on three variants of both tracks, two trainings
+    side by side, into temporary folders."""
     tmp = tmp_path_factory.mktemp("quick")
     cwd = os.getcwd()
-    args = ["--quick", "--only", "tsn", "atm_mul_sub", "--results", str(tmp / "results"),
-            "--work", str(tmp / "work"), "--data", str(tmp / "data")]
+    args = ["--quick", "--only", "tsn", "atm_mul_sub", "textures_tsn", "--jobs", "2", "--results",
+            str(tmp / "results"), "--work", str(tmp / "work"), "--data", str(tmp / "data")]
     try:
         code = reproduce.main(args)
     finally:
@@ -261,7 +274,13 @@ def test_quick_job_executes_every_notebook(quick_job):
     assert code == 0
     executed = sorted(p.name for p in (results / "runs").glob("*.ipynb"))
     assert executed == ["ablation.ipynb", "evaluate_atm_mul_sub.ipynb", "evaluate_tsn.ipynb", "results.ipynb",
-                        "train_atm_mul_sub.ipynb", "train_tsn.ipynb", "visualize_arithmetic.ipynb"]
+                        "train_atm_mul_sub.ipynb", "train_textures_tsn.ipynb", "train_tsn.ipynb",
+                        "visualize_arithmetic.ipynb"]
+    # each track's benchmark in a folder of its own, the run on the texture track reading its own
+    assert json.loads((tmp / "data_textures" / "benchmark.json").read_text())["track"] == "textures"
+    assert json.loads((tmp / "data" / "benchmark.json").read_text())["track"] == "shapes"
+    run_cfg = load_config(results / "runs" / "textures_tsn" / "config.yaml")
+    assert run_cfg.data.root == str(tmp / "data_textures") and run_cfg.train.threads == 1
     for name in executed:  # reports that show without running: outputs kept, figures as PNG
         nb = nbformat.read(results / "runs" / name, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -283,19 +302,20 @@ def test_quick_job_tables_and_figures(quick_job):
     tmp, _ = quick_job
     results = tmp / "results"
     table = pd.read_csv(results / "tables" / "ablation.csv")
-    assert table.variant.tolist() == ["tsn", "atm_mul_sub"]
+    assert table.variant.tolist() == ["tsn", "atm_mul_sub", "textures_tsn"]
+    assert table.track.tolist() == ["shapes", "shapes", "textures"]
     for row in table.itertuples():  # the table holds exactly what the runs measured
         summary = json.loads((results / "runs" / row.variant / "eval" / "summary.json").read_text())
         assert row.top1 == round(summary["top1"], 2) and row.top5 == round(summary["top5"], 2)
     assert "Quick mode" in (results / "tables" / "ablation.md").read_text()
     figures = {str(p.relative_to(results / "figures")) for p in (results / "figures").rglob("*.png")}
-    assert {"ablation_top1.png", "training_curves.png", "confusion_matrices.png",
+    assert {"ablation_top1.png", "ablation_top1_textures.png", "training_curves.png", "confusion_matrices.png",
             "feature_maps/atm_mul_sub_mul_cue.png", "feature_maps/atm_mul_sub_mul_patches.png",
             "feature_maps/atm_mul_sub_sub_cue.png", "feature_maps/atm_mul_sub_residuals.png"} <= figures
     assert (results / "model_card.md").is_file()
     assert not (tmp / "results" / "runs" / "tsn" / "checkpoints").exists()
     assert "held-out test videos" in (results / "tables" / "ablation.md").read_text()
-    assert table.test_videos.tolist() == [12, 12]  # quick data: one test clip per class
+    assert table.test_videos.tolist() == [12, 12, 12]  # quick data: one test clip per class
 
 
 def committed_copy(results: Path, dest: Path) -> Path:

@@ -17,13 +17,14 @@ def write_benchmark_if_asked(cfg: Config) -> None:
     config keys."""
     if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
         return
-    from ..data.synthetic import DEFAULT_ROOT, ensure_benchmark
+    from ..data.synthetic import TRACK_ROOTS, ensure_benchmark
 
     try:
         ensure_benchmark(cfg.data.root, cfg.data.generate, create=cfg.data.create_root)
     except FileNotFoundError as e:
+        default = TRACK_ROOTS.get(synthetic_track(cfg), TRACK_ROOTS["shapes"])
         raise ConfigError(f"key 'data.root': {e} (set data.create_root=true to write it to "
-                          f"{cfg.data.root}, or data.root={DEFAULT_ROOT})") from e
+                          f"{cfg.data.root}, or data.root={default})") from e
     except ValueError as e:
         raise ConfigError(f"key 'data.generate': {e} (data.generate: null)") from e
 
