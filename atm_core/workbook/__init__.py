@@ -54,6 +54,7 @@ from .variants import (
     config_label,
     config_track,
     model_label,
+    run_label,
     variant,
     variant_config,
 )
@@ -66,6 +67,6 @@ __all__ = [
     "enter_project_root", "evaluate_views", "export_checkpoint", "export_run", "find_clip",
     "flip_labels", "load_trained", "markdown_table", "model_label", "model_stats", "pair_report",
     "per_class_accuracy", "predict_clip", "prepare_data", "project_root", "read_predictions",
-    "read_run", "run_classes", "run_config", "run_name", "run_variant", "seed_run_name",
+    "read_run", "run_classes", "run_label", "run_config", "run_name", "run_variant", "seed_run_name",
     "table_notes", "variant", "variant_config", "write_tables",
 ]

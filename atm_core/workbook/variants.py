@@ -15,6 +15,7 @@ from .project import WORK_DIR, project_root
 VARIANT_KEYS = ("tsn", "tsm", "tokenshift", "tokent1d", "atm_add", "atm_sub", "atm_mul", "atm_div",
                 "atm_mul_sub", "resnet_tsn", "resnet_atm_mul_sub",
                 "textures_tsn", "textures_tokent1d", "textures_atm_sub", "textures_atm_mul_sub")
+TRACK_NAMES = {"shapes": "shapes", "textures": "real textures"}
 TRACK_TITLES = {"shapes": "shapes track", "textures": "real-texture track"}
 TEMPORAL_LABELS = {"tsn": "TSN", "tsm": "TSM", "tokenshift": "TokenShift", "tokent1d": "TokenT1D"}
 
@@ -36,6 +37,13 @@ def model_label(temporal: str, ops: Sequence[str], model_name: str = "") -> str:
 def config_label(cfg: Config) -> str:
     """:func:`model_label` of the model a run configuration describes."""
     return model_label(cfg.model.temporal, cfg.model.atm_ops, cfg.model.name)
+
+
+def run_label(cfg: Config) -> str:
+    """:func:`config_label`, with the track named when it is not the shapes track: a label that
+    tells every run of the main job apart (``TSN``, ``TSN-ResNet``, ``TSN (real textures)``)."""
+    track = config_track(cfg)
+    return config_label(cfg) if track == "shapes" else f"{config_label(cfg)} ({TRACK_NAMES[track]})"
 
 
 def config_track(cfg: Config) -> str:
