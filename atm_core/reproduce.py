@@ -127,16 +127,23 @@ def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1, threads:
             for key in keys for seed in range(seeds)]
 
 
-THREADS_PER_RUN = 2  # the CPU recipes' train.threads: a tiny model gains little from more
+THREADS_PER_RUN = 1  # two 1-thread runs on 2 cores train ~1.25x faster than one 2-thread run
 
 
-def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int | None]:
+def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int]:
     """How many training runs the main job runs at once on ``cores`` CPU cores (default: this
-    machine's) -- ``runs``, or with 0 one per :data:`THREADS_PER_RUN` cores -- and the threads each
-    gets (None: the recipe's own, when one run has the machine)."""
+    machine's) -- ``runs``, or with 0 one per :data:`THREADS_PER_RUN` cores -- and the threads
+    each gets. With the default every run has one thread whatever the machine, so a row's figures
+    do not depend on the core count."""
     cores = cores or os.cpu_count() or 1
     runs = runs or max(1, cores // THREADS_PER_RUN)
-    return runs, (None if runs == 1 else max(1, cores // runs))
+    return runs, max(1, cores // runs)
+
+
+def longest_first(jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` with the ``mul`` runs first (their similarity encoder makes them 2-3x the cost
+    of the others), so that runs side by side finish together rather than one long run last."""
+    return sorted(jobs, key=lambda job: "mul" not in variant(job.parameters["variant"]).ops)
 
 
 def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
@@ -201,7 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
                         help="train every variant with train.seed 0..N-1; the table reports mean ± spread")
     parser.add_argument("--jobs", type=int, default=0, metavar="N",
-                        help="training runs side by side (default: one per 2 CPU cores), the cores shared among them")
+                        help="training runs side by side (default: one per CPU core, one thread each), "
+                             "the cores shared among them")
     parser.add_argument("--skip-training", action="store_true",
                         help="reuse the training runs already in --work; rebuild tables and figures")
     args = parser.parse_args(argv)
@@ -229,8 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed: set[str] = set()
     parallel, threads = side_by_side(args.jobs)
     jobs = training_jobs(keys, common, args.seeds, threads)
-    print(f"training {len(jobs)} run(s), {parallel} at a time" + (f", {threads} thread(s) each" if threads else ""),
-          flush=True)
+    print(f"training {len(jobs)} run(s), {parallel} at a time, {threads} thread(s) each", flush=True)
     outcomes = [None] * len(jobs) if args.skip_training else run_jobs(jobs, results, root, timings, parallel)
     for job, failure in zip(jobs, outcomes):
         key, name = job.parameters["variant"], job.parameters["name"]
@@ -300,15 +307,16 @@ def run_job(job: Job, results: Path, root: Path, timings: dict[str, float]) -> F
 def run_jobs(jobs: Sequence[Job], results: Path, root: Path, timings: dict[str, float],
              parallel: int = 1) -> list[Failure | None]:
     """Execute independent ``jobs``, ``parallel`` at a time (each notebook in a process of its
-    own; their cell output is not interleaved into the log then), failures in job order."""
+    own, the longest first; their cell output is not interleaved into the log then), failures in
+    job order."""
     if parallel <= 1:
         return [run_job(job, results, root, timings) for job in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_execute_job, job, results, root, False) for job in jobs]
-        outcomes = [future.result() for future in futures]
+        futures = {job.name: pool.submit(_execute_job, job, results, root, False) for job in longest_first(jobs)}
+        outcomes = [futures[job.name].result() for job in jobs]
     for job, (_, seconds) in zip(jobs, outcomes):
         timings[job.name] = seconds
     return [failure for failure, _ in outcomes]

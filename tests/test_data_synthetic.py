@@ -1,5 +1,6 @@
 """The built-in benchmark: layout, reproducibility, the reversal-pair property, class semantics."""
 
+import concurrent.futures
 import json
 import re
 
@@ -9,6 +10,7 @@ import torch
 
 from atm_core.data import SYNTHETIC_CLASSES, build_dataset, read_labels, read_list, render_clip
 from atm_core.data.readers import FrameFolder, PyAVVideo
+from atm_core.data import synthetic
 from atm_core.data.synthetic import FLIP_LABELS, MOTIONS, Difficulty, generate_benchmark, main
 
 EASY = Difficulty(distractors=(0, 0), noise=(0.0, 0.0), texture=(0.0, 0.0), backgrounds=("flat",))
@@ -46,10 +48,12 @@ def test_cli_writes_videos_frames_lists_and_labels(tmp_path):
             assert np.abs(frames.astype(int) - decoded).mean(axis=(1, 2, 3)).max() < 10
 
 
-def test_same_seed_same_bytes_other_seed_other_clips(tmp_path):
-    def files(root):
-        return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
+
+def test_same_seed_same_bytes_other_seed_other_clips(tmp_path):
+    files = _files
     kwargs = {"train_per_class": 1, "val_per_class": 1, "size": 32, "num_frames": 8, "frames": True}
     generate_benchmark(tmp_path / "a", seed=5, **kwargs)
     generate_benchmark(tmp_path / "b", seed=5, **kwargs)
@@ -58,6 +62,23 @@ def test_same_seed_same_bytes_other_seed_other_clips(tmp_path):
     assert a == b
     videos = [name for name in a if name.suffix == ".mp4"]
     assert len(videos) == 24 and all(a[name] != c[name] for name in videos)
+
+
+@pytest.mark.parametrize("track", ["shapes", "textures"])
+def test_worker_processes_write_the_same_bytes(tmp_path, monkeypatch, track):
+    kwargs = {"track": track, "train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "size": 32,
+              "num_frames": 8, "frames": True}
+    generate_benchmark(tmp_path / "one", seed=2, **kwargs)
+    monkeypatch.setattr(synthetic, "MIN_CLIPS_PER_WORKER", 1)  # else so few clips stay in-process
+    spawned = []
+    real_pool = concurrent.futures.ProcessPoolExecutor
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor",
+                        lambda *a, **k: spawned.append(a) or real_pool(*a, **k))
+    generate_benchmark(tmp_path / "two", seed=2, **kwargs, workers=2)
+    assert spawned == [(2,)]
+    one, two = _files(tmp_path / "one"), _files(tmp_path / "two")
+    assert len([name for name in one if name.suffix == ".mp4"]) == 48
+    assert one == two
 
 
 def test_second_class_of_each_pair_is_the_first_played_backwards(bench):

@@ -98,9 +98,10 @@ def test_table_rows_come_from_the_run_outputs(tmp_path):
 
 
 def test_notes_say_where_the_numbers_come_from():
-    setup = {"model": "atm_vit_tiny_patch8_64", "frames": 8, "epochs": 12, "seed": 0, "videos": 300, "views": 1,
-             "sampling": "one per segment"}
+    setup = {"model": "atm_vit_tiny_patch8_64", "frames": 8, "epochs": 12, "batch": 8, "threads": 1, "seed": 0,
+             "videos": 300, "views": 1, "sampling": "one per segment"}
     notes = workbook.table_notes(setup)
+    assert "(12 epochs, batch 8)" in notes and "training loop on 1 CPU thread(s)" in notes
     assert "built-in CPU benchmark" in notes and "not** on Something-Something" in notes
     assert "8 frames (one per segment)" in notes and "brighter than a darker" in notes
     assert "shapes track" in notes and "photographs" not in notes
@@ -233,15 +234,21 @@ def test_failed_notebook_is_named_and_kept_partly_executed(tmp_path):
 
 
 def test_training_runs_side_by_side_share_the_cores():
-    assert reproduce.side_by_side(cores=2) == (1, None)  # one run, the recipe's own 2 threads
-    assert reproduce.side_by_side(cores=16) == (8, 2)
-    assert reproduce.side_by_side(cores=3) == (1, None)
+    assert reproduce.side_by_side(cores=2) == (2, 1)  # one single-threaded run per core
+    assert reproduce.side_by_side(cores=16) == (16, 1)
+    assert reproduce.side_by_side(cores=1) == (1, 1)
     assert reproduce.side_by_side(runs=2, cores=2) == (2, 1)
     assert reproduce.side_by_side(runs=3, cores=16) == (3, 5)
     assert reproduce.side_by_side(runs=4, cores=2) == (4, 1)
     jobs = reproduce.training_jobs(["tsn"], {"quick": True}, seeds=2, threads=3)
     assert [j.parameters["overrides"] for j in jobs] == [["train.seed=0", "train.threads=3"],
                                                         ["train.seed=1", "train.threads=3"]]
+
+
+def test_mul_runs_start_first():
+    jobs = reproduce.training_jobs(["tsn", "atm_sub", "atm_mul", "resnet_tsn", "textures_atm_mul_sub"], {})
+    order = [j.parameters["variant"] for j in reproduce.longest_first(jobs)]
+    assert order == ["atm_mul", "textures_atm_mul_sub", "tsn", "atm_sub", "resnet_tsn"]
 
 
 def test_kernel_runs_this_interpreter():

@@ -41,6 +41,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -366,18 +367,89 @@ def spec_differences(root: str | Path, spec: dict) -> list[str]:
     return sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
 
 
+def track_settings(track: str, values: dict):
+    """The settings dataclass of ``track`` from a dict of its fields (lists as tuples, as JSON
+    and YAML give them); unknown fields are a ``ValueError`` naming them."""
+    kind = benchmark_track(track).settings
+    fields = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(values) - fields
+    if unknown:
+        raise ValueError(f"difficulty has unknown field(s) {sorted(unknown)} for track {track!r}; "
+                         f"valid: {sorted(fields)}")
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class _PairJob:
+    """The clips of one reversal pair in one split: what a generator worker writes."""
+
+    out: Path
+    track: str
+    seed: int
+    split_id: int
+    split: str
+    pair: int
+    per_class: int
+    size: int
+    num_frames: int
+    frames: bool
+    settings: object
+
+
+def _write_pair(job: _PairJob) -> tuple[list[str], list[str]]:
+    """Render and write the pair's clips, forward and reversed; their video and frame list lines."""
+    kind = benchmark_track(job.track)
+    motion = kind.motions[job.pair]
+    video_lines, frame_lines = [], []
+    for k in range(job.per_class):
+        # the split's index seeds its clips: every split has clips of its own
+        rng = np.random.default_rng([job.seed, job.split_id, job.pair, k])
+        clip = kind.render(motion, rng, job.size, job.num_frames, job.settings)
+        for label, ordered in ((2 * job.pair, clip), (2 * job.pair + 1, clip[::-1])):
+            name = f"{label:02d}_{kind.classes[label]}_{k:04d}"
+            write_mp4(job.out / "videos" / job.split / f"{name}.mp4", ordered, qp=job.settings.qp)
+            video_lines.append(f"videos/{job.split}/{name}.mp4 {job.num_frames} {label}\n")
+            if job.frames:
+                write_frames(job.out / "frames" / job.split / name, ordered)
+                frame_lines.append(f"frames/{job.split}/{name} {job.num_frames} {label}\n")
+    return video_lines, frame_lines
+
+
+def _single_threaded_worker() -> None:
+    torch.set_num_threads(1)
+
+
+MIN_CLIPS_PER_WORKER = 200  # a worker process takes seconds to start (torch, PyAV): not for a few clips
+
+
+def _run_pair_jobs(jobs: list[_PairJob], workers: int) -> list[tuple[list[str], list[str]]]:
+    workers = min(workers, sum(2 * job.per_class for job in jobs) // MIN_CLIPS_PER_WORKER)
+    if workers <= 1:
+        return [_write_pair(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked copy of a process whose OpenMP pool has started can hang
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_single_threaded_worker) as pool:
+        return list(pool.map(_write_pair, jobs))
+
+
 def generate_benchmark(out: str | Path, seed: int = 0, *, track: str = "shapes",
                        train_per_class: int = 100, val_per_class: int = 25, test_per_class: int = 0,
-                       size: int = 96, num_frames: int = 24, frames: bool = False, difficulty=None) -> dict:
+                       size: int = 96, num_frames: int = 24, frames: bool = False, difficulty=None,
+                       workers: int = 1) -> dict:
     """Write the benchmark of ``track`` (:data:`TRACKS`) under ``out``, with its settings in
     ``SPEC_FILE``; returns a summary (counts, seconds). ``test_per_class`` > 0 adds a held-out
     test split (``test.txt``) of clips of its own, drawn from the same generator with their own
-    seeds. ``difficulty``: the track's settings (its defaults when None)."""
+    seeds. ``difficulty``: the track's settings (its defaults when None). Up to ``workers``
+    processes render the pairs side by side (one per :data:`MIN_CLIPS_PER_WORKER` clips at
+    most); every clip has its own seed, so the files do not depend on how many."""
     spec = benchmark_spec(seed, track=track, train_per_class=train_per_class, val_per_class=val_per_class,
                           test_per_class=test_per_class, size=size, num_frames=num_frames, frames=frames,
                           difficulty=difficulty)
     kind = benchmark_track(track)
-    settings = kind.settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["difficulty"].items()})
+    settings = kind.settings() if difficulty is None else difficulty
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if size % 2:
@@ -385,26 +457,17 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, track: str = "shapes",
     started = time.perf_counter()
     with (out / "labels.csv").open("w") as f:
         f.write("id,name\n" + "".join(f"{i},{name}\n" for i, name in enumerate(kind.classes)))
-    # the split's index seeds its clips: every split has clips of its own
-    splits = (("train", train_per_class), ("val", val_per_class), ("test", test_per_class))
-    for split_id, (split, per_class) in enumerate(splits):
-        if split == "test" and not per_class:
-            continue
-        video_lines, frame_lines = [], []
-        for pair, motion in enumerate(kind.motions):
-            for k in range(per_class):
-                clip = kind.render(motion, np.random.default_rng([seed, split_id, pair, k]),
-                                   size, num_frames, settings)
-                for label, ordered in ((2 * pair, clip), (2 * pair + 1, clip[::-1])):
-                    name = f"{label:02d}_{kind.classes[label]}_{k:04d}"
-                    write_mp4(out / "videos" / split / f"{name}.mp4", ordered, qp=settings.qp)
-                    video_lines.append(f"videos/{split}/{name}.mp4 {num_frames} {label}\n")
-                    if frames:
-                        write_frames(out / "frames" / split / name, ordered)
-                        frame_lines.append(f"frames/{split}/{name} {num_frames} {label}\n")
-        (out / f"{split}.txt").write_text("".join(video_lines))
+    splits = [(split_id, split, per_class) for split_id, (split, per_class)
+              in enumerate((("train", train_per_class), ("val", val_per_class), ("test", test_per_class)))
+              if per_class or split != "test"]
+    jobs = [_PairJob(out, track, seed, split_id, split, pair, per_class, size, num_frames, frames, settings)
+            for split_id, split, per_class in splits for pair in range(len(kind.motions))]
+    written = iter(_run_pair_jobs(jobs, workers))
+    for _, split, _ in splits:
+        pairs = [next(written) for _ in kind.motions]
+        (out / f"{split}.txt").write_text("".join(line for videos, _ in pairs for line in videos))
         if frames:
-            (out / f"{split}_frames.txt").write_text("".join(frame_lines))
+            (out / f"{split}_frames.txt").write_text("".join(line for _, folders in pairs for line in folders))
     (out / SPEC_FILE).write_text(json.dumps(spec, indent=1) + "\n")
     n = len(kind.classes)
     summary = {"out": str(out), "classes": n, "train": train_per_class * n, "val": val_per_class * n,
@@ -414,10 +477,10 @@ def generate_benchmark(out: str | Path, seed: int = 0, *, track: str = "shapes",
 
 
 def ensure_benchmark(root: str | Path, settings: dict, *, create: bool = False,
-                     replace: bool = False) -> bool:
+                     replace: bool = False, workers: int = 1) -> bool:
     """Make ``root`` hold the benchmark :func:`generate_benchmark` writes with ``settings`` (its
-    keyword arguments; ``difficulty`` as a dict of :class:`Difficulty` fields); returns whether
-    it wrote it. Call it on one process only.
+    keyword arguments; ``difficulty`` as a dict of the track's settings fields) with ``workers``
+    processes; returns whether it wrote it. Call it on one process only.
 
     An absent ``root`` is written only where the user asked for it: at :data:`DEFAULT_ROOT`, or
     anywhere with ``create`` (else ``FileNotFoundError``, so that a mistyped path never starts a
@@ -428,14 +491,7 @@ def ensure_benchmark(root: str | Path, settings: dict, *, create: bool = False,
     kwargs = dict(settings)
     name = kwargs.get("track", "shapes")
     if "difficulty" in kwargs:
-        kind = benchmark_track(name).settings
-        fields = {f.name for f in dataclasses.fields(kind)}
-        unknown = set(kwargs["difficulty"]) - fields
-        if unknown:
-            raise ValueError(f"difficulty has unknown field(s) {sorted(unknown)} for track {name!r}; "
-                             f"valid: {sorted(fields)}")
-        kwargs["difficulty"] = kind(**{k: tuple(v) if isinstance(v, list) else v
-                                       for k, v in kwargs["difficulty"].items()})
+        kwargs["difficulty"] = track_settings(name, kwargs["difficulty"])
     try:
         spec = benchmark_spec(**kwargs)
     except TypeError as e:
@@ -454,7 +510,7 @@ def ensure_benchmark(root: str | Path, settings: dict, *, create: bool = False,
                          "use it as it is by giving no generator settings")
     if differences:
         shutil.rmtree(root)
-    generate_benchmark(root, **kwargs)
+    generate_benchmark(root, **kwargs, workers=workers)
     return True
 
 
@@ -470,12 +526,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=96, help="frame height and width (even)")
     parser.add_argument("--num-frames", type=int, default=24, help="source frames per clip")
     parser.add_argument("--frames", action="store_true", help="also write JPEG frame folders")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes rendering side by side (default: one per CPU core)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = generate_benchmark(args.out, args.seed, track=args.track, train_per_class=args.train_per_class,
                                  val_per_class=args.val_per_class,
                                  test_per_class=args.test_per_class, size=args.size,
-                                 num_frames=args.num_frames, frames=args.frames)
+                                 num_frames=args.num_frames, frames=args.frames, workers=args.workers)
     print(f"wrote {summary['train']} train + {summary['val']} val + {summary['test']} test clips to {summary['out']} "
           f"in {summary['seconds']} s")
 

@@ -150,10 +150,6 @@ def _soft_mask(size: int, cx: np.ndarray, cy: np.ndarray, radius: float, aspect:
     return ((1 - distance) * radius + 0.5).clamp(0, 1)[:, None]
 
 
-def _still_view(rng: np.random.Generator, image: torch.Tensor, n: int, d: TextureDifficulty) -> _View:
-    return _camera("still", rng, np.zeros(n), image, d)
-
-
 def render_texture_clip(motion: str, rng: np.random.Generator, size: int = 96, num_frames: int = 24,
                         difficulty: TextureDifficulty = TextureDifficulty()) -> np.ndarray:
     """One forward clip of ``motion`` (an entry of :data:`MOTIONS`) as (num_frames, size, size, 3)
@@ -168,8 +164,8 @@ def render_texture_clip(motion: str, rng: np.random.Generator, size: int = 96, n
     t = np.clip((np.arange(num_frames)[:, None] + (np.arange(k) - (k - 1) / 2) / k)
                 / max(num_frames - 1, 1), 0, 1).ravel()
     if motion in ("object_left", "cover"):
-        frames = _sample(scene, _still_view(rng, scene, len(t), d), size)
-        wide = _still_view(rng, other, 1, d)  # twice the view, at the scene's scale: room to travel
+        frames = _sample(scene, _camera("still", rng, np.zeros(len(t)), scene, d), size)
+        wide = _camera("still", rng, np.zeros(1), other, d)  # twice the view, at the scene's scale: room to travel
         wide.half = np.minimum(2 * wide.half, min(other.shape[-2:]) / 2)
         layer = _sample(other, wide, 2 * size)
         if motion == "object_left":

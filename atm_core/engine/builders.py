@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 
 import timm
@@ -20,7 +21,8 @@ def write_benchmark_if_asked(cfg: Config) -> None:
     from ..data.synthetic import TRACK_ROOTS, ensure_benchmark
 
     try:
-        ensure_benchmark(cfg.data.root, cfg.data.generate, create=cfg.data.create_root)
+        ensure_benchmark(cfg.data.root, cfg.data.generate, create=cfg.data.create_root,
+                         workers=os.cpu_count() or 1)
     except FileNotFoundError as e:
         default = TRACK_ROOTS.get(synthetic_track(cfg), TRACK_ROOTS["shapes"])
         raise ConfigError(f"key 'data.root': {e} (set data.create_root=true to write it to "

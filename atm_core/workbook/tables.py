@@ -97,8 +97,8 @@ def describe_setup(run_dirs: str | Path | list[str | Path]) -> dict:
                 "the centred one in validation" if options["sampling"] == "dense" else
                 "one per segment, at random in training and centred in validation")
     return {"model": cfg.model.name, "models": models, "track": config_track(cfg),
-            "frames": cfg.data.num_frames, "epochs": cfg.optim.epochs,
-            "seed": cfg.train.seed, "videos": summary["num_videos"], "views": summary.get("views", 1),
+            "frames": cfg.data.num_frames, "epochs": cfg.optim.epochs, "batch": cfg.train.batch_size,
+            "threads": cfg.train.threads, "seed": cfg.train.seed, "videos": summary["num_videos"], "views": summary.get("views", 1),
             "sampling": sampling,
             "held_out": cfg.data.test_list is not None and cfg.data.test_list != cfg.data.val_list}
 
@@ -158,10 +158,10 @@ def table_notes(setup: Mapping, quick: bool = False, seeds: int = 1) -> str:
         "scores on real video. " + TRACK_DESCRIPTIONS[track] +
         f" Every row: {backbones}, {setup['frames']} frames ({setup['sampling']}), "
         f"the same recipe and budget "
-        f"({setup['epochs']} epochs); {split}, {setup['views']} view(s) each. Chance is 8.3 %; a model blind to "
+        f"({setup['epochs']} epochs, batch {setup['batch']}); {split}, {setup['views']} view(s) each. Chance is 8.3 %; a model blind to "
         "frame order (TSN) cannot beat 50 %, since every clip has a reversed twin made of the same "
-        "frames. G(MAC) per clip by fvcore; training time is the training loop on 2 CPU threads, "
-        "without per-epoch validation; run time adds the per-epoch validation and the final "
+        f"frames. G(MAC) per clip by fvcore; training time is the training loop on {setup['threads']} "
+        "CPU thread(s), without per-epoch validation; run time adds the per-epoch validation and the final "
         "evaluation (not the start-up). Fixed seeds: a rerun on the same machine gives the same "
         "accuracies; on other hardware expect differences of a few points (floating-point order). "
         + spread

@@ -3,6 +3,7 @@ loaded back."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -23,7 +24,7 @@ def prepare_data(cfg: Config) -> dict:
 
     if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
         raise ValueError(f"{cfg.data.root}: the main job needs data.dataset=synthetic with data.generate")
-    ensure_benchmark(cfg.data.root, cfg.data.generate, create=True, replace=True)
+    ensure_benchmark(cfg.data.root, cfg.data.generate, create=True, replace=True, workers=os.cpu_count() or 1)
     return json.loads(json.dumps(cfg.data.generate))
 
 
