@@ -143,11 +143,15 @@ def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int]:
 def longest_first(jobs: Sequence[Job]) -> list[Job]:
     """``jobs`` with the ``mul`` runs first (their similarity encoder makes them 2-3x the cost
     of the others), so that runs side by side finish together rather than one long run last."""
-    return sorted(jobs, key=lambda job: "mul" not in variant(job.parameters["variant"]).ops)
+    def trains_mul(job: Job) -> bool:
+        return job.notebook == "train" and "mul" in variant(job.parameters["variant"]).ops
+
+    return sorted(jobs, key=lambda job: not trains_mul(job))
 
 
 def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
-    """Notebooks that read the trained runs: the table, evaluations, feature maps, summary."""
+    """Notebooks that read the trained runs: the table, evaluations, feature maps (independent of
+    each other), then the summary, which shows the table and the feature maps."""
     jobs = [Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False,
                                          "seeds": seeds})]
     for key in ("tsn", "atm_mul_sub"):
@@ -249,10 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = [key for key in keys if key not in failed]
     if not trained:
         print("no variant trained: skipping the tables and figures", file=sys.stderr)
-    for job in report_jobs(trained, common, args.seeds) if trained else []:
-        failure = run_job(job, results, root, timings)
-        if failure is not None:
-            failures.append(failure)
+    if trained:  # the summary (results.ipynb, last) shows what the others wrote
+        *readers, summary = report_jobs(trained, common, args.seeds)
+        outcomes = run_jobs(readers, results, root, timings, parallel) + [run_job(summary, results, root, timings)]
+        failures += [failure for failure in outcomes if failure is not None]
     tic = time.perf_counter()
     failure = write_model_card(results, args.quick)
     timings["model_card"] = time.perf_counter() - tic
