@@ -127,7 +127,7 @@ def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1, threads:
             for key in keys for seed in range(seeds)]
 
 
-THREADS_PER_RUN = 1  # two 1-thread runs on 2 cores train ~1.25x faster than one 2-thread run
+THREADS_PER_RUN = 1  # two 1-thread runs on 2 cores: 1.10-1.17x faster than one 2-thread run after the other
 
 
 def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int]:
