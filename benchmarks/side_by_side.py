@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import subprocess
 import sys
 import time
@@ -61,7 +60,7 @@ def jobs(recipe: str, threads: int, steps: int, parallel: bool) -> float:
     """Wall time of two jobs of ``recipe``, from the first step taken to the last."""
     def launch(start_at: float) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, __file__, "--child", recipe, str(threads), str(steps),
-                                 str(start_at)], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+                                 str(start_at)], stdout=subprocess.PIPE, text=True)
 
     def spans(processes: list[subprocess.Popen]) -> list[dict]:
         outs = [p.communicate()[0] for p in processes]

@@ -251,6 +251,24 @@ def test_mul_runs_start_first():
     assert order == ["atm_mul", "textures_atm_mul_sub", "tsn", "atm_sub", "resnet_tsn"]
 
 
+def test_side_by_side_failures_come_back_in_job_order(tmp_path):
+    """The mul run is submitted first, but each outcome is reported against its own job."""
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    params = new_code_cell("variant = ''\nname = ''")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell("if variant == 'tsn':\n    raise RuntimeError(f'refused {name}')")]
+    (tmp_path / "notebooks").mkdir()
+    nbformat.write(nb, tmp_path / "notebooks" / "train.ipynb")
+    jobs = reproduce.training_jobs(["tsn", "atm_mul"], {})
+    assert [j.parameters["variant"] for j in reproduce.longest_first(jobs)] == ["atm_mul", "tsn"]
+    timings = {}
+    refused, done = reproduce.run_jobs(jobs, tmp_path / "results", tmp_path, timings, parallel=2)
+    assert done is None
+    assert refused is not None and refused.error == "RuntimeError: refused tsn"
+    assert refused.output == tmp_path / "results" / "runs" / "train_tsn.ipynb"
+    assert set(timings) == {"train_tsn", "train_atm_mul"}
+
+
 def test_kernel_runs_this_interpreter():
     import sys
 
