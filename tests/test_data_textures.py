@@ -21,7 +21,7 @@ from atm_core.data.textures import (
     render_texture_clip,
 )
 from atm_core.engine import load_config
-from atm_core.engine.builders import dataset_options
+from atm_core.engine.builders import build_model, dataset_options
 
 ROOT = Path(__file__).resolve().parents[1]
 # no shake, noise or flicker, and no periodic (bricks) or flat (sky) texture that makes a shift ambiguous
@@ -133,3 +133,27 @@ def test_track_settings_are_checked_and_flip_labels_follow_the_track(tmp_path):
     assert dataset_options(cfg, "train")["flip_labels"] == FLIP_LABELS
     shapes = load_config(ROOT / "params/synthetic_atm_mul_sub.yaml")
     assert dataset_options(shapes, "train")["flip_labels"] != FLIP_LABELS
+
+
+def _tokens_before_atm(recipe: str, frames: torch.Tensor) -> torch.Tensor:
+    """The patch tokens the recipe's model hands ATM, ``(frames, rows, columns, channels)``."""
+    cfg = load_config(ROOT / "params" / recipe)
+    model = build_model(cfg, num_classes=12, img_size=64).eval()
+    with torch.no_grad():
+        tokens, _ = model.embed(frames)
+    side = model.grid[0]
+    return tokens[:, model.backbone.num_prefix_tokens:].reshape(len(frames), side, side, -1)
+
+
+def test_texture_recipe_gives_atm_tokens_that_move_with_the_image():
+    # Without a position embedding the tokens ATM compares are the conv stem's alone, so a scene
+    # moved by one token (8 px) gives the same tokens one place over: the similarity volume then
+    # peaks where the content went. With the shapes recipe's embedding they differ.
+    torch.manual_seed(0)
+    frame = torch.randn(1, 3, 64, 64)
+    frames = torch.cat([frame, torch.roll(frame, shifts=8, dims=-1)])
+    inner, shifted = slice(2, 6), slice(3, 7)  # tokens whose receptive field stays clear of the padding
+    textures = _tokens_before_atm("synthetic_textures_atm_mul_sub.yaml", frames)
+    torch.testing.assert_close(textures[1, inner, shifted], textures[0, inner, inner])
+    shapes = _tokens_before_atm("synthetic_atm_mul_sub.yaml", frames)
+    assert (shapes[1, inner, shifted] - shapes[0, inner, inner]).abs().max() > 1e-3
