@@ -27,7 +27,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,13 +141,23 @@ def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int]:
     return runs, max(1, cores // runs)
 
 
-def longest_first(jobs: Sequence[Job]) -> list[Job]:
-    """``jobs`` with the ``mul`` runs first (their similarity encoder makes them 2-3x the cost
-    of the others), so that runs side by side finish together rather than one long run last."""
-    def trains_mul(job: Job) -> bool:
-        return job.notebook == "train" and "mul" in variant(job.parameters["variant"]).ops
+MUL_COST = 2.5  # a mul run's time over its track's non-mul run of the same epochs (measured 2.3-2.8x)
 
-    return sorted(jobs, key=lambda job: not trains_mul(job))
+
+def training_cost(job: Job) -> float:
+    """A training run's expected time in units of one epoch of a run without ``mul``: the epochs
+    of its recipe, times :data:`MUL_COST` when ATM runs ``mul`` (a clip costs about the same on
+    both tracks, whatever the batch). Zero for the report notebooks."""
+    if job.notebook != "train":
+        return 0.0
+    chosen = variant(job.parameters["variant"])
+    return chosen.recipe_config().optim.epochs * (MUL_COST if "mul" in chosen.ops else 1.0)
+
+
+def longest_first(jobs: Sequence[Job]) -> list[Job]:
+    """``jobs`` by :func:`training_cost`, the longest first (equal ones in their given order),
+    so that runs side by side finish together rather than one long run last."""
+    return sorted(jobs, key=lambda job: -training_cost(job))
 
 
 def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
@@ -253,13 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = [key for key in keys if key not in failed]
     if not trained:
         print("no variant trained: skipping the tables and figures", file=sys.stderr)
-    if trained:  # the summary (results.ipynb, last) shows what the others wrote
-        *readers, summary = report_jobs(trained, common, args.seeds)
-        outcomes = run_jobs(readers, results, root, timings, parallel) + [run_job(summary, results, root, timings)]
-        failures += [failure for failure in outcomes if failure is not None]
-    tic = time.perf_counter()
-    failure = write_model_card(results, args.quick)
-    timings["model_card"] = time.perf_counter() - tic
+    with ThreadPoolExecutor(1) as card_writer:  # the card reads no run: it is written meanwhile
+        card = card_writer.submit(timed, write_model_card, results, args.quick)
+        if trained:  # the summary (results.ipynb, last) shows what the others wrote
+            *readers, summary = report_jobs(trained, common, args.seeds)
+            outcomes = run_jobs(readers, results, root, timings, parallel) + [run_job(summary, results, root, timings)]
+            failures += [failure for failure in outcomes if failure is not None]
+        failure, timings["model_card"] = card.result()
     if failure is not None:
         failures.append(failure)
 
@@ -277,6 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {failure}", file=sys.stderr)
         return 1
     return 0
+
+
+def timed(step: Callable[..., Failure | None], *args) -> tuple[Failure | None, float]:
+    """``step(*args)`` and the seconds it took."""
+    tic = time.perf_counter()
+    return step(*args), time.perf_counter() - tic
 
 
 def export_trained(run_dir: Path, results: Path, name: str, key: str, with_run: bool) -> Failure | None:
@@ -316,7 +333,6 @@ def run_jobs(jobs: Sequence[Job], results: Path, root: Path, timings: dict[str, 
     if parallel <= 1:
         return [run_job(job, results, root, timings) for job in jobs]
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {job.name: pool.submit(_execute_job, job, results, root, False) for job in longest_first(jobs)}

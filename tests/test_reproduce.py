@@ -248,10 +248,22 @@ def test_training_runs_side_by_side_share_the_cores():
                                                         ["train.seed=1", "train.threads=3"]]
 
 
-def test_mul_runs_start_first():
-    jobs = reproduce.training_jobs(["tsn", "atm_sub", "atm_mul", "resnet_tsn", "textures_atm_mul_sub"], {})
-    order = [j.parameters["variant"] for j in reproduce.longest_first(jobs)]
-    assert order == ["atm_mul", "textures_atm_mul_sub", "tsn", "atm_sub", "resnet_tsn"]
+def test_the_longest_runs_start_first():
+    keys = ["tsn", "atm_sub", "atm_mul", "resnet_tsn", "textures_tsn", "textures_atm_mul_sub"]
+    jobs = reproduce.training_jobs(keys, {}) + reproduce.report_jobs(["tsn"], {})
+    epochs = {track: workbook.variant_config(key).optim.epochs for track, key in
+              (("shapes", "tsn"), ("textures", "textures_tsn"))}
+    costs = {j.parameters.get("variant") if j.notebook == "train" else j.name: reproduce.training_cost(j)
+             for j in jobs}
+    assert costs["atm_mul"] == epochs["shapes"] * reproduce.MUL_COST and costs["tsn"] == epochs["shapes"]
+    assert costs["textures_tsn"] == epochs["textures"] and costs["ablation"] == 0.0
+    order = [j.parameters.get("variant") if j.notebook == "train" else j.name
+             for j in reproduce.longest_first(jobs)]
+    assert order == sorted(order, key=lambda name: -costs[name])  # by cost, longest first
+    assert order[0] == "textures_atm_mul_sub"
+    # equal costs keep the given order: the shapes runs without mul, then the report notebooks
+    assert [name for name in order if costs[name] == epochs["shapes"]] == ["tsn", "atm_sub", "resnet_tsn"]
+    assert order[-len(jobs) + len(keys):] == [j.name for j in jobs[len(keys):]]
 
 
 def test_side_by_side_failures_come_back_in_job_order(tmp_path):
