@@ -1,6 +1,6 @@
 """The main job: regenerate ``results/`` on the built-in benchmark by executing the notebooks.
 
-    python -m atm_core.reproduce            # everything, about an hour on 2 CPU cores (make reproduce)
+    python -m atm_core.reproduce            # everything, about 30 min on 2 CPU cores (make reproduce)
     python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path (~2 min)
     python -m atm_core.reproduce --seeds 3  # every variant with 3 training seeds: mean ± spread
 
