@@ -246,9 +246,18 @@ def probe_all(paths: Iterable[str], settings: ProbeSettings, *, workers: int | N
             _collect(done, results, cache, bar)
         else:
             chunk = max(1, min(32, len(todo) // (workers * 16)))
-            with _pool(workers) as pool:
+            pool = _pool(workers)
+            try:
                 done = pool.imap_unordered(_probe_star, ((p, settings) for p in todo), chunk)
                 _collect(done, results, cache, bar)
+            except BaseException:
+                pool.terminate()
+                raise
+            # close + join, not the context manager's terminate: while terminate stops the
+            # workers, the pool's handler thread may fork a replacement that inherits a held
+            # lock and never exits, and terminate then waits for it forever
+            pool.close()
+            pool.join()
     finally:
         bar.close()
         if cache is not None:
