@@ -150,8 +150,8 @@ def training_cost(job: Job) -> float:
     both tracks, whatever the batch). Zero for the report notebooks."""
     if job.notebook != "train":
         return 0.0
-    chosen = variant(job.parameters["variant"])
-    return chosen.recipe_config().optim.epochs * (MUL_COST if "mul" in chosen.ops else 1.0)
+    recipe = variant(job.parameters["variant"]).recipe_config()
+    return recipe.optim.epochs * (MUL_COST if "mul" in recipe.model.atm_ops else 1.0)
 
 
 def longest_first(jobs: Sequence[Job]) -> list[Job]:
