@@ -10,6 +10,9 @@ One class per item shape, all reading frames the same way (:class:`VideoDataset`
     V = test_num_segment * test_num_crop ordered clip-major, crop-minor.
 Always use ``DataLoader(dataset, collate_fn=dataset.collate_fn)``.
 
+A video with fewer frames than a clip takes is handled by ``short_clips``: ``"error"`` makes it
+bad input, ``"pad"`` samples it with repeated frames and counts it (``dataset.num_padded``).
+
 Bad input raises :class:`DataError`. With ``on_error="skip"`` the bad video is logged and marked:
 a training item is replaced by another (real) video; an evaluation item is never replaced but
 left out -- it comes back with label :data:`LEFT_OUT` and zero pixels, which
@@ -44,6 +47,7 @@ from .transforms import TrainTransform, ViewTransform
 
 log = logging.getLogger(__name__)
 ON_ERROR = ("raise", "skip")
+SHORT_CLIPS = ("error", "pad")
 LEFT_OUT = -1  # the label of an evaluation item whose video could not be read (on_error="skip")
 Pair = tuple[torch.Tensor, torch.Tensor]
 
@@ -65,9 +69,11 @@ class VideoDataset(Dataset):
                  transform: TrainTransform | ViewTransform, sampling: str = "segment",
                  dense_stride: int = 8, reader: str = "auto", frame_template: str = "{:05d}.jpg",
                  frame_start: int = 1, on_error: str = "raise", classes: Sequence[str] = (),
-                 skipped_lines: int = 0, cache_frames: bool = False):
+                 skipped_lines: int = 0, cache_frames: bool = False, short_clips: str = "error"):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        if short_clips not in SHORT_CLIPS:
+            raise ValueError(f"short_clips must be one of {SHORT_CLIPS}, got {short_clips!r}")
         if reader not in READERS:
             raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
         if sampling not in ("segment", "dense"):
@@ -85,6 +91,8 @@ class VideoDataset(Dataset):
         self.classes = list(classes)
         self.skipped_lines = skipped_lines
         self._bad = multiprocessing.RawArray("b", len(self.records))  # 1 = unreadable video
+        self.short_clips = short_clips
+        self._padded = multiprocessing.RawArray("b", len(self.records))  # 1 = sampled with repeats
         self.collate_fn = default_collate
         self.cache_frames = cache_frames
         self._frames: dict[int, np.ndarray] = {}  # index -> all decoded frames, if cache_frames
@@ -106,6 +114,15 @@ class VideoDataset(Dataset):
     def unreadable(self) -> np.ndarray:
         """Per video (bool): found unreadable so far, by this process or its DataLoader workers."""
         return np.frombuffer(self._bad, dtype=np.int8).astype(bool)
+
+    def padded(self) -> np.ndarray:
+        """Per video (bool): shorter than a clip and sampled with repeated frames so far."""
+        return np.frombuffer(self._padded, dtype=np.int8).astype(bool)
+
+    @property
+    def num_padded(self) -> int:
+        """Videos sampled with repeated frames so far (``short_clips="pad"``), all workers."""
+        return int(self.padded().sum())
 
     def skipped_paths(self) -> list[str]:
         """``"list_file:line path"`` of every video found unreadable so far (all workers)."""
@@ -136,12 +153,22 @@ class VideoDataset(Dataset):
                 source = self._open(record)
                 if self.cache_frames:
                     video = self._frames[index] = read_clip(source, range(len(source)), self.reader)
-            clips = self._clips(len(source) if video is None else len(video), rng)
+            length = len(source) if video is None else len(video)
+            self._check_length(index, length)
+            clips = self._clips(length, rng)
             indices = np.concatenate(clips)
             frames = read_clip(source, indices, self.reader) if video is None else video[indices]
         except DataError as e:
             raise DataError(f"{record.source}: {e}") from e
         return frames, len(clips)
+
+    def _check_length(self, index: int, length: int) -> None:
+        if length >= self.num_frames:
+            return
+        if self.short_clips == "error":
+            raise DataError(f"{self.root / self.records[index].path}: {length} frame(s), fewer than the "
+                            f"{self.num_frames} of a clip (data.short_clips=pad repeats frames)")
+        self._padded[index] = 1
 
     def leave_out(self, index: int) -> None:
         """Mark video ``index`` unreadable without opening it (the preflight's ``skip``): training

@@ -43,6 +43,10 @@ def _check(dataset: VideoDataset, indices: Sequence[int], workers: int, cache_fi
             bad.append((index, Problem(record.source, f"{dataset.root / record.path}: the list "
                                                       f"says {record.num_frames} frames, found "
                                                       f"{probe.frames}")))
+        elif probe.frames < dataset.num_frames and dataset.short_clips == "error":
+            bad.append((index, Problem(record.source, f"{dataset.root / record.path}: {probe.frames} "
+                                                      f"frame(s), fewer than the {dataset.num_frames} "
+                                                      "of a clip (data.short_clips=pad repeats frames)")))
     return bad
 
 

@@ -101,7 +101,8 @@ def _classes(recipe: Recipe, root: Path, explicit_label_file: bool) -> list[str]
 
 
 def build_dataset(name: str, split: str, root: str | Path, list_file: str | Path | None = None, *,
-                  num_frames: int = 8, on_error: str = "raise", **overrides) -> VideoDataset:
+                  num_frames: int = 8, on_error: str = "raise", short_clips: str = "error",
+                  **overrides) -> VideoDataset:
     """A dataset for ``name`` in {ssv1, ssv2, k400, synthetic, custom} and ``split`` in
     {train, val, test}, with the published recipe unless ``overrides`` (fields of
     :class:`Recipe`, e.g. ``input_size=160, test_num_crop=1``) say otherwise.
@@ -134,7 +135,7 @@ def build_dataset(name: str, split: str, root: str | Path, list_file: str | Path
                   dense_stride=recipe.dense_stride, reader=recipe.reader,
                   frame_template=recipe.frame_template, frame_start=recipe.frame_start,
                   on_error=on_error, classes=classes, skipped_lines=skipped,
-                  cache_frames=recipe.cache_frames)
+                  cache_frames=recipe.cache_frames, short_clips=short_clips)
     if split == "train":
         common["num_sample"] = recipe.num_sample
     elif split == "test":

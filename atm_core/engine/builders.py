@@ -72,7 +72,8 @@ def build_split(cfg: Config, split: str):
                  "test": cfg.data.test_list or cfg.data.val_list}[split]
     try:
         return build_dataset(cfg.data.dataset, split, root, list_file, num_frames=cfg.data.num_frames,
-                             on_error=cfg.data.on_error, **dataset_options(cfg, split))
+                             on_error=cfg.data.on_error, short_clips=cfg.data.short_clips,
+                             **dataset_options(cfg, split))
     except TypeError as e:  # an unknown preset field
         raise ConfigError(f"key 'data.options': {e}") from e
     except (DataError, FileNotFoundError, ValueError) as e:

@@ -58,6 +58,9 @@ class DataConfig:
     num_sample: Optional[int] = None  # repeated augmentation (clips per video per step); null = preset
     num_workers: int = 2
     on_error: Literal["raise", "skip"] = "raise"
+    # a video with fewer frames than num_frames: "error" (a bad video, see on_error) or "pad"
+    # (frames repeat; every padded clip is counted per split)
+    short_clips: Literal["error", "pad"] = "error"
     preflight: bool = True  # before training, open every listed video once (atm_core.data.preflight)
     options: dict = field(default_factory=dict)  # dataset preset overrides (atm_core.data Recipe fields)
     generate: Optional[dict] = None  # synthetic only: generator kwargs, used to create root if absent
@@ -104,6 +107,7 @@ class TrainConfig:
     save_every_minutes: float = 5.0  # also a checkpoint once this much time passed since the last; 0 = off
     keep_last: int = 2  # epoch checkpoints kept besides best/
     resume: Optional[str] = None  # "auto", a checkpoint directory, or null
+    overwrite: bool = False  # a new run in an output_dir holding another run removes that run first
     threads: int = 0  # torch intra-op threads, 0 = leave torch's default
     log_every: int = 10  # steps between tqdm postfix updates
     tensorboard: bool = True  # used when tensorboard is installed

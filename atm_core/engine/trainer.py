@@ -1,8 +1,10 @@
 """The training loop on Accelerate: one function, the Accelerator owns devices, precision,
 gradient accumulation, gathering and checkpoint state.
 
-Run directory (``train.output_dir``):
-    config.yaml      the resolved configuration
+Run directory (``train.output_dir``), held by one training at a time (:mod:`.rundir`):
+    config.yaml      the resolved configuration of the start (never rewritten; a resume's changed
+                     settings go to changes.jsonl, with the step they apply from)
+    identity.json    the model and data the weights are of; a resume must match it
     metrics.jsonl    one line per epoch (lr, train_loss, val_*, epoch_time, samples_per_s)
     tensorboard/     the same scalars, when tensorboard is installed
     checkpoints/     step_<batches>/ (full state, last ``keep_last``) and best/ (weights)
@@ -10,7 +12,8 @@ Run directory (``train.output_dir``):
 
 Step checkpoints are written at every epoch end, every ``train.save_every_steps`` batches and
 once ``train.save_every_minutes`` passed since the last one, and before a data error ends the
-run; ``--resume`` takes one of them or the run directory (its latest).
+run; ``--resume`` takes one of them or the run directory (its latest). Ctrl-C or SIGTERM stops
+the run at the next step boundary, after saving a checkpoint (a second one stops at once).
 
 Exact resume: the data order and every sample's augmentation are functions of
 ``(seed, epoch, position)`` and the step randomness (Mixup, drop-path) is reseeded from
@@ -49,6 +52,7 @@ from .checkpoint import (
     write_atomically,
     write_meta,
 )
+from . import rundir
 from .config import Config, ConfigError, as_config
 from .evaluation import left_out, run_evaluation
 from .inference import IndexedDataset, predict
@@ -56,6 +60,7 @@ from .metrics import classification_metrics
 from .optim import build_loss, build_optimizer, build_scheduler, build_video_mixup, scaled_lrs
 from .runtime import make_accelerator, release_accelerator
 from .sampling import EpochSampler, SeededDataset, derive_seed, seed_everything
+from .stopping import Interrupted, StopRequest
 from .tracking import MetricsLog, read_metrics
 
 
@@ -96,8 +101,11 @@ def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, state: TrainState
             if ema is not None:
                 save_module(ema.module, tmp / "ema.safetensors")
             write_meta(tmp, state.state_dict())
-    except (OSError, RuntimeError) as e:
-        raise abandon(tmp, final, e) from e
+    except BaseException as e:  # whatever failed (safetensors has its own error type), no tmp stays
+        error = abandon(tmp, final, e)
+        if error is e:
+            raise
+        raise error from e
     if accelerator.is_main_process:
         publish(tmp, final)
         prune(ckpt_root, keep_last)
@@ -116,13 +124,18 @@ def validate(accelerator: Accelerator, model, loader, dataset: VideoDataset, pro
             "num_videos": metrics["num_videos"]}
 
 
+def _count_marked(accelerator: Accelerator, marks) -> int:
+    """Videos marked (one bool per video) by any process, each counted once."""
+    marked = torch.from_numpy(marks).to(accelerator.device, torch.uint8)
+    if accelerator.num_processes > 1:
+        marked = accelerator.gather(marked[None]).amax(0)
+    return int(marked.sum())
+
+
 def count_skipped(accelerator: Accelerator, dataset: VideoDataset) -> int:
     """Videos of ``dataset`` found unreadable so far by any process (each counted once), plus
     the list lines dropped while loading it."""
-    bad = torch.from_numpy(dataset.unreadable()).to(accelerator.device, torch.uint8)
-    if accelerator.num_processes > 1:
-        bad = accelerator.gather(bad[None]).amax(0)
-    return int(bad.sum()) + dataset.skipped_lines
+    return _count_marked(accelerator, dataset.unreadable()) + dataset.skipped_lines
 
 
 def train(cfg: Config | str | Path | dict) -> dict:
@@ -132,7 +145,8 @@ def train(cfg: Config | str | Path | dict) -> dict:
     cfg = as_config(cfg)
     accelerator = make_accelerator(cfg)
     try:
-        return _train(accelerator, cfg)
+        with rundir.owned(accelerator, Path(cfg.train.output_dir)):
+            return _train(accelerator, cfg)
     finally:
         release_accelerator()
 
@@ -156,6 +170,8 @@ class Run:
     val_loader: DataLoader
     state: TrainState = field(default_factory=TrainState)
     last_save: float = field(default_factory=time.monotonic)
+    last_saved: Path | None = None
+    stop: StopRequest = field(default_factory=StopRequest)
 
     @property
     def ckpt_root(self) -> Path:
@@ -168,12 +184,27 @@ class Run:
     def save(self) -> Path:
         path = save_checkpoint(self.accelerator, self.ckpt_root, self.state, self.ema,
                                self.cfg.train.keep_last)
-        self.last_save = time.monotonic()
+        self.last_save, self.last_saved = time.monotonic(), path
         return path
 
     def skipped(self) -> dict:
         return {"train": count_skipped(self.accelerator, self.train_set),
                 "val": count_skipped(self.accelerator, self.val_set)}
+
+    def padded(self) -> dict:
+        """Short videos sampled with repeated frames so far, per split (``data.short_clips=pad``)."""
+        return {"train": _count_marked(self.accelerator, self.train_set.padded()),
+                "val": _count_marked(self.accelerator, self.val_set.padded())}
+
+    def stop_if_asked(self, saved: bool) -> None:
+        """After a step (at an accumulation boundary) or an epoch: a requested stop saves the
+        state, unless ``saved`` just now, and ends the run naming the checkpoint."""
+        if not self.stop.requested(self.accelerator):
+            return
+        path = self.last_saved if saved else self.save()
+        raise Interrupted(f"stopped by {self.stop.name()} at epoch {self.state.epoch + 1}, batch "
+                          f"{self.state.batch}: the training so far is saved in {path}; continue "
+                          "with --resume auto", self.stop.signum)
 
 
 def _prepare_data(accelerator: Accelerator, cfg: Config) -> tuple[VideoDataset, VideoDataset]:
@@ -249,9 +280,14 @@ def _build_run(accelerator: Accelerator, cfg: Config, train_set: VideoDataset,
 
 def _restore(run: Run, resume_from: Path | None) -> None:
     if resume_from is not None:
-        run.accelerator.load_state(str(resume_from))
-        if run.ema is not None:
-            load_weights(run.ema.module, resume_from / "ema.safetensors")
+        try:
+            run.accelerator.load_state(str(resume_from))
+            if run.ema is not None:
+                load_weights(run.ema.module, resume_from / "ema.safetensors")
+        except (RuntimeError, ValueError, KeyError, FileNotFoundError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"cannot resume from {resume_from}: it does not fit the model and "
+                              f"data of this configuration ({reason})") from e
         run.accelerator.print(f"resumed from {resume_from}: epoch {run.state.epoch + 1}, "
                               f"batch {run.state.batch}")
     elif run.cfg.train.resume == "auto":
@@ -317,9 +353,12 @@ def _train_epoch(run: Run, epoch: int) -> dict:
             if state.batch % cfg.train.log_every == 0:
                 bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}",
                                 lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
-            if _checkpoint_due(run, batches):
-                state.train_time = time.perf_counter() - started
+            state.train_time = time.perf_counter() - started
+            due = _checkpoint_due(run, batches)
+            if due:
                 run.save()
+            if state.batch % cfg.train.grad_accum == 0 and state.batch < batches:
+                run.stop_if_asked(saved=due)
     except DataError as e:
         raise _stopped_by(run, e, started) from e
     finally:
@@ -380,31 +419,73 @@ def _end_epoch(run: Run, epoch: int, record: dict, improved: bool, log: MetricsL
                 if "val_top1" in record else "")
     skip_text = (f"skipped train {record['train_skipped']} val {record['val_skipped']}  "
                  if run.cfg.data.on_error == "skip" else "")
+    if run.cfg.data.short_clips == "pad":
+        skip_text += f"padded train {record['train_padded']} val {record['val_padded']}  "
     accelerator.print(f"epoch {epoch + 1}/{run.cfg.optim.epochs}  loss {record['train_loss']:.4f}  "
                       f"lr {record['lr']:.2e}  {val_text}best {state.best_top1:.2f}  {skip_text}"
                       f"({record['epoch_time']:.1f} s, {record['samples_per_s']:.1f} clips/s)")
 
 
+def _claim(accelerator: Accelerator, cfg: Config, resume_from: Path | None) -> bool:
+    """Refuse a start that would mix with another run in ``train.output_dir``; returns whether
+    this start continues the run there."""
+    out = Path(cfg.train.output_dir)
+    continuing = resume_from is not None and resume_from.parent.resolve() == (out / "checkpoints").resolve()
+    # "auto" with nothing to resume restarts this directory's own run from scratch
+    overwrite = cfg.train.overwrite or (cfg.train.resume == "auto" and resume_from is None)
+    rundir.on_main(accelerator, lambda: rundir.claim(out, overwrite, continuing))
+    return continuing
+
+
+def _check_identity(accelerator: Accelerator, cfg: Config, resume_from: Path | None,
+                    train_set: VideoDataset, continuing: bool) -> None:
+    """Refuse a resume with another model or data; record a new run's start."""
+    out = Path(cfg.train.output_dir)
+    identity = rundir.run_identity(cfg, train_set.classes, train_set.transform.input_size,
+                                   train_set.sampling, train_set.dense_stride)
+    if resume_from is not None:
+        rundir.check_resume(resume_from.parent.parent, identity)
+    if accelerator.is_main_process and (not continuing or not (out / rundir.CONFIG).is_file()):
+        rundir.start(out, cfg, identity)
+    accelerator.wait_for_everyone()
+
+
+def _record_changes(run: Run, resume_from: Path | None) -> None:
+    out = Path(run.cfg.train.output_dir)
+    if resume_from is None or not run.accelerator.is_main_process:
+        return
+    changes = rundir.record_changes(out, run.cfg, run.state.batches_total, run.state.epoch)
+    if changes:
+        listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+        run.accelerator.print(f"settings changed from step {run.state.batches_total} on: {listed} "
+                              f"(recorded in {out / rundir.CHANGES})")
+
+
 def _train(accelerator: Accelerator, cfg: Config) -> dict:
     out = Path(cfg.train.output_dir)
-    train_set, val_set = _prepare_data(accelerator, cfg)
     resume_from = _resume_point(cfg)
+    continuing = _claim(accelerator, cfg, resume_from)
+    train_set, val_set = _prepare_data(accelerator, cfg)
+    _check_identity(accelerator, cfg, resume_from, train_set, continuing)
     run = _build_run(accelerator, cfg, train_set, val_set)
     _restore(run, resume_from)
+    _record_changes(run, resume_from)
     log = MetricsLog(out, cfg.train.tensorboard) if accelerator.is_main_process else None
     if log is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.to_yaml(out / "config.yaml")
         log.truncate(run.state.epoch)
 
     record: dict = {}
-    for epoch in range(run.state.epoch, cfg.optim.epochs):
-        started = time.perf_counter() - run.state.train_time
-        record = _train_epoch(run, epoch)
-        improved = _validate_epoch(run, epoch, record)
-        record.update({"epoch_time": time.perf_counter() - started,
-                       **{f"{split}_skipped": n for split, n in run.skipped().items()}})
-        _end_epoch(run, epoch, record, improved, log)
+    with run.stop.installed():
+        for epoch in range(run.state.epoch, cfg.optim.epochs):
+            started = time.perf_counter() - run.state.train_time
+            record = _train_epoch(run, epoch)
+            improved = _validate_epoch(run, epoch, record)
+            record.update({"epoch_time": time.perf_counter() - started,
+                           **{f"{split}_skipped": n for split, n in run.skipped().items()},
+                           **{f"{split}_padded": n for split, n in run.padded().items()}})
+            _end_epoch(run, epoch, record, improved, log)
+            if epoch + 1 < cfg.optim.epochs:
+                run.stop_if_asked(saved=True)
     if log is not None:
         log.close()
 
@@ -413,9 +494,12 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
         summary = run_evaluation(accelerator, cfg, run.ckpt_root / "best")
     if not record and (out / "metrics.jsonl").is_file():  # resumed after the last epoch
         record = read_metrics(out)[-1]
-    skipped = run.skipped()
+    skipped, padded = run.skipped(), run.padded()
     if cfg.data.on_error == "skip":
         accelerator.print(f"unreadable videos skipped: train {skipped['train']} of {len(train_set)}, "
                           f"val {skipped['val']} of {len(val_set)}")
+    if cfg.data.short_clips == "pad":
+        accelerator.print(f"short videos padded with repeated frames: train {padded['train']} of "
+                          f"{len(train_set)}, val {padded['val']} of {len(val_set)}")
     return {"output_dir": str(out), "best_top1": run.state.best_top1, "best_epoch": run.state.best_epoch,
-            "last": record, "skipped": skipped, "eval": summary}
+            "last": record, "skipped": skipped, "padded": padded, "eval": summary}
