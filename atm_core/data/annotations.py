@@ -77,10 +77,14 @@ def _csv_rows(path: Path, problems: list[Problem], delimiter: str = ","
     if not path.is_file():
         problems.append(Problem(str(path), "annotation file not found"))
         return
-    with path.open(newline="", encoding="utf-8") as f:
-        for number, row in enumerate(csv.reader(f, delimiter=delimiter), start=1):
-            if row and "".join(row).strip():
-                yield number, row
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        problems.append(Problem(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})"))
+        return
+    for number, row in enumerate(csv.reader(lines, delimiter=delimiter), start=1):
+        if row and "".join(row).strip():
+            yield number, row
 
 
 def _format(pattern: str, fields: dict) -> str:
@@ -96,7 +100,11 @@ def _text_lines(path: Path, problems: list[Problem]) -> list[tuple[int, str]]:
     if not path.is_file():
         problems.append(Problem(str(path), "annotation file not found"))
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        problems.append(Problem(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})"))
+        return []
     return [(n, line.strip()) for n, line in enumerate(lines, start=1) if line.strip()]
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,18 @@ class ClipRecord:
     num_frames: int | None
     label: int
     source: str  # "list_file:line" for error messages
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """The lines of a UTF-8 text file with their 1-based numbers; a line that is not UTF-8 is a
+    :class:`DataError` naming the file, line and byte."""
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column "
+                                f"{e.start + 1}); save the file as UTF-8") from None
 
 
 def _integer(text: str, name: str, source: str, line: str) -> int:
@@ -73,17 +86,16 @@ def read_list(list_file: str | Path, num_classes: int | None = None, on_error: s
     if not list_file.is_file():
         raise DataError(f"{list_file}: list file not found")
     records, skipped = [], 0
-    with list_file.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                records.append(parse_list_line(line, f"{list_file}:{number}", num_classes, fields))
-            except DataError as e:
-                if on_error != "skip":
-                    raise
-                skipped += 1
-                log.warning("skipping list line: %s", e)
+    for number, line in text_lines(list_file):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            records.append(parse_list_line(line, f"{list_file}:{number}", num_classes, fields))
+        except DataError as e:
+            if on_error != "skip":
+                raise
+            skipped += 1
+            log.warning("skipping list line: %s", e)
     if not records:
         raise DataError(f"{list_file}: no usable clips in the list file")
     return records, skipped
@@ -95,21 +107,21 @@ def read_labels(label_file: str | Path) -> list[str]:
     if not label_file.is_file():
         raise DataError(f"{label_file}: label file not found")
     names: dict[int, str] = {}
-    with label_file.open(newline="", encoding="utf-8") as f:
-        for number, row in enumerate(csv.reader(f), start=1):
-            if not row or not "".join(row).strip():
+    for number, line in text_lines(label_file):
+        row = next(csv.reader([line]), [])
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) < 2:
+            raise DataError(f"{label_file}:{number}: expected 'id,name', got {','.join(row)!r}")
+        try:
+            index = int(row[0])
+        except ValueError:
+            if number == 1:  # header row
                 continue
-            if len(row) < 2:
-                raise DataError(f"{label_file}:{number}: expected 'id,name', got {','.join(row)!r}")
-            try:
-                index = int(row[0])
-            except ValueError:
-                if number == 1:  # header row
-                    continue
-                raise DataError(f"{label_file}:{number}: id {row[0]!r} is not an integer") from None
-            if index in names:
-                raise DataError(f"{label_file}:{number}: duplicate id {index}")
-            names[index] = ",".join(row[1:]).strip()
+            raise DataError(f"{label_file}:{number}: id {row[0]!r} is not an integer") from None
+        if index in names:
+            raise DataError(f"{label_file}:{number}: duplicate id {index}")
+        names[index] = ",".join(row[1:]).strip()
     if sorted(names) != list(range(len(names))):
         missing = sorted(set(range(max(names, default=-1) + 1)) - set(names))
         raise DataError(f"{label_file}: ids must be 0..{len(names) - 1}, missing {missing[:10]}")

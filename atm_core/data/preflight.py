@@ -5,11 +5,17 @@ Runs the probing engine (:mod:`atm_core.data.probe`) over the datasets' records.
 process ends with the same verdict. Problems are listed with the list file and line; then it
 stops (``on_error="raise"``) or marks those records unreadable (``on_error="skip"``), so that
 they are counted and listed like any video found unreadable while loading.
+
+Training runs it (``data.preflight``); on its own, over a dataset's list files:
+
+    python -m atm_core.data.preflight --dataset ssv2 --root ROOT [--lists train.txt val.txt]
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +24,7 @@ import torch.distributed as dist
 
 from .dataset import VideoDataset
 from .errors import DataError
+from .presets import PRESETS, build_dataset
 from .probe import ProbeSettings, Problem, default_workers, probe_all, write_report
 
 log = logging.getLogger(__name__)
@@ -96,3 +103,41 @@ def preflight(datasets: Sequence[VideoDataset], on_error: str = "raise",
     if rank == 0:
         log.log(logging.WARNING if problems else logging.INFO, summary)
     return len(problems)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Probe every video of a dataset's lists; 0 when all are fine, 1 with problems, 2 when the
+    lists cannot be read."""
+    parser = argparse.ArgumentParser(prog="python -m atm_core.data.preflight",
+                                     description="Open every video a dataset's list files name once and "
+                                                 "check its frames (report: <root>/preflight_report.txt).")
+    parser.add_argument("--dataset", required=True, choices=sorted(PRESETS), help="the dataset preset")
+    parser.add_argument("--root", required=True, type=Path, help="the dataset folder (data.root)")
+    parser.add_argument("--lists", nargs="+", help="list files under --root (default: the preset's "
+                        "train and val lists)")
+    parser.add_argument("--num-frames", type=int, default=8, help="the clip length (data.num_frames)")
+    parser.add_argument("--workers", type=int, help="processes (default: one per available core)")
+    args = parser.parse_args(argv)
+    try:
+        if not args.root.is_dir():
+            raise DataError(f"{args.root}: dataset folder not found")
+        lists = args.lists or [PRESETS[args.dataset].train_list, PRESETS[args.dataset].val_list]
+        for name in lists:
+            if (args.root / name).is_dir():
+                raise DataError(f"{args.root / name}: a folder, not a list file")
+        datasets = [build_dataset(args.dataset, "val", args.root, name, num_frames=args.num_frames)
+                    for name in lists]
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        preflight(datasets, "raise", args.root, progress=True, workers=args.workers)
+    except DataError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"preflight: all {sum(len(d) for d in datasets)} videos of {', '.join(lists)} are fine")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,8 @@ folders.
 Every problem (annotations: file and entry or line; media: the file) goes to
 ``ROOT/prepare_report.txt`` and a summary line. With any problem the lists are not written and
 the exit status is 1; ``--skip-bad`` writes them without the bad entries (counted in the
-summary) and exits 0.
+summary) and exits 0, unless a split is left without any entry (its annotation file unreadable, or
+every entry bad): then nothing is written and the exit status is 1.
 """
 from __future__ import annotations
 
@@ -112,9 +113,14 @@ def prepare(dataset: str, out: str | Path, videos: str | Path, *,
 
     listed = ", ".join(f"{s} {n} of {total}" for s, (n, total) in counts.items())
     found = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "none"
-    written = bool(ann.classes) and (not problems or skip_bad)
-    action = ("lists written" + (" without the bad entries" if problems else "") if written
-              else "lists NOT written (fix them, or rerun with --skip-bad to leave them out)")
+    emptied = [split for split, (listed_here, _) in counts.items() if listed_here == 0]
+    written = bool(ann.classes) and (not problems or skip_bad) and not emptied
+    if written:
+        action = "lists written" + (" without the bad entries" if problems else "")
+    elif emptied and ann.classes and (skip_bad or not problems):
+        action = f"lists NOT written: no usable entry left in split(s) {', '.join(emptied)}"
+    else:
+        action = "lists NOT written (fix them, or rerun with --skip-bad to leave them out)"
     summary = (f"prepare {dataset}: {len(ann.classes)} classes; listed {listed}; "
                f"problems: {found}; {action}; report: {out / REPORT}")
     report = write_report(problems, out / REPORT, summary)
@@ -177,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(outcome.problems) > 20:
         print(f"... and {len(outcome.problems) - 20} more in {outcome.report}", file=sys.stderr)
     print(outcome.summary)
-    return 1 if outcome.problems and not args.skip_bad else 0
+    return 0 if outcome.lists else 1
 
 
 if __name__ == "__main__":

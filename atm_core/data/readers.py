@@ -23,6 +23,9 @@ try:
     import decord
 except ImportError:  # decord has no wheels for some platforms (e.g. aarch64, macOS arm64)
     decord = None
+else:
+    # its FFmpeg would print every decoding problem to stderr; they reach the user as DataError
+    decord.logging.set_level(decord.logging.QUIET)
 
 log = logging.getLogger(__name__)
 READERS = ("auto", "decord", "torchcodec", "pyav")
@@ -265,7 +268,7 @@ def open_video(path: str | Path, reader: str = "auto") -> Video:
             video = _VIDEO_CLASSES[name](path)
         except DataError as e:
             _log_once(f"fallback-{name}", f"{name} cannot open {path} ({e}); trying the next "
-                      "reader for such files", logging.WARNING)
+                      "reader for such files")
             continue
         _log_once(name, f"reading videos with {name}")
         return video
@@ -284,8 +287,7 @@ def read_clip(video: Video | FrameFolder, indices: Sequence[int],
     except DataError as e:
         if reader != "auto" or isinstance(video, (PyAVVideo, FrameFolder)):
             raise
-        _log_once("fallback-read", f"{e}; retrying with PyAV (logged once)",
-                  logging.WARNING)
+        _log_once("fallback-read", f"{e}; retrying with PyAV (logged once)")
         try:
             return PyAVVideo(video.path).read(indices)
         except DataError as pyav_error:

@@ -19,6 +19,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import torch.nn as nn
 from safetensors.torch import save_file
@@ -75,20 +76,22 @@ def _disk_is_full(error: BaseException, directory: Path) -> bool:
     while error is not None:  # torch.save reports ENOSPC as "basic_ios::clear: iostream error"
         if isinstance(error, OSError) and error.errno == errno.ENOSPC:
             return True
+        if "No space left on device" in str(error):  # safetensors' SafetensorError (os error 28)
+            return True
         error = error.__cause__ or error.__context__
     return shutil.disk_usage(directory).free < NEARLY_FULL
 
 
-def abandon(tmp: Path, final: Path, error: BaseException) -> BaseException:
-    """Remove the partial ``tmp`` of a failed write of ``final``; returns the error to raise:
+def abandon(tmp: Path, final: Path, error: BaseException) -> NoReturn:
+    """Remove the partial ``tmp`` of a failed (or interrupted) write of ``final`` and raise:
     :class:`DiskFullError` naming ``final`` when the filesystem is full, else ``error``."""
-    full = _disk_is_full(error, tmp.parent)
+    full = isinstance(error, Exception) and _disk_is_full(error, tmp.parent)
     clear(tmp)
     if not full:
-        return error
+        raise error
     kept = f"{final} is kept as it was" if final.exists() else "the checkpoints written before are kept"
-    return DiskFullError(f"cannot write checkpoint {final}: the disk is full (removed the partial "
-                         f"{tmp.name}; {kept})")
+    raise DiskFullError(f"cannot write checkpoint {final}: the disk is full (removed the partial "
+                        f"{tmp.name}; {kept})") from error
 
 
 def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
@@ -99,8 +102,8 @@ def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
     tmp.mkdir(parents=True)
     try:
         write(tmp)
-    except (OSError, RuntimeError) as e:
-        raise abandon(tmp, final, e) from e
+    except BaseException as e:  # whatever failed (safetensors has its own error type), no tmp stays
+        abandon(tmp, final, e)
     publish(tmp, final)
 
 

@@ -5,6 +5,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+import torch
 import torch.nn as nn
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
@@ -13,9 +15,10 @@ from ..data.errors import DataError
 from .builders import build_model, build_split, check_sample
 from ..models.weights import load_video_weights
 from .checkpoint import resolve_checkpoint
-from .config import Config, as_config
+from .config import Config, ConfigError, as_config
 from .inference import IndexedDataset, predict
 from .metrics import classification_metrics, write_eval
+from .rundir import built_for
 from .runtime import make_accelerator, release_accelerator
 
 
@@ -30,7 +33,8 @@ def evaluate_model(accelerator: Accelerator, model: nn.Module, dataset: Dataset,
     ``gather_for_metrics`` drops the padding of the last batch, so each video counts once.
     The summary's ``eval_time`` is the seconds the predictions took; ``num_videos`` the videos
     scored of ``num_listed`` (the list's lines), ``skipped`` the ``list:line path`` of those
-    left out as unreadable (``data.on_error=skip``).
+    left out as unreadable (``data.on_error=skip``), ``num_padded`` the videos shorter than a clip
+    sampled with repeated frames (``data.short_clips=pad``).
     """
     started = time.perf_counter()
     model = model.to(accelerator.device)
@@ -39,8 +43,9 @@ def evaluate_model(accelerator: Accelerator, model: nn.Module, dataset: Dataset,
     loader = accelerator.prepare_data_loader(loader)
     probs, labels, indices = predict(accelerator, model, loader, progress=progress)
     probs, labels, indices = probs.numpy(), labels.numpy(), indices.numpy()
-    extra = {**(extra or {}), **left_out(dataset, indices),
-             "eval_time": round(time.perf_counter() - started, 2)}
+    extra = {**(extra or {}), **left_out(dataset, indices), "eval_time": round(time.perf_counter() - started, 2)}
+    if hasattr(dataset, "padded"):
+        extra["num_padded"] = count_marked(accelerator, dataset.padded())
     if accelerator.is_main_process:
         summary = write_eval(Path(out_dir), probs, labels, indices, class_names, paths, extra)
     else:
@@ -48,6 +53,14 @@ def evaluate_model(accelerator: Accelerator, model: nn.Module, dataset: Dataset,
         summary.update(extra)
     accelerator.wait_for_everyone()
     return summary
+
+
+def count_marked(accelerator: Accelerator, marks: np.ndarray) -> int:
+    """Videos marked (one bool per video) by any process, each counted once."""
+    marked = torch.from_numpy(marks).to(accelerator.device, torch.uint8)
+    if accelerator.num_processes > 1:
+        marked = accelerator.gather(marked[None]).amax(0)
+    return int(marked.sum())
 
 
 def left_out(dataset: Dataset, scored: Sequence[int]) -> dict:
@@ -67,13 +80,19 @@ def run_evaluation(accelerator: Accelerator, cfg: Config, checkpoint: str | Path
     ``eval.checkpoint``: best / last / a path) and evaluate it."""
     spec = str(checkpoint) if checkpoint is not None else cfg.eval.checkpoint
     path = resolve_checkpoint(spec, cfg.train.output_dir)
+    check_built_for(path, cfg)
     dataset = build_split(cfg, "test")
     check_sample(cfg, dataset, "test")
     model = build_model(cfg, len(dataset.classes), dataset.transform.input_size)
-    load_video_weights(model, path, use_ema=cfg.eval.use_ema, strict=True)
+    try:
+        load_video_weights(model, path, use_ema=cfg.eval.use_ema, strict=True)
+    except ValueError as e:
+        raise ConfigError(f"checkpoint {path} does not fit the model of this configuration "
+                          f"({cfg.model.name}, {len(dataset.classes)} classes): {e}") from e
     out_dir = Path(cfg.eval.out_dir) if cfg.eval.out_dir else Path(cfg.train.output_dir) / "eval"
-    extra = {"checkpoint": str(path), "ema": cfg.eval.use_ema, "views": dataset.num_views,
-             "num_clips": dataset.test_num_segment, "num_crops": dataset.num_views // dataset.test_num_segment}
+    extra = {"checkpoint": str(path), "ema": cfg.eval.use_ema, "num_frames": cfg.data.num_frames,
+             "views": dataset.num_views, "num_clips": dataset.test_num_segment,
+             "num_crops": dataset.num_views // dataset.test_num_segment}
     summary = evaluate_model(accelerator, model, dataset, out_dir, cfg.eval.batch_size,
                              cfg.data.num_workers, dataset.classes, [r.path for r in dataset.records],
                              extra, progress=cfg.train.progress)
@@ -82,7 +101,23 @@ def run_evaluation(accelerator: Accelerator, cfg: Config, checkpoint: str | Path
                       f"{summary['num_listed']} videos scored x {dataset.num_views} views) -> {out_dir}")
     for line in summary["skipped"]:
         accelerator.print(f"  left out (unreadable): {line}")
+    if summary["num_padded"]:
+        accelerator.print(f"  {summary['num_padded']} video(s) shorter than {cfg.data.num_frames} frames "
+                          "sampled with repeated frames (data.short_clips=pad)")
     return summary
+
+
+def check_built_for(checkpoint: Path, cfg: Config) -> None:
+    """Refuse a clip length other than the one the checkpoint's run trained with, when its run
+    directory says which."""
+    identity = built_for(checkpoint)
+    if identity is None:
+        return
+    trained = identity.get("data.num_frames")
+    if trained is not None and trained != cfg.data.num_frames:
+        raise ConfigError(f"checkpoint {checkpoint} was trained on {trained}-frame clips, not "
+                          f"data.num_frames={cfg.data.num_frames}: evaluate it with "
+                          f"data.num_frames={trained}")
 
 
 def evaluate(cfg: Config | str | Path | dict, checkpoint: str | Path | None = None) -> dict:

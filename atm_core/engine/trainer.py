@@ -54,7 +54,7 @@ from .checkpoint import (
 )
 from . import rundir
 from .config import Config, ConfigError, as_config
-from .evaluation import left_out, run_evaluation
+from .evaluation import count_marked, left_out, run_evaluation
 from .inference import IndexedDataset, predict
 from .metrics import classification_metrics
 from .optim import build_loss, build_optimizer, build_scheduler, build_video_mixup, scaled_lrs
@@ -102,10 +102,7 @@ def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, state: TrainState
                 save_module(ema.module, tmp / "ema.safetensors")
             write_meta(tmp, state.state_dict())
     except BaseException as e:  # whatever failed (safetensors has its own error type), no tmp stays
-        error = abandon(tmp, final, e)
-        if error is e:
-            raise
-        raise error from e
+        abandon(tmp, final, e)
     if accelerator.is_main_process:
         publish(tmp, final)
         prune(ckpt_root, keep_last)
@@ -124,18 +121,10 @@ def validate(accelerator: Accelerator, model, loader, dataset: VideoDataset, pro
             "num_videos": metrics["num_videos"]}
 
 
-def _count_marked(accelerator: Accelerator, marks) -> int:
-    """Videos marked (one bool per video) by any process, each counted once."""
-    marked = torch.from_numpy(marks).to(accelerator.device, torch.uint8)
-    if accelerator.num_processes > 1:
-        marked = accelerator.gather(marked[None]).amax(0)
-    return int(marked.sum())
-
-
 def count_skipped(accelerator: Accelerator, dataset: VideoDataset) -> int:
     """Videos of ``dataset`` found unreadable so far by any process (each counted once), plus
     the list lines dropped while loading it."""
-    return _count_marked(accelerator, dataset.unreadable()) + dataset.skipped_lines
+    return count_marked(accelerator, dataset.unreadable()) + dataset.skipped_lines
 
 
 def train(cfg: Config | str | Path | dict) -> dict:
@@ -193,8 +182,8 @@ class Run:
 
     def padded(self) -> dict:
         """Short videos sampled with repeated frames so far, per split (``data.short_clips=pad``)."""
-        return {"train": _count_marked(self.accelerator, self.train_set.padded()),
-                "val": _count_marked(self.accelerator, self.val_set.padded())}
+        return {"train": count_marked(self.accelerator, self.train_set.padded()),
+                "val": count_marked(self.accelerator, self.val_set.padded())}
 
     def stop_if_asked(self, saved: bool) -> None:
         """After a step (at an accumulation boundary) or an epoch: a requested stop saves the

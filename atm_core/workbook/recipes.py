@@ -35,7 +35,8 @@ def run_config(variant: str | None = None, recipe: str | Path | None = None,
     path = Path(recipe)
     if not path.is_absolute():
         path = project_root() / path
-    extra = [f"train.output_dir={Path(work_dir) / name}", f"train.progress={str(progress).lower()}"]
+    extra = [f"train.output_dir={Path(work_dir) / name}", f"train.progress={str(progress).lower()}",
+             "train.overwrite=true"]  # runs under work_dir are the workbook's own: started over
     if data_root is not None:
         extra.append(f"data.root={data_root}")
     return load_config(path, [*extra, *overrides])

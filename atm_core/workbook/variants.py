@@ -115,7 +115,9 @@ def variant_config(key: str, work_dir: str | Path = WORK_DIR, quick: bool = Fals
     see :func:`track_data_root` for the texture track's folder)."""
     chosen = variant(key)
     recipe = project_root() / chosen.recipe
-    extra = [f"train.output_dir={Path(work_dir) / key}", f"train.progress={str(progress).lower()}"]
+    # runs under work_dir are the workbook's own: training one again starts it over
+    extra = [f"train.output_dir={Path(work_dir) / key}", f"train.progress={str(progress).lower()}",
+             "train.overwrite=true"]
     if quick:
         base = load_config(recipe)
         extra += [*QUICK_OVERRIDES, f"data.root={quick_data_root(base.data.root)}",
