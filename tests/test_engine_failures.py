@@ -3,18 +3,22 @@ before the run ends), a mistyped data root, resuming from the wrong folder, a fu
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from test_engine_train import PARAMS, tiny_overrides
+from test_engine_train import PARAMS, final_weights, strip_timing, tiny_overrides
 
 from atm_core import evaluate as evaluate_cli
 from atm_core import train as train_cli
 from atm_core.data import generate_benchmark
+from atm_core.data.errors import DataError
 from atm_core.data.lists import read_list
 from atm_core.data.synthetic import DEFAULT_ROOT, ensure_benchmark
 from atm_core.engine import ConfigError, checkpoint, load_config, read_metrics, train
@@ -218,3 +222,259 @@ def test_a_full_tmpfs(small_disk):
     assert sorted(p.name for p in final.parent.iterdir()) == ["step_00000001"]
     assert torch.load(final / "optimizer.bin").shape == (256, 1024)
     assert shutil.disk_usage(small_disk).free > 2 << 20  # the partial file is gone
+
+
+# ---------------------------------------------------------------- a full disk at every file of a checkpoint
+
+def _full_disk_error(writer: str) -> BaseException:
+    """What each writer of a checkpoint raises when the disk fills up while it writes."""
+    if writer == "safetensors":
+        from safetensors import SafetensorError
+
+        return SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                               'message: "No space left on device" })')
+    if writer == "torch":
+        return RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture
+def saver(tmp_path):
+    """``save()`` writes a real step checkpoint (model, optimizer, RNG states, train state, EMA,
+    meta) through the trainer's own function."""
+    from accelerate import Accelerator
+    from timm.utils import ModelEmaV3
+
+    from atm_core.engine.runtime import release_accelerator
+    from atm_core.engine.trainer import TrainState, save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    state = TrainState()
+    accelerator.register_for_checkpointing(state)
+    ema = ModelEmaV3(model)
+
+    def save(batches: int) -> Path:
+        state.batches_total = batches
+        return save_checkpoint(accelerator, tmp_path / "checkpoints", state, ema, keep_last=2)
+
+    yield save
+    release_accelerator()
+
+
+def _fail_at(monkeypatch, name: str, writer_of: dict[str, str]) -> None:
+    """Make the writer of file ``name`` fail as on a full disk, after writing part of it."""
+    from accelerate.utils import other as accelerate_other
+
+    def failing(original, writer: str, path_of):
+        def write(*args, **kwargs):
+            path = Path(path_of(*args, **kwargs))
+            if path.name != name:
+                return original(*args, **kwargs)
+            path.write_bytes(b"partial")
+            if writer == "torch":  # torch's message does not say why: the free space does
+                monkeypatch.setattr(checkpoint.shutil, "disk_usage",
+                                    lambda _: shutil._ntuple_diskusage(10, 10, 0))
+            raise _full_disk_error(writer)
+        return write
+
+    monkeypatch.setattr(torch, "save", failing(torch.save, "torch", lambda obj, f, *a, **k: f))
+    monkeypatch.setattr(accelerate_other, "safe_save_file",
+                        failing(accelerate_other.safe_save_file, "safetensors", lambda t, f, *a, **k: f))
+    monkeypatch.setattr(checkpoint, "save_file",
+                        failing(checkpoint.save_file, "safetensors", lambda t, f, *a, **k: f))
+    original_meta = checkpoint.write_meta
+
+    def write_meta(directory: Path, meta: dict) -> None:
+        if name == "meta.json":
+            (directory / name).write_bytes(b"{")
+            raise _full_disk_error("python")
+        original_meta(directory, meta)
+
+    monkeypatch.setattr("atm_core.engine.trainer.write_meta", write_meta)
+    assert name in writer_of
+
+
+def test_a_full_disk_at_any_file_of_a_step_checkpoint_is_one_error_and_leaves_no_partial_checkpoint(
+        saver, monkeypatch, tmp_path):
+    first = saver(1)
+    written = sorted(p.name for p in first.iterdir())
+    writer_of = {"model.safetensors": "safetensors", "ema.safetensors": "safetensors", "meta.json": "python",
+                 "optimizer.bin": "torch", "random_states_0.pkl": "torch", "custom_checkpoint_0.pkl": "torch"}
+    assert written == sorted(writer_of)  # every file a checkpoint writes is tried below
+    reference = {name: (first / name).read_bytes() for name in written}
+    for name in written:
+        with monkeypatch.context() as patch:
+            _fail_at(patch, name, writer_of)
+            second = tmp_path / "checkpoints" / "step_00000002"
+            with pytest.raises(DiskFullError) as failed:
+                saver(2)
+        assert str(failed.value) == (f"cannot write checkpoint {second}: the disk is full (removed the "
+                                     "partial .tmp-step_00000002; the checkpoints written before are kept)"), name
+        assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000001"], name
+        assert {n: (first / n).read_bytes() for n in written} == reference
+    assert saver(2).name == "step_00000002"  # space again: saving works
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_safetensors_writes_ends_training_in_one_line(bench, tmp_path, monkeypatch, capsys):
+    from accelerate.utils import other as accelerate_other
+
+    original = accelerate_other.safe_save_file
+
+    def full(tensors, filename, *args, **kwargs):
+        if "step_00000002" in str(filename):
+            raise _full_disk_error("safetensors")
+        return original(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(accelerate_other, "safe_save_file", full)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.main(["--config", str(PARAMS / "synthetic_base.yaml"),
+                        *tiny_overrides(bench, out, "train.save_every_steps=1", "optim.epochs=1")])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.strip() == (
+        f"error: cannot write checkpoint {out / 'checkpoints' / 'step_00000002'}: the disk is full (removed "
+        "the partial .tmp-step_00000002; the checkpoints written before are kept)")
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step_00000001"]
+
+
+# ---------------------------------------------------------------- Ctrl-C and SIGTERM
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_a_save_stops_after_it_naming_the_checkpoint_and_the_resume_is_exact(
+        bench, tmp_path, monkeypatch, capsys, signum):
+    from atm_core.engine import trainer
+
+    extra = ["train.save_every_steps=1", "train.ema=true", "train.ema_decay=0.9"]
+    reference = train(load_config(PARAMS / "synthetic_base.yaml", tiny_overrides(bench, tmp_path / "a", *extra)))
+    out = tmp_path / "b"
+    args = ["--config", str(PARAMS / "synthetic_base.yaml"), *tiny_overrides(bench, out, *extra)]
+    original = trainer.write_meta
+
+    def signalled_meta(directory: Path, meta: dict) -> None:
+        if meta["batches_total"] == 4:  # the save after the first batch of epoch 2
+            os.kill(os.getpid(), signum)  # the handler notes it; the save goes on
+        original(directory, meta)
+
+    monkeypatch.setattr(trainer, "write_meta", signalled_meta)
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.main(args)
+    assert stopped.value.code == 128 + signum
+    step = out / "checkpoints" / "step_00000004"
+    assert capsys.readouterr().err.strip() == (
+        f"stopped by {signal.Signals(signum).name} at epoch 2, batch 1: the training so far is saved in "
+        f"{step}; continue with --resume auto")
+    assert not list((out / "checkpoints").glob(".tmp-*")) and step_dirs(out / "checkpoints")[-1] == step
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+    monkeypatch.undo()
+    resumed = train_cli.main([*args, "--resume", "auto"])
+    assert strip_timing(read_metrics(out)) == strip_timing(read_metrics(tmp_path / "a"))
+    assert resumed["best_top1"] == reference["best_top1"]
+    assert all(torch.equal(v, final_weights(tmp_path / "a")[k]) for k, v in final_weights(out).items())
+
+
+# ---------------------------------------------------------------- list files, short clips, checkpoints
+
+def test_a_list_that_is_not_utf8_is_named_with_file_line_and_byte(bench, tmp_path, capsys):
+    root = Path(shutil.copytree(bench, tmp_path / "bench"))
+    lines = (root / "train.txt").read_bytes().splitlines(keepends=True)
+    lines[2] = lines[2].replace(b" ", b"\xe9 ", 1)
+    (root / "train.txt").write_bytes(b"".join(lines))
+    column = lines[2].index(b"\xe9") + 1
+    with pytest.raises(DataError, match=rf"^{root / 'train.txt'}:3: not UTF-8 text \(byte 0xe9 at column "
+                                        rf"{column}\); save the file as UTF-8$"):
+        read_list(root / "train.txt")
+    with pytest.raises(SystemExit) as stopped:
+        train_cli.main(["--config", str(PARAMS / "synthetic_base.yaml"), *tiny_overrides(root, tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and len(err.splitlines()) == 1
+    assert err.endswith(f"{root / 'train.txt'}:3: not UTF-8 text (byte 0xe9 at column {column}); save the file "
+                        "as UTF-8")
+
+
+@pytest.fixture(scope="module")
+def short_bench(bench, tmp_path_factory) -> tuple[Path, str, str]:
+    """The tiny benchmark with one training and one validation video of 4 frames (of 8), listed
+    with their true frame counts."""
+    root = Path(shutil.copytree(bench, tmp_path_factory.mktemp("short") / "bench"))
+    four = tmp_path_factory.mktemp("four")
+    generate_benchmark(four, seed=0, train_per_class=2, val_per_class=1, size=72, num_frames=4)
+    train_short = read_list(root / "train.txt")[0][5].path
+    val_short = read_list(root / "val.txt")[0][2].path
+    for path, list_name in ((train_short, "train.txt"), (val_short, "val.txt")):
+        shutil.copy(four / path, root / path)
+        text = (root / list_name).read_text()
+        (root / list_name).write_text(text.replace(f"{path} 8 ", f"{path} 4 "))  # the list is right
+    return root, train_short, val_short
+
+
+@pytest.mark.slow
+def test_a_short_clip_is_padded_only_when_the_recipe_says_and_every_padded_clip_is_counted(
+        short_bench, tmp_path, capsys):
+    root, train_short, val_short = short_bench
+    args = ["--config", str(PARAMS / "synthetic_base.yaml")]
+    with pytest.raises(SystemExit) as stopped:  # the preflight finds both before any step
+        train_cli.main([*args, *tiny_overrides(root, tmp_path / "a")])
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert f"{root / 'train.txt'}:6: {root / train_short}: 4 frame(s), fewer than the 8 of a clip" in err
+    assert f"{root / 'val.txt'}:3: {root / val_short}: 4 frame(s), fewer than the 8 of a clip" in err
+    with pytest.raises(SystemExit) as stopped:  # without the preflight, the loader refuses it
+        train_cli.main([*args, *tiny_overrides(root, tmp_path / "b", "data.preflight=false")])
+    assert capsys.readouterr().err.strip().splitlines()[0] == (
+        f"data error: {root / 'train.txt'}:6: {root / train_short}: 4 frame(s), fewer than the 8 of a clip "
+        "(data.short_clips=pad repeats frames)")
+
+    out = tmp_path / "c"
+    result = train_cli.main([*args, *tiny_overrides(root, out, "data.short_clips=pad", "eval.after_train=true")])
+    shown = capsys.readouterr().out
+    assert result["padded"] == {"train": 1, "val": 1}
+    assert [(r["train_padded"], r["val_padded"]) for r in read_metrics(out)] == [(1, 1), (1, 1)]
+    assert "padded train 1 val 1" in shown.splitlines()[-4]  # the last epoch line
+    assert "short videos padded with repeated frames: train 1 of 24, val 1 of 12" in shown
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert (summary["num_padded"], summary["num_videos"]) == (1, 12)
+
+
+def test_a_checkpoint_of_another_class_count_is_one_line(bench, tmp_path, capsys):
+    overrides = tiny_overrides(bench, tmp_path / "o")
+    cfg = load_config(PARAMS / "synthetic_base.yaml", overrides)
+    save_weights(tmp_path / "weights", build_model(cfg, 5, 64), None, {})
+    with pytest.raises(SystemExit) as stopped:
+        evaluate_cli.main(["--config", str(PARAMS / "synthetic_base.yaml"), "--checkpoint",
+                           str(tmp_path / "weights"), *overrides])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(
+        f"configuration error: checkpoint {tmp_path / 'weights'} does not fit the model of this configuration "
+        f"(atm_vit_tiny_patch8_64, 12 classes): {tmp_path / 'weights' / 'model.safetensors'}: 2 tensor(s) do "
+        "not fit the model: ")
+
+
+# ---------------------------------------------------------------- the preflight on its own
+
+def test_the_preflight_module_answers_help_and_refuses_what_it_cannot_check(bench, tmp_path, capsys):
+    from atm_core.data.preflight import main as preflight_main
+
+    with pytest.raises(SystemExit) as stopped:
+        preflight_main(["--help"])
+    assert stopped.value.code == 0 and "--dataset" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stopped:
+        preflight_main([])
+    assert stopped.value.code == 2 and "the following arguments are required: --dataset, --root" in capsys.readouterr().err
+    assert preflight_main(["--dataset", "synthetic", "--root", str(bench), "--lists", "."]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {bench}: a folder, not a list file"
+    assert preflight_main(["--dataset", "synthetic", "--root", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'none'}: dataset folder not found"
+    root = Path(shutil.copytree(bench, tmp_path / "bench"))
+    assert preflight_main(["--dataset", "synthetic", "--root", str(root), "--workers", "1"]) == 0
+    assert capsys.readouterr().out.strip().endswith("preflight: all 36 videos of train.txt, val.txt are fine")
+    bad = corrupt(root, "val.txt", 4)
+    assert preflight_main(["--dataset", "synthetic", "--root", str(root), "--workers", "1"]) == 1
+    assert f"{root / 'val.txt'}:5: {root / bad}: " in capsys.readouterr().err
