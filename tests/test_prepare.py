@@ -101,6 +101,7 @@ def test_bad_input_is_reported_with_file_and_entry_and_exit_status(tmp_path, cap
     items[1]["template"] = "Spinning [something] so it continues spinning"  # not in labels
     items.append(dict(items[0]))  # duplicate id
     train_file.write_text(json.dumps(items))
+    validation = (ann / "something-something-v2-validation.json").read_text()
     (ann / "something-something-v2-validation.json").write_text('[{"id": "1006",\n "label": }]')
     (videos / f"{items[2]['id']}.webm").unlink()  # missing
     (videos / f"{items[3]['id']}.webm").write_bytes(b"")  # empty
@@ -129,9 +130,15 @@ def test_bad_input_is_reported_with_file_and_entry_and_exit_status(tmp_path, cap
               "corrupt"]
     for prefix in expect:
         assert sum(p.startswith(prefix) for p in problems) == 1, (prefix, problems)
-    assert run(*args, "--skip-bad") == 0
+    assert run(*args, "--skip-bad") == 1  # the validation file is unreadable: no val split to write
     summary = capsys.readouterr().out.splitlines()[-1]
     assert ("listed train 1 of 5, val 0 of 0; problems: 3 annotation, 1 empty, 1 missing, "
+            "2 unreadable; lists NOT written: no usable entry left in split(s) val") in summary
+    assert not (out / "train.txt").exists() and not (out / "val.txt").exists()
+    (ann / "something-something-v2-validation.json").write_text(validation)
+    assert run(*args, "--skip-bad") == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert ("listed train 1 of 5, val 2 of 2; problems: 2 annotation, 1 empty, 1 missing, "
             "2 unreadable; lists written without the bad entries") in summary
     assert lines(out / "train.txt") == [f"../videos/{items[0]['id']}.webm 6 0"]
 

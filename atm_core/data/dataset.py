@@ -166,7 +166,10 @@ class VideoDataset(Dataset):
         if length >= self.num_frames:
             return
         if self.short_clips == "error":
-            raise DataError(f"{self.root / self.records[index].path}: {length} frame(s), fewer than the "
+            record = self.records[index]
+            listed = (f" (the list says {record.num_frames}: a truncated video?)"
+                      if record.num_frames is not None and record.num_frames > length else "")
+            raise DataError(f"{self.root / record.path}: {length} frame(s){listed}, fewer than the "
                             f"{self.num_frames} of a clip (data.short_clips=pad repeats frames)")
         self._padded[index] = 1
 
