@@ -529,6 +529,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                         help="processes rendering side by side (default: one per CPU core)")
     args = parser.parse_args(argv)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder")
+    for name in ("train_per_class", "val_per_class", "size", "num_frames", "workers"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = generate_benchmark(args.out, args.seed, track=args.track, train_per_class=args.train_per_class,
                                  val_per_class=args.val_per_class,
