@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -478,3 +479,17 @@ def test_the_preflight_module_answers_help_and_refuses_what_it_cannot_check(benc
     bad = corrupt(root, "val.txt", 4)
     assert preflight_main(["--dataset", "synthetic", "--root", str(root), "--workers", "1"]) == 1
     assert f"{root / 'val.txt'}:5: {root / bad}: " in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_decoders_print_nothing_of_their_own_before_the_data_error(broken_bench, tmp_path):
+    bad = corrupt(broken_bench, "val.txt", 2)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "atm_core.train", "--config", str(PARAMS / "synthetic_base.yaml"),
+         *tiny_overrides(broken_bench, tmp_path / "o", "data.preflight=false", "optim.epochs=1")],
+        cwd=root, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"data error: {broken_bench / 'val.txt'}:3: {broken_bench / bad}: corrupt or "
+                                   f"unsupported video, cannot open it ([Errno 1094995529] Invalid data found "
+                                   f"when processing input: '{broken_bench / bad}')")

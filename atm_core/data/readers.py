@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,20 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the body: decord prints its own error line from C++
+    when a file does not open, which the DataError raised for it already says."""
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _check_indices(path: Path, indices: Sequence[int], length: int) -> list[int]:
     indices = [int(i) for i in indices]
     bad = [i for i in indices if not 0 <= i < length]
@@ -63,7 +79,8 @@ class DecordVideo:
         if decord is None:
             raise DataError(f"{self.path}: decord is not installed")
         try:
-            self._reader = decord.VideoReader(str(self.path), num_threads=1)
+            with _stderr_silenced():
+                self._reader = decord.VideoReader(str(self.path), num_threads=1)
         except Exception as e:  # decord raises its own DECORDError / RuntimeError types
             raise DataError(f"{self.path}: corrupt or unsupported video, decord cannot open it "
                             f"({e})") from e
