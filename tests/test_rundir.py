@@ -138,10 +138,9 @@ def test_the_lock_is_the_operating_systems_and_a_refused_start_leaves_no_folder(
     from atm_core.engine.rundir import RunDirError, hold
 
     out = tmp_path / "new"
-    with hold(out):
-        with pytest.raises(RunDirError, match=rf"pid {os.getpid()} on {socket.gethostname()}, started "):
-            with hold(out):
-                pass
+    with hold(out), pytest.raises(RunDirError, match=rf"pid {os.getpid()} on {socket.gethostname()}, started "):
+        with hold(out):  # a second holder, as another process would be
+            pass
     assert not out.exists()  # created for the lock only, removed again
     with hold(out):
         pass  # released: free again

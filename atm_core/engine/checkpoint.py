@@ -102,7 +102,7 @@ def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
     tmp.mkdir(parents=True)
     try:
         write(tmp)
-    except BaseException as e:  # whatever failed (safetensors has its own error type), no tmp stays
+    except BaseException as e:  # noqa: BLE001 -- whatever failed (safetensors has its own error type), no tmp stays
         abandon(tmp, final, e)
     publish(tmp, final)
 

@@ -16,8 +16,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -84,7 +83,7 @@ def hold(out: Path) -> Iterator[None]:
         raise RunDirError(f"train.output_dir {out} is in use by another training ({_holder_text(out)}): "
                           "wait for it to end, or choose another train.output_dir") from None
     try:
-        started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        started = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         (out / HOLDER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                               "started": started}))
         yield

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..data.dataset import VideoDataset
 from ..data.errors import DataError, error_message
 from ..data.preflight import preflight
+from . import rundir
 from .builders import build_model, build_split, check_sample, write_benchmark_if_asked
 from .checkpoint import (
     abandon,
@@ -52,7 +53,6 @@ from .checkpoint import (
     write_atomically,
     write_meta,
 )
-from . import rundir
 from .config import Config, ConfigError, as_config
 from .evaluation import count_marked, left_out, run_evaluation
 from .inference import IndexedDataset, predict
@@ -101,7 +101,7 @@ def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, state: TrainState
             if ema is not None:
                 save_module(ema.module, tmp / "ema.safetensors")
             write_meta(tmp, state.state_dict())
-    except BaseException as e:  # whatever failed (safetensors has its own error type), no tmp stays
+    except BaseException as e:  # noqa: BLE001 -- whatever failed (safetensors has its own error type), no tmp stays
         abandon(tmp, final, e)
     if accelerator.is_main_process:
         publish(tmp, final)
