@@ -166,15 +166,20 @@ def test_cli_refuses_to_resume_from_best(bench, tmp_path, capsys):
     assert "Traceback" not in err and not (tmp_path / "o" / "checkpoints").exists()
 
 
-def test_evaluate_cli_reports_a_data_error_of_a_worker_in_one_line(broken_bench, tmp_path, capsys):
-    bad = corrupt(broken_bench, "val.txt", 6)
-    overrides = [*tiny_overrides(broken_bench, tmp_path / "o"), "data.num_workers=1"]
+def evaluate_weights_of(num_classes: int, root: Path, tmp_path: Path, *extra: str) -> int:
+    """``python -m atm_core.evaluate`` of fresh weights for ``num_classes`` classes: its exit code."""
+    overrides = [*tiny_overrides(root, tmp_path / "o"), *extra]
     cfg = load_config(PARAMS / "synthetic_base.yaml", overrides)
-    save_weights(tmp_path / "weights", build_model(cfg, 12, 64), None, {})
+    save_weights(tmp_path / "weights", build_model(cfg, num_classes, 64), None, {})
     with pytest.raises(SystemExit) as stopped:
         evaluate_cli.main(["--config", str(PARAMS / "synthetic_base.yaml"), "--checkpoint",
                            str(tmp_path / "weights"), *overrides])
-    assert stopped.value.code == 2
+    return stopped.value.code
+
+
+def test_evaluate_cli_reports_a_data_error_of_a_worker_in_one_line(broken_bench, tmp_path, capsys):
+    bad = corrupt(broken_bench, "val.txt", 6)
+    assert evaluate_weights_of(12, broken_bench, tmp_path, "data.num_workers=1") == 2
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err and "DataLoader worker" not in err
     assert err.splitlines()[-1].startswith(f"data error: {broken_bench / 'val.txt'}:7: {broken_bench / bad}: "
@@ -444,13 +449,7 @@ def test_a_short_clip_is_padded_only_when_the_recipe_says_and_every_padded_clip_
 
 
 def test_a_checkpoint_of_another_class_count_is_one_line(bench, tmp_path, capsys):
-    overrides = tiny_overrides(bench, tmp_path / "o")
-    cfg = load_config(PARAMS / "synthetic_base.yaml", overrides)
-    save_weights(tmp_path / "weights", build_model(cfg, 5, 64), None, {})
-    with pytest.raises(SystemExit) as stopped:
-        evaluate_cli.main(["--config", str(PARAMS / "synthetic_base.yaml"), "--checkpoint",
-                           str(tmp_path / "weights"), *overrides])
-    assert stopped.value.code == 2
+    assert evaluate_weights_of(5, bench, tmp_path) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(
         f"configuration error: checkpoint {tmp_path / 'weights'} does not fit the model of this configuration "

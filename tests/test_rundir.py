@@ -16,22 +16,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_engine_train import PARAMS, tiny_overrides
+from test_engine_train import PARAMS, bench, tiny_overrides  # noqa: F401 (bench: the tiny benchmark fixture)
 
 from atm_core import evaluate as evaluate_cli
 from atm_core import train as train_cli
-from atm_core.data import generate_benchmark
 from atm_core.engine import read_metrics
 from atm_core.engine.checkpoint import step_dirs
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("bench")
-    generate_benchmark(root, seed=0, train_per_class=2, val_per_class=1, size=72, num_frames=8)
-    return root
 
 
 def cli_args(bench: Path, out: Path, *extra: str) -> list[str]:
