@@ -93,7 +93,8 @@ def test_a_bad_training_video_mid_epoch_ends_the_run_with_one_line_and_a_checkpo
     bad = corrupt(broken_bench, "train.txt", training_position(24, 0, 0, 16))
     out = tmp_path / "run"
     args = ["--config", str(PARAMS / "synthetic_base.yaml"),
-            *tiny_overrides(broken_bench, out, "train.save_every_minutes=0", "optim.epochs=1")]
+            *tiny_overrides(broken_bench, out, "train.save_every_minutes=0", "optim.epochs=1",
+                            "data.preflight=false")]  # the loader meets it mid-epoch
     with pytest.raises(SystemExit) as stopped:
         train_cli.main(args)
     assert stopped.value.code == 2
