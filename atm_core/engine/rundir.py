@@ -217,3 +217,41 @@ def built_for(checkpoint: Path) -> dict | None:
     run_dir = checkpoint_run_dir(checkpoint)
     return json.loads((run_dir / IDENTITY).read_text()) if run_dir is not None else None
 
+
+
+# ---------------------------------------------------------------- what the trainer calls
+
+def claim_for(accelerator: Accelerator, cfg: Config, resume_from: Path | None) -> bool:
+    """Refuse a start that would mix with another run in ``train.output_dir`` (on every
+    process); returns whether this start continues the run there."""
+    out = Path(cfg.train.output_dir)
+    continuing = resume_from is not None and resume_from.parent.resolve() == (out / "checkpoints").resolve()
+    # "auto" with nothing to resume restarts this directory's own run from scratch
+    overwrite = cfg.train.overwrite or (cfg.train.resume == "auto" and resume_from is None)
+    on_main(accelerator, lambda: claim(out, overwrite, continuing))
+    return continuing
+
+
+def check_identity(accelerator: Accelerator, cfg: Config, resume_from: Path | None, train_set,
+                   continuing: bool) -> None:
+    """Refuse a resume with another model or data than its checkpoint's run (``train_set``: the
+    training dataset, which says what the data resolved to); record a new run's start."""
+    out = Path(cfg.train.output_dir)
+    identity = run_identity(cfg, train_set.classes, train_set.transform.input_size, train_set.sampling,
+                            train_set.dense_stride)
+    if resume_from is not None:
+        check_resume(resume_from.parent.parent, identity)
+    if accelerator.is_main_process and (not continuing or not (out / CONFIG).is_file()):
+        start(out, cfg, identity)
+    accelerator.wait_for_everyone()
+
+
+def report_changes(accelerator: Accelerator, cfg: Config, step: int, epoch: int) -> None:
+    """Record and print the settings a resume changed (main process)."""
+    out = Path(cfg.train.output_dir)
+    if not accelerator.is_main_process:
+        return
+    changes = record_changes(out, cfg, step, epoch)
+    if changes:
+        listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
+        accelerator.print(f"settings changed from step {step} on: {listed} (recorded in {out / CHANGES})")

@@ -415,50 +415,16 @@ def _end_epoch(run: Run, epoch: int, record: dict, improved: bool, log: MetricsL
                       f"({record['epoch_time']:.1f} s, {record['samples_per_s']:.1f} clips/s)")
 
 
-def _claim(accelerator: Accelerator, cfg: Config, resume_from: Path | None) -> bool:
-    """Refuse a start that would mix with another run in ``train.output_dir``; returns whether
-    this start continues the run there."""
-    out = Path(cfg.train.output_dir)
-    continuing = resume_from is not None and resume_from.parent.resolve() == (out / "checkpoints").resolve()
-    # "auto" with nothing to resume restarts this directory's own run from scratch
-    overwrite = cfg.train.overwrite or (cfg.train.resume == "auto" and resume_from is None)
-    rundir.on_main(accelerator, lambda: rundir.claim(out, overwrite, continuing))
-    return continuing
-
-
-def _check_identity(accelerator: Accelerator, cfg: Config, resume_from: Path | None,
-                    train_set: VideoDataset, continuing: bool) -> None:
-    """Refuse a resume with another model or data; record a new run's start."""
-    out = Path(cfg.train.output_dir)
-    identity = rundir.run_identity(cfg, train_set.classes, train_set.transform.input_size,
-                                   train_set.sampling, train_set.dense_stride)
-    if resume_from is not None:
-        rundir.check_resume(resume_from.parent.parent, identity)
-    if accelerator.is_main_process and (not continuing or not (out / rundir.CONFIG).is_file()):
-        rundir.start(out, cfg, identity)
-    accelerator.wait_for_everyone()
-
-
-def _record_changes(run: Run, resume_from: Path | None) -> None:
-    out = Path(run.cfg.train.output_dir)
-    if resume_from is None or not run.accelerator.is_main_process:
-        return
-    changes = rundir.record_changes(out, run.cfg, run.state.batches_total, run.state.epoch)
-    if changes:
-        listed = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items())
-        run.accelerator.print(f"settings changed from step {run.state.batches_total} on: {listed} "
-                              f"(recorded in {out / rundir.CHANGES})")
-
-
 def _train(accelerator: Accelerator, cfg: Config) -> dict:
     out = Path(cfg.train.output_dir)
     resume_from = _resume_point(cfg)
-    continuing = _claim(accelerator, cfg, resume_from)
+    continuing = rundir.claim_for(accelerator, cfg, resume_from)
     train_set, val_set = _prepare_data(accelerator, cfg)
-    _check_identity(accelerator, cfg, resume_from, train_set, continuing)
+    rundir.check_identity(accelerator, cfg, resume_from, train_set, continuing)
     run = _build_run(accelerator, cfg, train_set, val_set)
     _restore(run, resume_from)
-    _record_changes(run, resume_from)
+    if resume_from is not None:
+        rundir.report_changes(accelerator, cfg, run.state.batches_total, run.state.epoch)
     log = MetricsLog(out, cfg.train.tensorboard) if accelerator.is_main_process else None
     if log is not None:
         log.truncate(run.state.epoch)
@@ -473,8 +439,7 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
                            **{f"{split}_skipped": n for split, n in run.skipped().items()},
                            **{f"{split}_padded": n for split, n in run.padded().items()}})
             _end_epoch(run, epoch, record, improved, log)
-            if epoch + 1 < cfg.optim.epochs:
-                run.stop_if_asked(saved=True)
+            run.stop_if_asked(saved=True)
     if log is not None:
         log.close()
 
