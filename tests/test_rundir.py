@@ -136,3 +136,26 @@ def test_the_lock_is_the_operating_systems_and_a_refused_start_leaves_no_folder(
     assert not out.exists()  # created for the lock only, removed again
     with hold(out):
         pass  # released: free again
+
+
+def test_changes_accumulate_against_the_settings_in_force_and_identity_lists_every_difference(tmp_path):
+    from atm_core.engine import load_config
+    from atm_core.engine.rundir import RunDirError, check_resume, record_changes, run_identity, start
+
+    cfg = load_config(PARAMS / "synthetic_base.yaml", [f"train.output_dir={tmp_path}"])
+    identity = run_identity(cfg, ["a", "b"], 64, "dense", 3)
+    start(tmp_path, cfg, identity)
+    saved = (tmp_path / "config.yaml").read_text()
+    assert record_changes(tmp_path, cfg, 10, 1) == {}
+    cfg.optim.epochs, cfg.train.resume = 6, "auto"  # resume itself is not a change of the run
+    assert record_changes(tmp_path, cfg, 12, 2) == {"optim.epochs": [4, 6]}
+    cfg.optim.epochs, cfg.train.keep_last = 8, 3
+    assert record_changes(tmp_path, cfg, 30, 5) == {"optim.epochs": [6, 8], "train.keep_last": [1, 3]}
+    lines = [json.loads(line) for line in (tmp_path / "changes.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["epoch"]) for r in lines] == [(12, 2), (30, 5)]
+    assert (tmp_path / "config.yaml").read_text() == saved
+    check_resume(tmp_path, identity)  # the same model and data
+    cfg.model.atm_ops = ("mul",)
+    with pytest.raises(RunDirError, match=r'with another model or data: classes \["a", "b"\] -> \["a", "b", "c"\]; '
+                                          r'input_size 64 -> 96; model.atm_ops \[\] -> \["mul"\] \(its settings'):
+        check_resume(tmp_path, run_identity(cfg, ["a", "b", "c"], 96, "dense", 3))

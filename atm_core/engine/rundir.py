@@ -20,12 +20,13 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 from filelock import FileLock, Timeout
 
 from .checkpoint import step_dirs
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError
 
 LOCK, HOLDER = ".lock", ".lock.holder"
 IDENTITY, CONFIG, CHANGES = "identity.json", "config.yaml", "changes.jsonl"
@@ -181,7 +182,8 @@ def effective_config(out: Path) -> dict | None:
     """The flat settings the run of ``out`` trains with now: its start's, with the recorded changes."""
     if not (out / CONFIG).is_file():
         return None
-    flat = flat_config(load_config(out / CONFIG))
+    saved = yaml.safe_load((out / CONFIG).read_text()) or {}  # as written: not re-checked against today's files
+    flat = {k: v for section, values in saved.items() for k, v in _flat(values, section + ".").items()}
     if (out / CHANGES).is_file():
         for line in (out / CHANGES).read_text().splitlines():
             if line.strip():
