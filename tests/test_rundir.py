@@ -125,6 +125,11 @@ def test_a_resume_or_an_evaluation_with_another_clip_length_is_refused(bench, tm
     assert (summary["checkpoint"], summary["num_frames"], summary["views"], summary["num_padded"]) == (
         str(out / "checkpoints" / "best"), 8, 2, 0)
 
+    (out / "identity.json").unlink()  # a run from before identities: the checkpoint itself refuses
+    err = refusal(capsys, *cli_args(bench, out, "model.atm_ops=[sub]"), "--resume", "auto")
+    assert err.startswith(f"configuration error: cannot resume from {out / 'checkpoints' / 'step_00000003'}: it "
+                          "does not fit the model and data of this configuration (Error(s) in loading state_dict")
+
 
 def test_the_lock_is_the_operating_systems_and_a_refused_start_leaves_no_folder(tmp_path):
     from atm_core.engine.rundir import RunDirError, hold
