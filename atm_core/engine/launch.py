@@ -44,8 +44,11 @@ def read_result(cfg: Config) -> dict:
     scored = [r for r in records if key in r]
     best = max(scored, key=lambda r: r[key], default=None)  # the first of equals, as the trainer keeps
     summary = out / "eval" / "summary.json"
+    last = records[-1]
+    counts = {kind: {split: last[f"{split}_{kind}"] for split in ("train", "val") if f"{split}_{kind}" in last}
+              for kind in ("skipped", "padded")}
     return {"output_dir": str(out), "best_top1": best[key] if best else -1.0,
-            "best_epoch": best["epoch"] if best else -1, "last": records[-1],
+            "best_epoch": best["epoch"] if best else -1, "last": last, **counts,
             "eval": json.loads(summary.read_text()) if summary.is_file() else None}
 
 
