@@ -129,9 +129,9 @@ def count_skipped(accelerator: Accelerator, dataset: VideoDataset) -> int:
 
 def train(cfg: Config | str | Path | dict) -> dict:
     """Python API of ``python -m atm_core.train``. Returns ``{"output_dir", "best_top1",
-    "best_epoch", "last" (the last metrics record), "skipped" (unreadable videos per split), "padded" (short videos
-    sampled with repeated frames, per split),
-    "eval" (the evaluation summary or None)}``."""
+    "best_epoch", "last" (the last metrics record), "skipped" (unreadable videos per split),
+    "padded" (short videos sampled with repeated frames, per split), "eval" (the evaluation
+    summary or None)}``."""
     cfg = as_config(cfg)
     accelerator = make_accelerator(cfg)
     try:
