@@ -142,8 +142,12 @@ def test_export_copies_artefacts_and_class_names_without_checkpoints(tmp_path):
         workbook.export_checkpoint(run, tmp_path / "ckpt")
     (run / "checkpoints" / "best" / "meta.json").write_text("{}")
     (run / "checkpoints" / "best" / "ema.safetensors").write_bytes(b"ema")
-    ckpt = workbook.export_checkpoint(run, tmp_path / "ckpt")
-    assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "model.safetensors"]
+    ckpt = workbook.export_checkpoint(run, tmp_path / "ckpt")  # a best/ written before cards
+    assert sorted(p.name for p in ckpt.iterdir()) == ["card.json", "meta.json", "model.safetensors", "recipe.yaml"]
+    card = json.loads((ckpt / "card.json").read_text())
+    assert card["classes"] == ["left", "right"] and card["model"] == load_config(run / "config.yaml").model.name
+    assert card["measured"] == {"test_top1": 50.0, "test_videos": 300, "test_views": 1}
+    assert load_config(ckpt / "recipe.yaml").to_dict() == load_config(run / "config.yaml").to_dict()
 
 
 def test_seed_table_reports_mean_and_spread(tmp_path):
@@ -331,9 +335,13 @@ def test_quick_job_executes_every_notebook(quick_job):
         assert "image/png" in kinds and "image/svg+xml" not in kinds, name
     size = sum(p.stat().st_size for p in (results / "runs").glob("*.ipynb"))
     assert size < 8e6, f"executed notebooks take {size / 1e6:.1f} MB"
-    for key in ("tsn", "atm_mul_sub"):  # weights only, small enough to commit
-        ckpt = results / "checkpoints" / key
-        assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "model.safetensors"]
+    for key in ("tsn", "atm_mul_sub"):  # weights only, small enough to commit, named like the recipe
+        ckpt = results / "checkpoints" / f"synthetic_{key}"
+        assert sorted(p.name for p in ckpt.iterdir()) == ["card.json", "meta.json", "model.safetensors",
+                                                          "recipe.yaml"]
+        card = json.loads((ckpt / "card.json").read_text())
+        assert card["measured"]["test_top1"] == json.loads(
+            (results / "runs" / key / "eval" / "summary.json").read_text())["top1"]
         assert (ckpt / "model.safetensors").stat().st_size < 3e6
 
 
@@ -406,7 +414,7 @@ def test_reports_run_in_a_fresh_clone_without_training(quick_job, tmp_path):
 
     nb = execute_in(copy, "evaluate", {"variant": "atm_mul_sub", "quick": True, "data_root": str(tmp / "data")})
     text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
-    assert "test_views" in text and "single_view" in text and "results/checkpoints/atm_mul_sub" in text
+    assert "test_views" in text and "single_view" in text and "results/checkpoints/synthetic_atm_mul_sub" in text
     assert "taken_for_reversed_twin" in text and "taken_for_mirror" in text
     assert not list((copy / "runs").rglob("checkpoints"))  # nothing was trained
     assert snapshot(copy / "results") == before  # nor any committed result overwritten
