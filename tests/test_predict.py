@@ -163,3 +163,22 @@ def test_committed_checkpoint_classifies_clips_written_here(tmp_path, capsys):
     found = [p["top"][0]["class"] for p in json.loads(capsys.readouterr().out)["predictions"]]
     assert len(found) == len(videos)
     assert sum(f == c for f, c in zip(found, CLASSES)) > len(CLASSES) / 2, found
+
+
+def test_evaluate_cli_needs_only_the_checkpoint_path(run, tmp_path, capsys):
+    from atm_core import evaluate as evaluate_cli
+    from atm_core.engine import evaluate
+
+    alone = evaluate_cli.main(["--checkpoint", str(run / "checkpoints" / "best"),
+                               f"eval.out_dir={tmp_path / 'alone'}"])
+    with_recipe = evaluate(load_config(run / "config.yaml", [f"eval.out_dir={tmp_path / 'recipe'}"]),
+                           run / "checkpoints" / "best")
+    assert (alone["top1"], alone["num_videos"], alone["views"]) == (with_recipe["top1"], 12, with_recipe["views"])
+    assert json.loads((tmp_path / "alone" / "summary.json").read_text())["top1"] == alone["top1"]
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    shutil.copy2(run / "checkpoints" / "best" / "model.safetensors", legacy)
+    with pytest.raises(SystemExit) as stop:
+        evaluate_cli.main(["--checkpoint", str(legacy)])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.startswith(f"configuration error: checkpoint {legacy} carries no recipe")

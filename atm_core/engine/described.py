@@ -108,6 +108,8 @@ def checkpoint_recipe(checkpoint: str | Path, recipe: str | Path | None = None,
     and none given is an error saying what to pass."""
     if recipe is not None:
         return load_config(recipe, overrides)
+    if not Path(checkpoint).exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
     own = checkpoint_dir(checkpoint) / RECIPE_FILE
     if not own.is_file():
         raise ConfigError(f"checkpoint {checkpoint} carries no recipe ({RECIPE_FILE}): it was written "
