@@ -11,11 +11,10 @@ A *part* is either a whole ATM block or the channels one temporal offset feeds i
   ``t - 1`` contribute to the block's fusion layer are zeroed (the fusion conv's input columns of
   that offset), the other offsets and blocks untouched. Offset ``t+0`` pairs a frame with itself.
 
-    parts = model_parts(model)
-    clips, labels, classes = eval_clips(cfg)                       # decoded once, one view per video
-    predictions = knockout_predictions(model, clips, labels, parts)
-    drops = top1_drops(predictions, classes)              # classes (+ "all") x parts, points of top-1
-    fig = plot_top1_drops(drops)
+    found = contributions(model, cfg)    # the test split decoded once, one view per video
+    found.drops                          # classes (+ "all") x parts: points of top-1 lost
+    found.reversal                       # benchmark: % of each pair taken for its reversed twin
+    fig = plot_top1_drops(found.drops)
 
 Both knockouts are exact on the plain and the ``cpu_fast`` paths of the block (the fusion conv's
 weights are read at every call on both).
@@ -171,6 +170,26 @@ def reversal_confusions(predictions: Mapping, classes: Sequence[str]) -> pd.Data
         columns[name] = [100.0 * twin[pair == p].mean() if (pair == p).any() else np.nan
                          for p in range(len(names))]
     return pd.DataFrame(columns, index=names)
+
+
+@dataclass
+class Contributions:
+    """What each part of a model's ATM carries on a split: :func:`class_accuracy` of the full model
+    and every knockout, :func:`top1_drops`, and on the built-in benchmark
+    :func:`reversal_confusions` (else ``None``)."""
+
+    accuracy: pd.DataFrame
+    drops: pd.DataFrame
+    reversal: pd.DataFrame | None
+
+
+def contributions(model: nn.Module, cfg, split: str = "test", offsets: bool = True) -> Contributions:
+    """Knock out every part of ``model`` (see :func:`model_parts`) on one view of every video of
+    ``cfg``'s ``split``."""
+    clips, labels, classes = eval_clips(cfg, split)
+    predictions = knockout_predictions(model, clips, labels, model_parts(model, offsets), cfg.eval.batch_size)
+    reversal = reversal_confusions(predictions, classes) if cfg.data.dataset == "synthetic" else None
+    return Contributions(class_accuracy(predictions, classes), top1_drops(predictions, classes), reversal)
 
 
 def plot_top1_drops(drops: pd.DataFrame, title: str = "") -> Figure:

@@ -128,6 +128,14 @@ def views_dataset(cfg, videos: Sequence[Path], views: tuple[int, int] | None):
     return dataset, (clips, crops), (recipe.mean, recipe.std)
 
 
+def split_videos(cfg, split: str = "test", count: int = 3) -> list[Path]:
+    """The first ``count`` videos listed in ``cfg``'s ``split`` (to try :func:`predict_videos` on)."""
+    from .engine.builders import build_split
+
+    dataset = build_split(cfg, split)
+    return [dataset.root / record.path for record in dataset.records[:count]]
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -135,9 +143,10 @@ def default_device() -> torch.device:
 @torch.no_grad()
 def predict_videos(inputs: Iterable[str | Path], checkpoint: str | Path, topk: int = 5,
                    views: tuple[int, int] | None = None, figure_dir: str | Path | None = None,
-                   recipe: str | Path | None = None, device: str | torch.device | None = None) -> Predictions:
+                   recipe=None, device: str | torch.device | None = None) -> Predictions:
     """Top-``topk`` classes of every video ``inputs`` name (see :func:`expand_inputs`), with the
-    model of ``checkpoint``; figures of the ATM feature maps to ``figure_dir`` when given."""
+    model of ``checkpoint`` (built from ``recipe``, a file or a configuration, for a checkpoint
+    that carries none); figures of the ATM feature maps to ``figure_dir`` when given."""
     from .data.errors import DataError
     from .engine.described import load_model
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -182,3 +183,28 @@ def test_evaluate_cli_needs_only_the_checkpoint_path(run, tmp_path, capsys):
         evaluate_cli.main(["--checkpoint", str(legacy)])
     assert stop.value.code == 2
     assert capsys.readouterr().err.startswith(f"configuration error: checkpoint {legacy} carries no recipe")
+
+
+def test_evaluate_notebook_reopens_a_checkpoint_alone(run, tmp_path):
+    """evaluate.ipynb with nothing but the checkpoint: evaluation, classified videos and what each
+    ATM part carries, from the recipe and class names the checkpoint carries."""
+    import nbformat
+
+    from atm_core.reproduce import execute
+
+    output = tmp_path / "evaluate.ipynb"
+    failure = execute(ROOT / "notebooks" / "evaluate.ipynb", output,
+                      {"variant": None, "checkpoint": str(run / "checkpoints" / "best"),
+                       "out_dir": str(tmp_path / "eval"), "results_dir": str(tmp_path / "results"),
+                       "save_figures": True}, cwd=ROOT, log_output=False)
+    assert failure is None, str(failure)
+    text = json.dumps([c.outputs for c in nbformat.read(output, as_version=4).cells if c.cell_type == "code"])
+    classes = read_labels(run.parent / "bench" / "labels.csv")
+    assert "test_views" in text and "taken_for_reversed_twin" in text
+    first = (run.parent / "bench" / "val.txt").read_text().split()[0]  # the test list is val.txt here
+    assert f"{run.parent / 'bench' / first}: " in text  # classified
+    assert "moving_left / moving_right" in text and "sub t-1" in text
+    drops = pd.read_csv(tmp_path / "results" / "tables" / "knockout_best.csv", index_col=0)
+    assert drops.columns.tolist() == ["sub", "sub t-1", "sub t+0", "sub t+1"]
+    assert drops.index.tolist() == [*classes, "all"]
+    assert (tmp_path / "results" / "figures" / "knockout_best.png").is_file()

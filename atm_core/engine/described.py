@@ -101,11 +101,13 @@ def add_measurement(checkpoint: str | Path, **measured) -> None:
     (checkpoint_dir(checkpoint) / CARD_FILE).write_text(json.dumps(card, indent=1))
 
 
-def checkpoint_recipe(checkpoint: str | Path, recipe: str | Path | None = None,
+def checkpoint_recipe(checkpoint: str | Path, recipe: Config | str | Path | None = None,
                       overrides: Iterable[str] = ()) -> Config:
-    """The configuration to rebuild a checkpoint's model: ``recipe`` when given, else the
-    checkpoint's own ``recipe.yaml``; then ``overrides``. A checkpoint that carries no recipe
-    and none given is an error saying what to pass."""
+    """The configuration to rebuild a checkpoint's model: ``recipe`` (a recipe file or a
+    configuration) when given, else the checkpoint's own ``recipe.yaml``; then ``overrides``. A
+    checkpoint that carries no recipe and none given is an error saying what to pass."""
+    if isinstance(recipe, Config):
+        return apply_overrides(copy.deepcopy(recipe), overrides)
     if recipe is not None:
         return load_config(recipe, overrides)
     if not Path(checkpoint).exists():
@@ -152,7 +154,7 @@ class LoadedModel:
     card: dict | None  # None for a checkpoint without one
 
 
-def load_model(checkpoint: str | Path, recipe: str | Path | None = None, overrides: Iterable[str] = (),
+def load_model(checkpoint: str | Path, recipe: Config | str | Path | None = None, overrides: Iterable[str] = (),
                use_ema: bool = False) -> LoadedModel:
     """The model of ``checkpoint`` (a folder or weights file) with all its weights, in eval mode:
     the recipe and class names from the checkpoint, or from ``recipe`` and its data for a
