@@ -406,13 +406,21 @@ class Cluster:
         return executor
 
 
-def cluster_from_args(args: argparse.Namespace) -> Cluster | None:
-    """The :class:`Cluster` the command line asks for, ``None`` for this machine's pool."""
-    if args.executor == "local":
+def make_cluster(executor: str, work_dir: str | Path, partition: str | None = None, gpus: int = 0,
+                 cpus: int = 2, minutes: int = 60) -> Cluster | None:
+    """The :class:`Cluster` of an ``--executor`` choice (:data:`EXECUTORS`), its logs under
+    ``<work_dir>/submitit``; ``None`` for ``local``, this machine's pool."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
+    if executor == "local":
         return None
-    kind = "slurm" if args.executor == "slurm" else "local"
-    return Cluster(kind, Path(args.work) / "submitit", args.partition, args.gpus_per_run,
-                   args.cpus_per_run, args.minutes_per_run)
+    return Cluster("slurm" if executor == "slurm" else "local", Path(work_dir) / "submitit", partition,
+                   gpus, cpus, minutes)
+
+
+def cluster_from_args(args: argparse.Namespace) -> Cluster | None:
+    return make_cluster(args.executor, args.work, args.partition, args.gpus_per_run, args.cpus_per_run,
+                        args.minutes_per_run)
 
 
 def run_on_cluster(cluster: Cluster, jobs: Sequence[Job], results: Path, root: Path,
@@ -445,8 +453,11 @@ def run_on_cluster(cluster: Cluster, jobs: Sequence[Job], results: Path, root: P
 def train_runs(runs: Sequence[tuple[str, int]], common: Mapping, results: str | Path,
                cluster: Cluster | None = None, parallel: int = 1) -> list[Failure]:
     """Train ``(variant, seed)`` runs with train.ipynb (each exports its run to ``results``),
-    on ``cluster`` or ``parallel`` at a time here; the failures. What ablation.ipynb calls."""
+    on ``cluster`` or ``parallel`` at a time here, each track's data written first; the
+    failures. What ablation.ipynb calls."""
     root, results = project_root(), Path(results)
+    for group in by_track(key for key, _ in runs).values():
+        prepare_data(variant_config(group[0], common["work_dir"], common["quick"], common["data_root"]))
     threads = cluster.cpus if cluster is not None else side_by_side(parallel)[1]
     jobs = seed_jobs(runs, common, threads)
     timings: dict[str, float] = {}

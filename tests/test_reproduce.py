@@ -12,9 +12,12 @@ import timm
 from nbformat.v4 import new_code_cell, new_notebook
 
 from atm_core import reproduce, workbook
+from atm_core.data.synthetic import CLASSES as SYNTHETIC_CLASSES
+from atm_core.data.synthetic import benchmark_track
 from atm_core.engine import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
+TEXTURE_CLASSES = benchmark_track("textures").classes
 
 
 def fake_run(run_dir: Path, key: str, top1: float, train_times=(30.0, 42.0), *, summary=True, metrics=True,
@@ -302,13 +305,15 @@ def quick_job(tmp_path_factory):
     side by side, into temporary folders."""
     tmp = tmp_path_factory.mktemp("quick")
     cwd = os.getcwd()
-    args = ["--quick", "--only", "tsn", "atm_mul_sub", "textures_tsn", "--jobs", "2", "--results",
-            str(tmp / "results"), "--work", str(tmp / "work"), "--data", str(tmp / "data")]
     try:
-        code = reproduce.main(args)
+        code = reproduce.main([*QUICK_ARGS, "--jobs", "2", "--results", str(tmp / "results"), "--work",
+                               str(tmp / "work"), "--data", str(tmp / "data")])
     finally:
         os.chdir(cwd)
     return tmp, code
+
+
+QUICK_ARGS = ("--quick", "--only", "tsn", "atm_mul_sub", "textures_atm_mul_sub")
 
 
 @pytest.mark.slow
@@ -317,13 +322,13 @@ def test_quick_job_executes_every_notebook(quick_job):
     results = tmp / "results"
     assert code == 0
     executed = sorted(p.name for p in (results / "runs").glob("*.ipynb"))
-    assert executed == ["ablation.ipynb", "evaluate_atm_mul_sub.ipynb", "evaluate_tsn.ipynb", "results.ipynb",
-                        "train_atm_mul_sub.ipynb", "train_textures_tsn.ipynb", "train_tsn.ipynb",
-                        "visualize_arithmetic.ipynb"]
+    assert executed == ["ablation.ipynb", "evaluate_atm_mul_sub.ipynb", "evaluate_textures_atm_mul_sub.ipynb",
+                        "evaluate_tsn.ipynb", "results.ipynb", "train_atm_mul_sub.ipynb",
+                        "train_textures_atm_mul_sub.ipynb", "train_tsn.ipynb", "visualize_arithmetic.ipynb"]
     # each track's benchmark in a folder of its own, the run on the texture track reading its own
     assert json.loads((tmp / "data_textures" / "benchmark.json").read_text())["track"] == "textures"
     assert json.loads((tmp / "data" / "benchmark.json").read_text())["track"] == "shapes"
-    run_cfg = load_config(results / "runs" / "textures_tsn" / "config.yaml")
+    run_cfg = load_config(results / "runs" / "textures_atm_mul_sub" / "config.yaml")
     assert run_cfg.data.root == str(tmp / "data_textures") and run_cfg.train.threads == 1
     for name in executed:  # reports that show without running: outputs kept, figures as PNG
         nb = nbformat.read(results / "runs" / name, as_version=4)
@@ -350,7 +355,7 @@ def test_quick_job_tables_and_figures(quick_job):
     tmp, _ = quick_job
     results = tmp / "results"
     table = pd.read_csv(results / "tables" / "ablation.csv")
-    assert table.variant.tolist() == ["tsn", "atm_mul_sub", "textures_tsn"]
+    assert table.variant.tolist() == ["tsn", "atm_mul_sub", "textures_atm_mul_sub"]
     assert table.track.tolist() == ["shapes", "shapes", "textures"]
     for row in table.itertuples():  # the table holds exactly what the runs measured
         summary = json.loads((results / "runs" / row.variant / "eval" / "summary.json").read_text())
@@ -359,7 +364,12 @@ def test_quick_job_tables_and_figures(quick_job):
     figures = {str(p.relative_to(results / "figures")) for p in (results / "figures").rglob("*.png")}
     assert {"ablation_top1.png", "ablation_top1_textures.png", "training_curves.png", "confusion_matrices.png",
             "feature_maps/atm_mul_sub_mul_cue.png", "feature_maps/atm_mul_sub_mul_patches.png",
-            "feature_maps/atm_mul_sub_sub_cue.png", "feature_maps/atm_mul_sub_residuals.png"} <= figures
+            "feature_maps/atm_mul_sub_sub_cue.png", "feature_maps/atm_mul_sub_residuals.png",
+            "knockout_atm_mul_sub.png", "knockout_textures_atm_mul_sub.png"} <= figures
+    for key, classes in (("atm_mul_sub", SYNTHETIC_CLASSES), ("textures_atm_mul_sub", TEXTURE_CLASSES)):
+        drops = pd.read_csv(results / "tables" / f"knockout_{key}.csv", index_col=0)
+        assert drops.index.tolist() == [*classes, "all"]
+        assert drops.columns.tolist() == ["mul", "mul t-1", "mul t+0", "mul t+1", "sub", "sub t-1", "sub t+0", "sub t+1"]
     assert (results / "model_card.md").is_file()
     assert not (tmp / "results" / "runs" / "tsn" / "checkpoints").exists()
     assert "held-out test videos" in (results / "tables" / "ablation.md").read_text()
@@ -452,3 +462,23 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     readme.write_text("no markers\n")
     assert not reproduce.update_readme(readme, table, minutes=1.0)
     assert readme.read_text() == "no markers\n"
+
+
+@pytest.mark.slow
+def test_quick_job_through_submitit_gives_the_local_runners_table(quick_job, tmp_path):
+    """The same quick main job with every training a process of its own started by submitit's
+    local executor (the path ``--executor slurm`` takes): the same table, up to the timings."""
+    tmp, _ = quick_job
+    cwd = os.getcwd()
+    try:
+        code = reproduce.main([*QUICK_ARGS, "--executor", "submitit-local", "--cpus-per-run", "1", "--results",
+                               str(tmp_path / "results"), "--work", str(tmp_path / "work"), "--data", str(tmp / "data")])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    local, cluster = (pd.read_csv(r / "tables" / "ablation.csv") for r in (tmp / "results", tmp_path / "results"))
+    timings = ["train_min", "run_min"]
+    pd.testing.assert_frame_equal(cluster.drop(columns=timings), local.drop(columns=timings))
+    assert len(list((tmp_path / "work" / "submitit").glob("*_log.out"))) == 3  # one job per training
+    for key in ("atm_mul_sub", "textures_atm_mul_sub"):
+        assert (tmp_path / "results" / "figures" / f"knockout_{key}.png").is_file()
