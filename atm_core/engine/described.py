@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch.nn as nn
+from torch import nn
 
 from .config import Config, ConfigError, apply_overrides, load_config
 
