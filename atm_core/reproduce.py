@@ -11,7 +11,8 @@ variant (TSN, TSM, TokenShift, TokenT1D and ATM with each op set, all with the s
 land in ``results/runs/`` with their outputs (tables, and figures as PNG), so that they read as
 reports without running anything; training runs (with checkpoints) in ``runs/reproduce/``, whose
 small artefacts (config, metrics, evaluation, class names) are copied to
-``results/runs/<variant>/`` and best weights to ``results/checkpoints/<variant>/`` (~1 MB each),
+``results/runs/<variant>/`` and best weights, with their recipe and model card, to
+``results/checkpoints/<recipe>/`` (~1 MB each),
 from which the evaluate and visualise notebooks run in a fresh clone without training.
 
 A notebook that fails keeps its partly executed copy, outputs and error included; the runner names the notebook and the cell,
