@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .engine.config import ConfigError
+from .engine.config import Config, ConfigError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
 LIST_SUFFIXES = (".txt", ".csv", ".lst")
@@ -92,7 +92,9 @@ class Predictions:
     figures: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"checkpoint": self.checkpoint, "views": {"clips": self.views[0], "crops": self.views[1]},
+        model = {k: v for k, v in self.card.items() if k != "classes"} if self.card else None
+        return {"checkpoint": self.checkpoint, "model": model,
+                "views": {"clips": self.views[0], "crops": self.views[1]},
                 "predictions": [{"video": p.video, "top": [{"class": c, "probability": round(q, 6)}
                                                            for c, q in p.top]} for p in self.predictions],
                 "unreadable": [{"video": v, "error": e} for v, e in self.unreadable],
@@ -143,7 +145,7 @@ def default_device() -> torch.device:
 @torch.no_grad()
 def predict_videos(inputs: Iterable[str | Path], checkpoint: str | Path, topk: int = 5,
                    views: tuple[int, int] | None = None, figure_dir: str | Path | None = None,
-                   recipe=None, device: str | torch.device | None = None) -> Predictions:
+                   recipe: Config | str | Path | None = None, device: str | torch.device | None = None) -> Predictions:
     """Top-``topk`` classes of every video ``inputs`` name (see :func:`expand_inputs`), with the
     model of ``checkpoint`` (built from ``recipe``, a file or a configuration, for a checkpoint
     that carries none); figures of the ATM feature maps to ``figure_dir`` when given."""
@@ -175,9 +177,9 @@ def predict_videos(inputs: Iterable[str | Path], checkpoint: str | Path, topk: i
 
 
 def check_drawable(model: torch.nn.Module) -> None:
-    from . import viz
+    from .knockout import atm_block_list
 
-    if not viz.atm_blocks(model):
+    if not atm_block_list(model):
         raise UsageError("--figure: the model has no ATM blocks, so no feature maps to draw")
 
 

@@ -103,6 +103,7 @@ def test_predict_cli_gives_the_models_classes_from_the_checkpoint_alone(run, cli
         assert [t["class"] for t in found["top"]] == [classes[int(i)] for i in labels]
         assert [t["probability"] for t in found["top"]] == pytest.approx(values.tolist(), abs=1e-5)
     assert result["unreadable"] == [] and result["views"] == {"clips": 1, "crops": 1}
+    assert result["model"]["atm_ops"] == ["sub"] and "classes" not in result["model"]  # the card, short
 
 
 def test_folders_and_lists_accepted_and_unreadable_videos_named_and_counted(run, clips, tmp_path, capsys):

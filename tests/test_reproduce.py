@@ -13,11 +13,9 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from atm_core import reproduce, workbook
 from atm_core.data.synthetic import CLASSES as SYNTHETIC_CLASSES
-from atm_core.data.synthetic import benchmark_track
 from atm_core.engine import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTURE_CLASSES = benchmark_track("textures").classes
 
 
 def fake_run(run_dir: Path, key: str, top1: float, train_times=(30.0, 42.0), *, summary=True, metrics=True,
@@ -313,7 +311,7 @@ def quick_job(tmp_path_factory):
     return tmp, code
 
 
-QUICK_ARGS = ("--quick", "--only", "tsn", "atm_mul_sub", "textures_atm_mul_sub")
+QUICK_ARGS = ("--quick", "--only", "tsn", "atm_mul_sub", "textures_tsn")
 
 
 @pytest.mark.slow
@@ -322,13 +320,13 @@ def test_quick_job_executes_every_notebook(quick_job):
     results = tmp / "results"
     assert code == 0
     executed = sorted(p.name for p in (results / "runs").glob("*.ipynb"))
-    assert executed == ["ablation.ipynb", "evaluate_atm_mul_sub.ipynb", "evaluate_textures_atm_mul_sub.ipynb",
-                        "evaluate_tsn.ipynb", "results.ipynb", "train_atm_mul_sub.ipynb",
-                        "train_textures_atm_mul_sub.ipynb", "train_tsn.ipynb", "visualize_arithmetic.ipynb"]
+    assert executed == ["ablation.ipynb", "evaluate_atm_mul_sub.ipynb", "evaluate_tsn.ipynb", "results.ipynb",
+                        "train_atm_mul_sub.ipynb", "train_textures_tsn.ipynb", "train_tsn.ipynb",
+                        "visualize_arithmetic.ipynb"]
     # each track's benchmark in a folder of its own, the run on the texture track reading its own
     assert json.loads((tmp / "data_textures" / "benchmark.json").read_text())["track"] == "textures"
     assert json.loads((tmp / "data" / "benchmark.json").read_text())["track"] == "shapes"
-    run_cfg = load_config(results / "runs" / "textures_atm_mul_sub" / "config.yaml")
+    run_cfg = load_config(results / "runs" / "textures_tsn" / "config.yaml")
     assert run_cfg.data.root == str(tmp / "data_textures") and run_cfg.train.threads == 1
     for name in executed:  # reports that show without running: outputs kept, figures as PNG
         nb = nbformat.read(results / "runs" / name, as_version=4)
@@ -355,7 +353,7 @@ def test_quick_job_tables_and_figures(quick_job):
     tmp, _ = quick_job
     results = tmp / "results"
     table = pd.read_csv(results / "tables" / "ablation.csv")
-    assert table.variant.tolist() == ["tsn", "atm_mul_sub", "textures_atm_mul_sub"]
+    assert table.variant.tolist() == ["tsn", "atm_mul_sub", "textures_tsn"]
     assert table.track.tolist() == ["shapes", "shapes", "textures"]
     for row in table.itertuples():  # the table holds exactly what the runs measured
         summary = json.loads((results / "runs" / row.variant / "eval" / "summary.json").read_text())
@@ -365,11 +363,10 @@ def test_quick_job_tables_and_figures(quick_job):
     assert {"ablation_top1.png", "ablation_top1_textures.png", "training_curves.png", "confusion_matrices.png",
             "feature_maps/atm_mul_sub_mul_cue.png", "feature_maps/atm_mul_sub_mul_patches.png",
             "feature_maps/atm_mul_sub_sub_cue.png", "feature_maps/atm_mul_sub_residuals.png",
-            "knockout_atm_mul_sub.png", "knockout_textures_atm_mul_sub.png"} <= figures
-    for key, classes in (("atm_mul_sub", SYNTHETIC_CLASSES), ("textures_atm_mul_sub", TEXTURE_CLASSES)):
-        drops = pd.read_csv(results / "tables" / f"knockout_{key}.csv", index_col=0)
-        assert drops.index.tolist() == [*classes, "all"]
-        assert drops.columns.tolist() == ["mul", "mul t-1", "mul t+0", "mul t+1", "sub", "sub t-1", "sub t+0", "sub t+1"]
+            "knockout_atm_mul_sub.png"} <= figures  # what each ATM part carries (evaluate.ipynb)
+    drops = pd.read_csv(results / "tables" / "knockout_atm_mul_sub.csv", index_col=0)
+    assert drops.index.tolist() == [*SYNTHETIC_CLASSES, "all"]
+    assert drops.columns.tolist() == ["mul", "mul t-1", "mul t+0", "mul t+1", "sub", "sub t-1", "sub t+0", "sub t+1"]
     assert (results / "model_card.md").is_file()
     assert not (tmp / "results" / "runs" / "tsn" / "checkpoints").exists()
     assert "held-out test videos" in (results / "tables" / "ablation.md").read_text()
@@ -480,5 +477,4 @@ def test_quick_job_through_submitit_gives_the_local_runners_table(quick_job, tmp
     timings = ["train_min", "run_min"]
     pd.testing.assert_frame_equal(cluster.drop(columns=timings), local.drop(columns=timings))
     assert len(list((tmp_path / "work" / "submitit").glob("*_log.out"))) == 3  # one job per training
-    for key in ("atm_mul_sub", "textures_atm_mul_sub"):
-        assert (tmp_path / "results" / "figures" / f"knockout_{key}.png").is_file()
+    assert (tmp_path / "results" / "figures" / "knockout_atm_mul_sub.png").is_file()

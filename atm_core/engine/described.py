@@ -155,10 +155,11 @@ class LoadedModel:
 
 
 def load_model(checkpoint: str | Path, recipe: Config | str | Path | None = None, overrides: Iterable[str] = (),
-               use_ema: bool = False) -> LoadedModel:
+               use_ema: bool | None = None) -> LoadedModel:
     """The model of ``checkpoint`` (a folder or weights file) with all its weights, in eval mode:
     the recipe and class names from the checkpoint, or from ``recipe`` and its data for a
-    checkpoint without them."""
+    checkpoint without them. ``use_ema`` (default: the recipe's ``eval.use_ema``) loads the EMA
+    weights."""
     from .builders import build_model
     from .checkpoint import load_weights
 
@@ -170,5 +171,5 @@ def load_model(checkpoint: str | Path, recipe: Config | str | Path | None = None
     classes = checkpoint_classes(path, cfg)
     size = card["input_size"] if card is not None else eval_input_size(cfg)
     model = build_model(apply_overrides(copy.deepcopy(cfg), NO_PRETRAINED), len(classes), size)
-    load_weights(model, path, use_ema=use_ema)
+    load_weights(model, path, use_ema=cfg.eval.use_ema if use_ema is None else use_ema)
     return LoadedModel(model.eval(), cfg, classes, path, card)
