@@ -66,3 +66,19 @@ def test_executor_options():
         reproduce.make_cluster("sge", "w")
     with pytest.raises(SystemExit):
         reproduce.main(["--partition", "gpu"])  # a partition without --executor slurm
+
+
+@pytest.mark.slow
+def test_ablation_trains_missing_runs_as_jobs(tmp_path, monkeypatch):
+    """What ablation.ipynb calls with executor="submitit-local": a quick TSN run trained by
+    train.ipynb in a job of its own, its data written first, its run exported."""
+    monkeypatch.chdir(reproduce.project_root())
+    cluster = reproduce.make_cluster("submitit-local", tmp_path / "work", cpus=1, minutes=10)
+    common = {"quick": True, "work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "results"),
+              "data_root": str(tmp_path / "data")}
+    assert reproduce.train_runs([("tsn", 1)], common, tmp_path / "results", cluster) == []
+    run = tmp_path / "results" / "runs" / "tsn_seed1"
+    assert (run / "eval" / "summary.json").is_file()
+    assert "train.seed=1" in (tmp_path / "results" / "runs" / "train_tsn_seed1.ipynb").read_text()
+    assert (tmp_path / "data" / "benchmark.json").is_file()
+    assert list((tmp_path / "work" / "submitit").glob("*_log.out"))
