@@ -3,9 +3,9 @@
     python -m atm_core.predict clip.mp4 more/ list.txt --checkpoint results/checkpoints/synthetic_atm_mul_sub
         [--topk 5] [--views 2x3] [--json] [--figure DIR] [--device cpu|cuda] [--config RECIPE]
 
-A video is a file, a folder (its video files, sorted) or a list file (``.txt`` / ``.csv`` /
-``.lst``: one path per line, first field, relative to the list's folder; ``#`` comments). Each
-is read as the checkpoint's recipe tests videos (its reader, sampling and test transform), the
+A video is a file, a folder (its video files, sorted; a folder of frames is one video) or a list
+file (``.txt`` / ``.csv`` / ``.lst``: one path per line, first field, relative to the list's
+folder; ``#`` comments). Each is read as the checkpoint's recipe tests videos (its reader, sampling and test transform), the
 softmax averaged over the views. The checkpoint carries its recipe and class names (see
 :mod:`atm_core.engine.described`); for one that does not, ``--config`` names the recipe.
 Unreadable videos are named and counted, never replaced; the exit status is then 1.
@@ -25,6 +25,7 @@ import torch
 from .engine.config import Config, ConfigError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")  # a folder of these is one video (a frame folder)
 LIST_SUFFIXES = (".txt", ".csv", ".lst")
 
 
@@ -33,15 +34,17 @@ class UsageError(ValueError):
 
 
 def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """The videos ``inputs`` name: files as given, a folder's video files (sorted), a list
-    file's lines. A name that does not exist is kept, so that it is reported as unreadable."""
+    """The videos ``inputs`` name: files as given, a folder's video files (sorted) or the folder
+    itself when it holds frames (read with the recipe's frame template), a list file's lines. A
+    name that does not exist is kept, so that it is reported as unreadable."""
     videos: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-            if not found:
-                raise UsageError(f"{item}: a folder without video files ({', '.join(VIDEO_SUFFIXES)})")
-            videos += found
+            if not found and not any(p.suffix.lower() in FRAME_SUFFIXES for p in item.iterdir()):
+                raise UsageError(f"{item}: a folder without video files ({', '.join(VIDEO_SUFFIXES)}) "
+                                 f"or frames ({', '.join(FRAME_SUFFIXES)})")
+            videos += found or [item]
         elif item.suffix.lower() in LIST_SUFFIXES and item.is_file():
             videos += read_video_list(item)
         else:

@@ -209,3 +209,23 @@ def test_evaluate_notebook_reopens_a_checkpoint_alone(run, tmp_path):
     assert drops.columns.tolist() == ["sub", "sub t-1", "sub t+0", "sub t+1"]
     assert drops.index.tolist() == [*classes, "all"]
     assert (tmp_path / "results" / "figures" / "knockout_best.png").is_file()
+
+
+def test_a_folder_of_frames_is_one_video(run, clips, tmp_path, capsys):
+    """Frames decoded from a clip into a folder (the recipe's ``{:05d}.jpg``) classify as the clip,
+    up to JPEG's loss; a folder of neither videos nor frames is a user error."""
+    import av
+    from PIL import Image
+
+    frames = tmp_path / "frames" / "clip"
+    frames.mkdir(parents=True)
+    with av.open(str(clips["moving_up"])) as container:
+        for i, frame in enumerate(container.decode(video=0), start=1):
+            Image.fromarray(frame.to_ndarray(format="rgb24")).save(frames / f"{i:05d}.jpg", quality=98)
+    result = predict.predict_videos([frames], run / "checkpoints" / "best", topk=12, views=(1, 1))
+    assert [p.video for p in result.predictions] == [str(frames)] and not result.unreadable
+    from_video = predict.predict_videos([clips["moving_up"]], run / "checkpoints" / "best", topk=12, views=(1, 1))
+    assert dict(result.predictions[0].top) == pytest.approx(dict(from_video.predictions[0].top), abs=0.02)
+    (tmp_path / "empty").mkdir()
+    assert predict.main([str(tmp_path / "empty"), "--checkpoint", str(run / "checkpoints" / "best")]) == 2
+    assert "a folder without video files" in capsys.readouterr().err
