@@ -11,11 +11,18 @@ variant (TSN, TSM, TokenShift, TokenT1D and ATM with each op set, all with the s
 land in ``results/runs/`` with their outputs (tables, and figures as PNG), so that they read as
 reports without running anything; training runs (with checkpoints) in ``runs/reproduce/``, whose
 small artefacts (config, metrics, evaluation, class names) are copied to
-``results/runs/<variant>/`` and best weights to ``results/checkpoints/<variant>/`` (~1 MB each),
+``results/runs/<variant>/`` and best weights, with their recipe and model card, to
+``results/checkpoints/<recipe>/`` (~1 MB each),
 from which the evaluate and visualise notebooks run in a fresh clone without training.
 
 A notebook that fails keeps its partly executed copy, outputs and error included; the runner names the notebook and the cell,
 carries on with the other steps and exits non-zero at the end.
+
+Trainings run side by side on this machine (``--jobs N``), or with ``--executor slurm`` one
+cluster job per training notebook through submitit (``--partition``, ``--gpus-per-run``,
+``--cpus-per-run``, ``--minutes-per-run``); the report notebooks then run here once they are
+done. ``--executor submitit-local`` takes the same path with submitit's local executor (each
+training a process of its own on this machine), as the tests do.
 """
 from __future__ import annotations
 
@@ -33,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .engine.runtime import relaunch_with_tuned_malloc
-from .workbook.project import RESULTS_DIR, WORK_DIR, enter_project_root
+from .workbook.project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
 from .workbook.runs import MissingMetrics, export_checkpoint, export_run
 from .workbook.tables import seed_run_name
 from .workbook.training import committed_checkpoint, prepare_data
@@ -121,11 +128,16 @@ class Job:
 def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1, threads: int | None = None) -> list[Job]:
     """One train.ipynb run per variant and training seed (runs ``seed_run_name(key, seed)``),
     with ``train.threads = threads`` when given."""
+    return seed_jobs([(key, seed) for key in keys for seed in range(seeds)], common, threads)
+
+
+def seed_jobs(runs: Sequence[tuple[str, int]], common: Mapping, threads: int | None = None) -> list[Job]:
+    """One train.ipynb run per ``(variant, training seed)``, see :func:`training_jobs`."""
     extra = [] if threads is None else [f"train.threads={threads}"]
     return [Job("train", f"train_{seed_run_name(key, seed)}",
                 {**common, "variant": key, "name": seed_run_name(key, seed),
                  "overrides": [f"train.seed={seed}", *extra], "progress": False})
-            for key in keys for seed in range(seeds)]
+            for key, seed in runs]
 
 
 THREADS_PER_RUN = 1  # two 1-thread runs on 2 cores: 1.10-1.17x faster than one 2-thread run after the other
@@ -165,7 +177,7 @@ def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list
     each other), then the summary, which shows the table and the feature maps."""
     jobs = [Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False,
                                          "seeds": seeds})]
-    for key in ("tsn", "atm_mul_sub"):
+    for key in ("tsn", "atm_mul_sub", "textures_atm_mul_sub"):  # the last two: what each ATM part carries
         if key in trained:
             jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key, "save_figures": True}))
     atm = [key for key in trained if variant(key).ops]
@@ -227,7 +239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "the cores shared among them")
     parser.add_argument("--skip-training", action="store_true",
                         help="reuse the training runs already in --work; rebuild tables and figures")
+    cluster = parser.add_argument_group("cluster", "training notebooks as cluster jobs through submitit")
+    cluster.add_argument("--executor", choices=EXECUTORS, default="local",
+                         help="local: this machine, --jobs at a time (default); slurm: one Slurm job per "
+                              "training; submitit-local: one process per training through submitit")
+    cluster.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    cluster.add_argument("--gpus-per-run", type=int, default=0, metavar="N", help="GPUs per training job")
+    cluster.add_argument("--cpus-per-run", type=int, default=2, metavar="N",
+                         help="cores per training job, its train.threads (default 2)")
+    cluster.add_argument("--minutes-per-run", type=int, default=60, metavar="MIN",
+                         help="time limit of a training job (default 60)")
     args = parser.parse_args(argv)
+    if args.executor == "local" and (args.partition or args.gpus_per_run):
+        parser.error("--partition and --gpus-per-run need --executor slurm")
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
@@ -251,9 +275,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--seeds {args.seeds}: need at least one seed")
     failed: set[str] = set()
     parallel, threads = side_by_side(args.jobs)
-    jobs = training_jobs(keys, common, args.seeds, threads)
-    print(f"training {len(jobs)} run(s), {parallel} at a time, {threads} thread(s) each", flush=True)
-    outcomes = [None] * len(jobs) if args.skip_training else run_jobs(jobs, results, root, timings, parallel)
+    cluster = cluster_from_args(args)
+    if cluster is None:
+        jobs = training_jobs(keys, common, args.seeds, threads)
+        print(f"training {len(jobs)} run(s), {parallel} at a time, {threads} thread(s) each", flush=True)
+    else:
+        jobs = training_jobs(keys, common, args.seeds, cluster.cpus)
+        print(f"training {len(jobs)} run(s) as {cluster.kind} jobs, {cluster.cpus} core(s) and "
+              f"{cluster.gpus} GPU(s) each; logs in {cluster.folder}", flush=True)
+    if args.skip_training:
+        outcomes = [None] * len(jobs)
+    elif cluster is None:
+        outcomes = run_jobs(jobs, results, root, timings, parallel)
+    else:
+        outcomes = run_on_cluster(cluster, jobs, results, root, timings)
     for job, failure in zip(jobs, outcomes):
         key, name = job.parameters["variant"], job.parameters["name"]
         if failure is None:
@@ -340,6 +375,98 @@ def run_jobs(jobs: Sequence[Job], results: Path, root: Path, timings: dict[str, 
     for job, (_, seconds) in zip(jobs, outcomes):
         timings[job.name] = seconds
     return [failure for failure, _ in outcomes]
+
+
+# ---------------------------------------------------------------- a cluster through submitit
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+@dataclass
+class Cluster:
+    """Where training notebooks run as jobs of their own: Slurm, or submitit's local executor
+    (real processes on this machine). Each job gets ``cpus`` cores (the run's ``train.threads``),
+    ``gpus`` GPUs and ``minutes`` before the scheduler stops it; ``folder`` keeps submitit's
+    pickles and each job's log."""
+
+    kind: str  # "slurm" or "local"
+    folder: Path
+    partition: str | None = None
+    gpus: int = 0
+    cpus: int = 1
+    minutes: int = 60
+
+    def executor(self):
+        import submitit
+
+        executor = submitit.AutoExecutor(folder=str(self.folder), cluster=self.kind)
+        executor.update_parameters(timeout_min=self.minutes, gpus_per_node=self.gpus,
+                                   cpus_per_task=self.cpus, tasks_per_node=1, nodes=1)
+        if self.kind == "slurm" and self.partition:
+            executor.update_parameters(slurm_partition=self.partition)
+        return executor
+
+
+def make_cluster(executor: str, work_dir: str | Path, partition: str | None = None, gpus: int = 0,
+                 cpus: int = 2, minutes: int = 60) -> Cluster | None:
+    """The :class:`Cluster` of an ``--executor`` choice (:data:`EXECUTORS`), its logs under
+    ``<work_dir>/submitit``; ``None`` for ``local``, this machine's pool."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose from {EXECUTORS}")
+    if executor == "local":
+        return None
+    return Cluster("slurm" if executor == "slurm" else "local", Path(work_dir) / "submitit", partition,
+                   gpus, cpus, minutes)
+
+
+def cluster_from_args(args: argparse.Namespace) -> Cluster | None:
+    return make_cluster(args.executor, args.work, args.partition, args.gpus_per_run, args.cpus_per_run,
+                        args.minutes_per_run)
+
+
+def run_on_cluster(cluster: Cluster, jobs: Sequence[Job], results: Path, root: Path,
+                   timings: dict[str, float]) -> list[Failure | None]:
+    """Submit every job to ``cluster`` at once, wait for all, failures in job order. A notebook
+    that fails is reported as by the local runner (its partly executed copy kept); a job the
+    cluster stopped (time limit, node failure, cancelled) names its job id and log."""
+    executor = cluster.executor()
+    results, root = results.resolve(), root.resolve()
+    handles = []
+    for job in jobs:
+        executor.update_parameters(name=f"atm-{job.name}")
+        handles.append(executor.submit(_execute_job, job, results, root, False))
+        print(f"--- {job.name}: submitted as {cluster.kind} job {handles[-1].job_id}", flush=True)
+    outcomes: list[Failure | None] = []
+    for job, handle in zip(jobs, handles):
+        try:
+            failure, timings[job.name] = handle.result()
+        except Exception as e:  # noqa: BLE001 -- submitit's errors for a job that did not finish
+            reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+            failure = Failure(root / "notebooks" / f"{job.notebook}.ipynb", results / "runs" / f"{job.name}.ipynb",
+                              f"{cluster.kind} job {handle.job_id} did not finish: {reason} "
+                              f"(log: {handle.paths.stderr})")
+        print(f"--- {job.name}: {'ok' if failure is None else 'FAILED'} ({cluster.kind} job {handle.job_id})",
+              flush=True)
+        outcomes.append(failure)
+    return outcomes
+
+
+def train_runs(runs: Sequence[tuple[str, int]], common: Mapping, results: str | Path,
+               cluster: Cluster | None = None, parallel: int = 1) -> list[Failure]:
+    """Train ``(variant, seed)`` runs with train.ipynb (each exports its run to ``results``),
+    on ``cluster`` or ``parallel`` at a time here, each track's data written first; the
+    failures. What ablation.ipynb calls."""
+    root, results = project_root(), Path(results)
+    for group in by_track(key for key, _ in runs).values():
+        prepare_data(variant_config(group[0], common["work_dir"], common["quick"], common["data_root"]))
+    threads = cluster.cpus if cluster is not None else side_by_side(parallel)[1]
+    jobs = seed_jobs(runs, common, threads)
+    timings: dict[str, float] = {}
+    if cluster is None:
+        outcomes = run_jobs(jobs, results, root, timings, parallel)
+    else:
+        outcomes = run_on_cluster(cluster, jobs, results, root, timings)
+    return [failure for failure in outcomes if failure is not None]
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import timm
 from nbformat.v4 import new_code_cell, new_notebook
 
 from atm_core import reproduce, workbook
+from atm_core.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from atm_core.engine import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,8 +143,12 @@ def test_export_copies_artefacts_and_class_names_without_checkpoints(tmp_path):
         workbook.export_checkpoint(run, tmp_path / "ckpt")
     (run / "checkpoints" / "best" / "meta.json").write_text("{}")
     (run / "checkpoints" / "best" / "ema.safetensors").write_bytes(b"ema")
-    ckpt = workbook.export_checkpoint(run, tmp_path / "ckpt")
-    assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "model.safetensors"]
+    ckpt = workbook.export_checkpoint(run, tmp_path / "ckpt")  # a best/ written before cards
+    assert sorted(p.name for p in ckpt.iterdir()) == ["card.json", "meta.json", "model.safetensors", "recipe.yaml"]
+    card = json.loads((ckpt / "card.json").read_text())
+    assert card["classes"] == ["left", "right"] and card["model"] == load_config(run / "config.yaml").model.name
+    assert card["measured"] == {"test_top1": 50.0, "test_videos": 300, "test_views": 1}
+    assert load_config(ckpt / "recipe.yaml").to_dict() == load_config(run / "config.yaml").to_dict()
 
 
 def test_seed_table_reports_mean_and_spread(tmp_path):
@@ -298,13 +303,15 @@ def quick_job(tmp_path_factory):
     side by side, into temporary folders."""
     tmp = tmp_path_factory.mktemp("quick")
     cwd = os.getcwd()
-    args = ["--quick", "--only", "tsn", "atm_mul_sub", "textures_tsn", "--jobs", "2", "--results",
-            str(tmp / "results"), "--work", str(tmp / "work"), "--data", str(tmp / "data")]
     try:
-        code = reproduce.main(args)
+        code = reproduce.main([*QUICK_ARGS, "--jobs", "2", "--results", str(tmp / "results"), "--work",
+                               str(tmp / "work"), "--data", str(tmp / "data")])
     finally:
         os.chdir(cwd)
     return tmp, code
+
+
+QUICK_ARGS = ("--quick", "--only", "tsn", "atm_mul_sub", "textures_tsn")
 
 
 @pytest.mark.slow
@@ -331,9 +338,13 @@ def test_quick_job_executes_every_notebook(quick_job):
         assert "image/png" in kinds and "image/svg+xml" not in kinds, name
     size = sum(p.stat().st_size for p in (results / "runs").glob("*.ipynb"))
     assert size < 8e6, f"executed notebooks take {size / 1e6:.1f} MB"
-    for key in ("tsn", "atm_mul_sub"):  # weights only, small enough to commit
-        ckpt = results / "checkpoints" / key
-        assert sorted(p.name for p in ckpt.iterdir()) == ["meta.json", "model.safetensors"]
+    for key in ("tsn", "atm_mul_sub"):  # weights only, small enough to commit, named like the recipe
+        ckpt = results / "checkpoints" / f"synthetic_{key}"
+        assert sorted(p.name for p in ckpt.iterdir()) == ["card.json", "meta.json", "model.safetensors",
+                                                          "recipe.yaml"]
+        card = json.loads((ckpt / "card.json").read_text())
+        assert card["measured"]["test_top1"] == json.loads(
+            (results / "runs" / key / "eval" / "summary.json").read_text())["top1"]
         assert (ckpt / "model.safetensors").stat().st_size < 3e6
 
 
@@ -351,7 +362,11 @@ def test_quick_job_tables_and_figures(quick_job):
     figures = {str(p.relative_to(results / "figures")) for p in (results / "figures").rglob("*.png")}
     assert {"ablation_top1.png", "ablation_top1_textures.png", "training_curves.png", "confusion_matrices.png",
             "feature_maps/atm_mul_sub_mul_cue.png", "feature_maps/atm_mul_sub_mul_patches.png",
-            "feature_maps/atm_mul_sub_sub_cue.png", "feature_maps/atm_mul_sub_residuals.png"} <= figures
+            "feature_maps/atm_mul_sub_sub_cue.png", "feature_maps/atm_mul_sub_residuals.png",
+            "knockout_atm_mul_sub.png"} <= figures  # what each ATM part carries (evaluate.ipynb)
+    drops = pd.read_csv(results / "tables" / "knockout_atm_mul_sub.csv", index_col=0)
+    assert drops.index.tolist() == [*SYNTHETIC_CLASSES, "all"]
+    assert drops.columns.tolist() == ["mul", "mul t-1", "mul t+0", "mul t+1", "sub", "sub t-1", "sub t+0", "sub t+1"]
     assert (results / "model_card.md").is_file()
     assert not (tmp / "results" / "runs" / "tsn" / "checkpoints").exists()
     assert "held-out test videos" in (results / "tables" / "ablation.md").read_text()
@@ -406,7 +421,7 @@ def test_reports_run_in_a_fresh_clone_without_training(quick_job, tmp_path):
 
     nb = execute_in(copy, "evaluate", {"variant": "atm_mul_sub", "quick": True, "data_root": str(tmp / "data")})
     text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
-    assert "test_views" in text and "single_view" in text and "results/checkpoints/atm_mul_sub" in text
+    assert "test_views" in text and "single_view" in text and "results/checkpoints/synthetic_atm_mul_sub" in text
     assert "taken_for_reversed_twin" in text and "taken_for_mirror" in text
     assert not list((copy / "runs").rglob("checkpoints"))  # nothing was trained
     assert snapshot(copy / "results") == before  # nor any committed result overwritten
@@ -444,3 +459,22 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     readme.write_text("no markers\n")
     assert not reproduce.update_readme(readme, table, minutes=1.0)
     assert readme.read_text() == "no markers\n"
+
+
+@pytest.mark.slow
+def test_quick_job_through_submitit_gives_the_local_runners_table(quick_job, tmp_path):
+    """The same quick main job with every training a process of its own started by submitit's
+    local executor (the path ``--executor slurm`` takes): the same table, up to the timings."""
+    tmp, _ = quick_job
+    cwd = os.getcwd()
+    try:
+        code = reproduce.main([*QUICK_ARGS, "--executor", "submitit-local", "--cpus-per-run", "1", "--results",
+                               str(tmp_path / "results"), "--work", str(tmp_path / "work"), "--data", str(tmp / "data")])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    local, cluster = (pd.read_csv(r / "tables" / "ablation.csv") for r in (tmp / "results", tmp_path / "results"))
+    timings = ["train_min", "run_min"]
+    pd.testing.assert_frame_equal(cluster.drop(columns=timings), local.drop(columns=timings))
+    assert len(list((tmp_path / "work" / "submitit").glob("*_log.out"))) == 3  # one job per training
+    assert (tmp_path / "results" / "figures" / "knockout_atm_mul_sub.png").is_file()

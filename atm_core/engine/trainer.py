@@ -54,6 +54,7 @@ from .checkpoint import (
     write_meta,
 )
 from .config import Config, ConfigError, as_config
+from .described import describe_best
 from .evaluation import count_marked, left_out, run_evaluation
 from .inference import IndexedDataset, predict
 from .metrics import classification_metrics
@@ -402,7 +403,8 @@ def _end_epoch(run: Run, epoch: int, record: dict, improved: bool, log: MetricsL
             unwrapped = accelerator.unwrap_model(run.model)
             ema = run.ema.module if run.ema is not None else None
             write_atomically(run.ckpt_root / "best",
-                             lambda tmp: save_weights(tmp, unwrapped, ema, {"epoch": epoch, **record}))
+                             lambda tmp: (save_weights(tmp, unwrapped, ema, {"epoch": epoch, **record}),
+                                          describe_best(tmp, run.cfg, run.train_set, epoch, record)))
         log.write(record)
     run.save()
     val_text = (f"val top1 {record['val_top1']:.2f} top5 {record['val_top5']:.2f} "

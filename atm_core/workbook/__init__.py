@@ -13,7 +13,8 @@
 Run layout: training writes ``<work_dir>/<variant>/`` (checkpoints, metrics, evaluation);
 :func:`export_run` copies the small artefacts to ``<results_dir>/runs/<variant>/``, from which
 :func:`build_table` reads the ablation table, and the main job copies the best weights to
-``<results_dir>/checkpoints/<variant>/`` (:func:`export_checkpoint`), which the evaluate and
+``<results_dir>/checkpoints/synthetic_<variant>/``, named like its recipe, with the recipe and
+model card (:func:`export_checkpoint`), which the evaluate and
 visualise notebooks load when no run of their own is there. Notebooks use the names below as
 ``workbook.<name>``.
 """

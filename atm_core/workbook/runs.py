@@ -7,7 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
+from ..data import read_labels
 from ..engine import load_config
+from ..engine.described import add_measurement, describe, eval_input_size, read_card
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "eval/summary.json", "eval/predictions.csv",
              "eval/confusion.npy", "eval/confusion.png")
@@ -50,23 +52,31 @@ def export_run(run_dir: str | Path, dest: str | Path) -> Path:
 
 
 def export_checkpoint(run_dir: str | Path, dest: str | Path) -> Path:
-    """Copy the weights of a run's ``checkpoints/best/`` (no optimizer state) to ``dest``."""
-    best, dest = Path(run_dir) / "checkpoints" / "best", Path(dest)
+    """Copy the weights of a run's ``checkpoints/best/`` (no optimizer state) to ``dest`` with
+    its recipe and model card (see :mod:`atm_core.engine.described`; written from the run's
+    config and labels for a ``best/`` that has none), the card completed with the run's test
+    top-1 when it was evaluated."""
+    run_dir = Path(run_dir)
+    best, dest = run_dir / "checkpoints" / "best", Path(dest)
     missing = [name for name in CHECKPOINT_FILES if not (best / name).is_file()]
     if missing:
         raise MissingMetrics(f"run {run_dir}: checkpoints/best has no {', '.join(missing)}")
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in CHECKPOINT_FILES:
-        shutil.copy2(best / name, dest / name)
+    shutil.copytree(best, dest, ignore=shutil.ignore_patterns("ema.safetensors"))
+    if read_card(dest) is None:
+        cfg = load_config(run_dir / "config.yaml")
+        describe(dest, cfg, read_labels(label_file(cfg)), eval_input_size(cfg))
+    summary = run_dir / "eval" / "summary.json"
+    if summary.is_file():
+        test = json.loads(summary.read_text())
+        add_measurement(dest, test_top1=test["top1"], test_videos=test["num_videos"],
+                        test_views=test.get("views"))
     return dest
 
 
 def run_classes(run_dir: str | Path) -> list[str]:
     """Class names of an exported run, from its ``labels.csv``."""
-    from ..data import read_labels
-
     return read_labels(Path(run_dir) / LABELS)
 
 

@@ -13,7 +13,7 @@ from ..engine import Config
 from .project import RESULTS_DIR, WORK_DIR
 from .runs import export_run
 from .tables import seed_run_name
-from .variants import variant_config
+from .variants import VARIANT_KEYS, variant, variant_config
 
 
 def prepare_data(cfg: Config) -> dict:
@@ -46,8 +46,20 @@ def run_variant(key: str, work_dir: str | Path = WORK_DIR, results_dir: str | Pa
 
 
 def committed_checkpoint(key: str, results_dir: str | Path = RESULTS_DIR) -> Path:
-    """Where the main job commits the best weights of a variant: ``<results_dir>/checkpoints/<key>``."""
-    return Path(results_dir) / "checkpoints" / key
+    """Where the main job commits the best weights of a variant, named like its recipe:
+    ``<results_dir>/checkpoints/synthetic_<key>`` for ``params/synthetic_<key>.yaml`` (a run of
+    another recipe: ``<results_dir>/checkpoints/<key>``)."""
+    name = Path(variant(key).recipe).stem if key in VARIANT_KEYS else key
+    return Path(results_dir) / "checkpoints" / name
+
+
+def find_committed(key: str, results_dir: str | Path = RESULTS_DIR) -> Path | None:
+    """The committed weights of variant ``key``: :func:`committed_checkpoint`, else the folder
+    named by the key alone that the main job wrote before; ``None`` when neither holds any."""
+    for folder in (committed_checkpoint(key, results_dir), Path(results_dir) / "checkpoints" / key):
+        if (folder / "model.safetensors").is_file():
+            return folder
+    return None
 
 
 def ensure_trained(cfg: Config, key: str, results_dir: str | Path = RESULTS_DIR,
@@ -56,11 +68,12 @@ def ensure_trained(cfg: Config, key: str, results_dir: str | Path = RESULTS_DIR,
     weights of variant ``key`` (:func:`committed_checkpoint`), else -- only with
     ``train_if_missing`` -- the ``best/`` of a run trained here first."""
     best = Path(cfg.train.output_dir) / "checkpoints" / "best"
-    committed = committed_checkpoint(key, results_dir)
+    committed = find_committed(key, results_dir)
     if best.is_dir():
         return best
-    if (committed / "model.safetensors").is_file():
+    if committed is not None:
         return committed
+    committed = committed_checkpoint(key, results_dir)
     if not train_if_missing:
         raise FileNotFoundError(f"no trained model at {best} nor {committed}: run `make reproduce`, "
                                 f"train.ipynb with variant={key!r}, or set train_if_missing = True")
