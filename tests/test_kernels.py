@@ -195,3 +195,16 @@ def test_grouped_batch_norm_relu_gradients_and_float32_statistics_with_a_large_m
     torch.testing.assert_close(var32.double(), per_channel.var(1, correction=0), rtol=1e-4, atol=0)
     y64 = function.apply(big, weight.detach(), bias.detach(), 4, 1e-5)[0]
     torch.testing.assert_close(y32.double(), y64, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("impl, blocked", [("auto", True), ("cpu_fused", True), ("cpu_fast", False)])
+def test_impl_picks_the_encoder_batch_norm_kernel(impl, blocked, monkeypatch):
+    """``auto`` on the CPU and ``cpu_fused`` run the blocked BatchNorm-ReLU in the encoder,
+    ``cpu_fast`` (the committed path the benchmark compares against) the unblocked one."""
+    used = []
+    for function in NORM_FUNCTIONS:
+        monkeypatch.setattr(function, "apply", lambda *a, _f=function, _apply=function.apply: (
+            used.append(_f), _apply(*a))[1])
+    block = ATMBlock(12, num_frames=3, op="mul", hidden=8, width=16, context=3, impl=impl)
+    block(torch.randn(2 * 3, 12, 5, 5)).sum().backward()
+    assert used and set(used) == {_BlockedBatchNormReLU if blocked else _GroupedBatchNormReLU}
