@@ -9,8 +9,10 @@ frames folded into the batch: the same weights (one fewer singleton dimension), 
 BatchNorm statistics, and parameter counts equal to the reference's.
 
 ``impl`` selects how the block is computed, not what: ``"plain"`` runs the modules below as
-written, ``"cpu_fast"`` the kernels of :mod:`atm_core.kernels` (same weights, same results to
-float rounding), ``"auto"`` the kernels on CPU tensors and the plain path elsewhere.
+written, ``"cpu_fused"`` the kernels of :mod:`atm_core.kernels` (same weights, same results to
+float rounding), ``"cpu_fast"`` the same kernels with the encoder's BatchNorm unblocked (their
+first version, kept for ``benchmarks/train_step_cpu.py``), ``"auto"`` ``cpu_fused`` on CPU
+tensors and the plain path elsewhere.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from .kernels import cpu_fast_branch
 from .ops import OPS, check_context, check_frames, check_op_names, check_window, pair_frames
 
 RESIDUAL_MODES = ("relu", "identity")
-IMPLS = ("auto", "plain", "cpu_fast")
+IMPLS = ("auto", "plain", "cpu_fast", "cpu_fused")
 
 
 class ConvBNReLU(nn.Sequential):
@@ -138,7 +140,7 @@ class ATMBlock(nn.Module):
         return self.proj(self.fuse(grouped))
 
     def uses_cpu_fast(self, x: torch.Tensor) -> bool:
-        return self.impl == "cpu_fast" or (self.impl == "auto" and x.device.type == "cpu")
+        return self.impl in ("cpu_fast", "cpu_fused") or (self.impl == "auto" and x.device.type == "cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_frames(x.shape[0], self.num_frames)

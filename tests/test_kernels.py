@@ -10,7 +10,9 @@ import torch.nn.functional as F
 from atm_core import ATMBlock
 from atm_core.atm import SimilarityEncoder
 from atm_core.kernels import clip_correlation, encode_patches
+from atm_core.kernels import encoder as encoder_kernels
 from atm_core.kernels.encoder import (
+    _BlockedBatchNormReLU,
     _GroupedBatchNormReLU,
     banded_taps,
     column_blocks,
@@ -47,7 +49,8 @@ def running_stats(block: torch.nn.Module) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("op", ["add", "sub", "mul", "div"])
 @pytest.mark.parametrize("downsample, context", [(False, 5), (True, 5), (False, 3)])
-@pytest.mark.parametrize("build, load", [("cpu_fast", "plain"), ("plain", "cpu_fast")])
+@pytest.mark.parametrize("build, load", [("cpu_fast", "plain"), ("plain", "cpu_fast"),
+                                         ("cpu_fused", "plain"), ("plain", "cpu_fused")])
 def test_cpu_fast_block_equals_plain_block(op, downsample, context, build, load):
     """A block built with one impl and its state dict loaded into one built with the other: train
     step (output, input and parameter gradients, BatchNorm running statistics), then eval mode."""
@@ -114,12 +117,14 @@ def test_row_plan_reads_each_input_row_through_the_right_tap():
         row_plan(5, 3, 1, 2)
 
 
-def test_encode_patches_train_mode_equals_the_plain_encoder_and_its_running_averages():
+@pytest.mark.parametrize("blocked", [False, True])
+def test_encode_patches_train_mode_equals_the_plain_encoder_and_its_running_averages(blocked, monkeypatch):
+    monkeypatch.setattr(encoder_kernels, "BLOCK_ELEMENTS", 1000)  # several row blocks per layer
     encoder = SimilarityEncoder(8).double()
     randomise(encoder)
     reference = copy.deepcopy(encoder)
     x = torch.rand(300, 81, dtype=torch.float64, requires_grad=True)
-    y, expected = encode_patches(encoder, x), reference(x.view(-1, 1, 9, 9)).flatten(1)
+    y, expected = encode_patches(encoder, x, blocked), reference(x.view(-1, 1, 9, 9)).flatten(1)
     torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-10)
     grads = torch.autograd.grad(y.square().sum(), [x, *encoder.parameters()])
     expected_grads = torch.autograd.grad(expected.square().sum(), [x, *reference.parameters()])
@@ -131,7 +136,8 @@ def test_encode_patches_train_mode_equals_the_plain_encoder_and_its_running_aver
         assert stage[1].num_batches_tracked.item() == 1
 
 
-def test_encode_patches_float32_gradients_match_float64_on_a_large_batch():
+@pytest.mark.parametrize("blocked", [False, True])
+def test_encode_patches_float32_gradients_match_float64_on_a_large_batch(blocked):
     """Hundreds of thousands of positions per BatchNorm channel: float32 sums taken one value at a
     time drift by percents there; the kernel's stay within 1e-4 of its float64 results."""
     torch.manual_seed(0)
@@ -142,23 +148,63 @@ def test_encode_patches_float32_gradients_match_float64_on_a_large_batch():
 
     def grads(model, dtype):
         x = patches.to(dtype).requires_grad_()
-        return torch.autograd.grad(encode_patches(model, x), [x, *model.parameters()], upstream.to(dtype))
+        return torch.autograd.grad(encode_patches(model, x, blocked), [x, *model.parameters()],
+                                   upstream.to(dtype))
 
     for got, expected in zip(grads(encoder, torch.float32), grads(reference, torch.float64)):
         error = (got.double() - expected).abs().max() / expected.abs().max()
         assert error < 1e-4, error
 
 
-def test_grouped_batch_norm_relu_gradients_and_float32_statistics_with_a_large_mean():
+NORM_FUNCTIONS = [_GroupedBatchNormReLU, _BlockedBatchNormReLU]
+
+
+@pytest.mark.parametrize("function", NORM_FUNCTIONS)
+def test_grouped_batch_norm_relu_equals_batch_norm_over_the_groups(function, monkeypatch):
+    """Column ``g * C + c`` normalised with channel ``c``'s statistics over all rows and groups:
+    ``F.batch_norm`` (train mode) on the rows and groups as one batch, then ReLU; the output, the
+    gradients of the input, weight and bias, and the statistics (float64, several row blocks)."""
+    monkeypatch.setattr(encoder_kernels, "BLOCK_ELEMENTS", 50)
+    groups, channels = 5, 4
+    weight = torch.randn(channels, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(channels, dtype=torch.float64, requires_grad=True)
+    x = (torch.randn(37, groups * channels, dtype=torch.float64) * 3 + 2).requires_grad_()
+    y, mean, var = function.apply(x, weight, bias, groups, 1e-5)
+    as_batch = x.view(-1, channels)  # (rows * groups, channels)
+    expected = F.batch_norm(as_batch, None, None, weight, bias, training=True, eps=1e-5).relu().view(x.shape)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(mean, as_batch.mean(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(var, as_batch.var(0, correction=0), rtol=1e-12, atol=1e-12)
+    upstream = torch.randn(x.shape, dtype=torch.float64)
+    grads = torch.autograd.grad(y, [x, weight, bias], upstream)
+    for a, b in zip(grads, torch.autograd.grad(expected, [x, weight, bias], upstream)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("function", NORM_FUNCTIONS)
+def test_grouped_batch_norm_relu_gradients_and_float32_statistics_with_a_large_mean(function):
     weight = torch.tensor([1.5, -0.5, 2.0], dtype=torch.float64, requires_grad=True)
     bias = torch.tensor([0.1, 0.3, -0.2], dtype=torch.float64, requires_grad=True)
     x = torch.randn(40, 4 * 3, dtype=torch.float64, requires_grad=True)  # 4 groups of 3 channels
-    assert torch.autograd.gradcheck(lambda *a: _GroupedBatchNormReLU.apply(*a, 4, 1e-5)[0], (x, weight, bias))
+    assert torch.autograd.gradcheck(lambda *a: function.apply(*a, 4, 1e-5)[0], (x, weight, bias))
     # float32 statistics of values far from zero (mean 1000, std 1) stay exact to float rounding
     big = torch.randn(200_000, 4 * 3, dtype=torch.float64) + 1000
-    y32, mean32, var32 = _GroupedBatchNormReLU.apply(big.float(), weight.float(), bias.float(), 4, 1e-5)
+    y32, mean32, var32 = function.apply(big.float(), weight.float(), bias.float(), 4, 1e-5)
     per_channel = big.view(-1, 4, 3).permute(2, 0, 1).reshape(3, -1)
     torch.testing.assert_close(mean32.double(), per_channel.mean(1), rtol=0, atol=1e-4)
     torch.testing.assert_close(var32.double(), per_channel.var(1, correction=0), rtol=1e-4, atol=0)
-    y64 = _GroupedBatchNormReLU.apply(big, weight.detach(), bias.detach(), 4, 1e-5)[0]
+    y64 = function.apply(big, weight.detach(), bias.detach(), 4, 1e-5)[0]
     torch.testing.assert_close(y32.double(), y64, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("impl, blocked", [("auto", True), ("cpu_fused", True), ("cpu_fast", False)])
+def test_impl_picks_the_encoder_batch_norm_kernel(impl, blocked, monkeypatch):
+    """``auto`` on the CPU and ``cpu_fused`` run the blocked BatchNorm-ReLU in the encoder,
+    ``cpu_fast`` (the committed path the benchmark compares against) the unblocked one."""
+    used = []
+    for function in NORM_FUNCTIONS:
+        monkeypatch.setattr(function, "apply", lambda *a, _f=function, _apply=function.apply: (
+            used.append(_f), _apply(*a))[1])
+    block = ATMBlock(12, num_frames=3, op="mul", hidden=8, width=16, context=3, impl=impl)
+    block(torch.randn(2 * 3, 12, 5, 5)).sum().backward()
+    assert used and set(used) == {_BlockedBatchNormReLU if blocked else _GroupedBatchNormReLU}

@@ -37,7 +37,7 @@ class ModelConfig:
     atm_width: Optional[int] = None  # ATM's encoder / transfer width; null = model default (64)
     atm_context: int = 5  # ATM's temporal context K (odd): each frame with its K-1 nearest (5 published)
     atm_downsample: Optional[bool] = None  # stride-2 ATM reduction; null = model default
-    atm_impl: Literal["auto", "plain", "cpu_fast"] = "auto"  # how ATM is computed (atm_core.atm): auto = cpu_fast on CPU
+    atm_impl: Literal["auto", "plain", "cpu_fast", "cpu_fused"] = "auto"  # how ATM is computed (atm_core.atm): auto = cpu_fused on CPU
     conv_stem: Optional[tuple[int, ...]] = None  # ViT conv stem widths; null = default, [] = none
     dropout: float = 0.0  # before the classifier
     drop_path_rate: float = 0.0

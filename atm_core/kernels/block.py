@@ -35,7 +35,8 @@ def transfer_cue(block: nn.Module, reduced: torch.Tensor) -> torch.Tensor:
     if block.op == "mul":
         volume = clip_correlation(reduced, block.num_frames, block.context, block.window)
         b, t, k, area, h, w = volume.shape
-        encoded = encode_patches(block.encoder, volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, area))
+        patches = volume.permute(0, 1, 2, 4, 5, 3).reshape(-1, area)
+        encoded = encode_patches(block.encoder, patches, blocked=block.impl != "cpu_fast")
         features = encoded.view(b, t, k, h, w, -1).permute(0, 1, 2, 5, 3, 4)  # channels-last
         return run_layers(block.transfer, features.reshape(b * t * k, -1, h, w))
     frame_map, combine = SEPARABLE_OPS[block.op]

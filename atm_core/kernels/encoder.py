@@ -93,11 +93,85 @@ class _GroupedBatchNormReLU(torch.autograd.Function):
         return grad_x.to(x.dtype), grad_weight, grad_bias, None, None
 
 
-def batch_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, groups: int) -> torch.Tensor:
+BLOCK_ELEMENTS = 1 << 16  # rows per block of ``_BlockedBatchNormReLU``: 256 KB of float32
+
+
+def row_blocks(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``x`` ``(rows, features)`` split into blocks of rows that fit a core's cache together."""
+    return x.split(max(1, BLOCK_ELEMENTS // x.shape[1]))
+
+
+class _BlockedBatchNormReLU(torch.autograd.Function):
+    """``_GroupedBatchNormReLU`` computed a block of rows at a time (``row_blocks``): every
+    element-wise step on a block runs while the block is in the cache, so each pass over the
+    whole matrix reads it once and nothing of its size is allocated but the output. On the tiny
+    models' encoder (matrices of tens of megabytes) the unblocked passes each read and write main
+    memory and page-fault their fresh temporaries in.
+
+    Forward: one pass for the shifted column sums, one for ``y``. Backward: one pass for
+    ``sum(g)`` and ``sum(g * (x - mean))`` (``g`` the gradient through the ReLU, recomputed from
+    ``y``), one for ``grad_x``. Sums are accumulated per block in at least float32.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, groups: int, eps: float):
+        wide = torch.promote_types(x.dtype, torch.float32)
+        channels = x.shape[1] // groups
+        count = x.shape[0] * groups
+        shift = x[0].to(wide).view(groups, channels).mean(0).repeat(groups)
+        sums, squares = x.new_zeros(x.shape[1], dtype=wide), x.new_zeros(x.shape[1], dtype=wide)
+        for block in row_blocks(x):
+            centred = block.to(wide) - shift
+            sums += centred.sum(0)
+            squares += centred.square_().sum(0)
+        offset = sums.view(groups, channels).sum(0) / count
+        var = (squares.view(groups, channels).sum(0) / count - offset.square()).clamp_min(0)
+        mean = shift[:channels] + offset
+        invstd = torch.rsqrt(var + eps)
+        scale = (weight * invstd).repeat(groups)
+        shifted_bias = (bias - mean * weight * invstd).repeat(groups)
+        y = torch.empty_like(x)
+        for block, out in zip(row_blocks(x), row_blocks(y)):
+            out.copy_(torch.addcmul(shifted_bias, block.to(wide), scale).relu_())
+        ctx.groups = groups
+        ctx.save_for_backward(x, y, weight, mean, invstd)
+        ctx.mark_non_differentiable(mean, var)
+        return y, mean, var
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y, _mean, _var):
+        x, y, weight, mean, invstd = ctx.saved_tensors
+        groups, wide = ctx.groups, mean.dtype
+        count = x.shape[0] * groups
+        column_mean = mean.repeat(groups)
+        blocks = list(zip(row_blocks(grad_y.contiguous()), row_blocks(y), row_blocks(x)))
+        grad_sum, grad_dot = torch.zeros_like(column_mean), torch.zeros_like(column_mean)
+        for grad_block, y_block, x_block in blocks:
+            g = torch.ops.aten.threshold_backward(grad_block, y_block, 0).to(wide)
+            grad_sum += g.sum(0)
+            grad_dot += (x_block.to(wide) - column_mean).mul_(g).sum(0)
+        grad_bias = grad_sum.view(groups, -1).sum(0)
+        grad_weight = invstd * grad_dot.view(groups, -1).sum(0)
+        # dx = a * g + b * x + c per channel: the BatchNorm backward with the sums above
+        a = weight * invstd
+        b = -a * invstd * grad_weight / count
+        c = (-a * grad_bias / count - b * mean).repeat(groups)
+        a, b = a.repeat(groups), b.repeat(groups)
+        grad_x = torch.empty_like(x)
+        for (grad_block, y_block, x_block), out in zip(blocks, row_blocks(grad_x)):
+            g = torch.ops.aten.threshold_backward(grad_block, y_block, 0).to(wide)
+            out.copy_(torch.addcmul(c, g, a).addcmul_(x_block.to(wide), b))
+        return grad_x, grad_weight, grad_bias, None, None
+
+
+def batch_norm_relu(x: torch.Tensor, norm: nn.BatchNorm2d, groups: int, blocked: bool = True) -> torch.Tensor:
     """``norm`` (train mode) then ReLU on ``x`` ``(rows, groups * channels)``, channel
     ``c`` repeated in each of the ``groups`` column groups; updates ``norm``'s running averages as
-    ``nn.BatchNorm2d`` does."""
-    y, mean, var = _GroupedBatchNormReLU.apply(x, norm.weight, norm.bias, groups, norm.eps)
+    ``nn.BatchNorm2d`` does. ``blocked`` picks ``_BlockedBatchNormReLU``, else the unblocked
+    ``_GroupedBatchNormReLU`` (the kernel of ``impl="cpu_fast"``)."""
+    function = _BlockedBatchNormReLU if blocked else _GroupedBatchNormReLU
+    y, mean, var = function.apply(x, norm.weight, norm.bias, groups, norm.eps)
     if norm.track_running_stats:
         with torch.no_grad():
             norm.num_batches_tracked.add_(1)
@@ -229,9 +303,10 @@ def row_conv(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None, str
         return _RowConv.apply(x, taps, bias, stride, padding, blocks)
 
 
-def encode_patches(encoder: nn.Sequential, patches: torch.Tensor) -> torch.Tensor:
+def encode_patches(encoder: nn.Sequential, patches: torch.Tensor, blocked: bool = True) -> torch.Tensor:
     """``encoder`` (Conv2d-BatchNorm-ReLU layers, 3x3 kernels) on flat square patches ``(N, W*W)``
-    -> ``(N, channels)``, the same as ``encoder(patches.view(N, 1, W, W)).flatten(1)``."""
+    -> ``(N, channels)``, the same as ``encoder(patches.view(N, 1, W, W)).flatten(1)``. ``blocked``
+    as for ``batch_norm_relu``."""
     count, area = patches.shape
     width = math.isqrt(area)
     x = patches.view(count, width, width).transpose(0, 1).contiguous()  # (rows, patches, columns)
@@ -248,5 +323,5 @@ def encode_patches(encoder: nn.Sequential, patches: torch.Tensor) -> torch.Tenso
             x = row_conv(x, taps, bias.repeat(width), stride, padding, blocks).relu_()
         else:
             x = row_conv(x, taps, None, stride, padding, blocks)
-            x = batch_norm_relu(x.view(-1, x.shape[-1]), layer[1], width).view(x.shape)
+            x = batch_norm_relu(x.view(-1, x.shape[-1]), layer[1], width, blocked).view(x.shape)
     return x.reshape(count, -1)
