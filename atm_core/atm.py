@@ -14,7 +14,9 @@ float rounding), ``"auto"`` the kernels on CPU tensors and the plain path elsewh
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, Optional
 
 import torch
 from torch import nn
@@ -24,6 +26,90 @@ from .ops import OPS, check_context, check_frames, check_op_names, check_window,
 
 RESIDUAL_MODES = ("relu", "identity")
 IMPLS = ("auto", "plain", "cpu_fast")
+
+
+class ATMOptionError(ValueError):
+    """A bad value of one ATM option; ``field`` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _positive(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _count(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {list(choices)}, got {value!r}")
+        return value
+    return check
+
+
+def _flag(value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ATMOptions:
+    """Every setting of ATM, declared once; None everywhere means "the model's default".
+
+    ``ops`` run in order (``()``: no ATM); ``after_blocks`` places ATM after that many backbone
+    blocks (ViT) or stages (ResNet), 0 = before the first; ``hidden`` is the reduced width D and
+    ``width`` the similarity-encoder / domain-transfer width; ``context`` the temporal context K
+    (odd: each frame with its K-1 nearest); ``window`` the correlation window of ``mul``;
+    ``residual`` ``"relu"`` (reference) or ``"identity"``; ``downsample`` the stride-2 reduction
+    (ResNets); ``impl`` how a block is computed (module docstring). A model's defaults fill the
+    unset fields (:meth:`over`); :data:`PUBLISHED` holds the paper's.
+    """
+
+    ops: Optional[tuple[str, ...]] = None
+    after_blocks: Optional[int] = None
+    hidden: Optional[int] = None
+    width: Optional[int] = None
+    context: Optional[int] = None
+    window: Optional[int] = None
+    residual: Optional[Literal[RESIDUAL_MODES]] = None
+    downsample: Optional[bool] = None
+    impl: Optional[Literal[IMPLS]] = None
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                try:
+                    object.__setattr__(self, field.name, _CHECKS[field.name](value))
+                except ValueError as e:
+                    raise ATMOptionError(field.name, f"ATM option '{field.name}': {e}") from None
+
+    def over(self, defaults: ATMOptions) -> ATMOptions:
+        """These options with their unset fields taken from ``defaults``."""
+        return dataclasses.replace(defaults, **self.set_fields())
+
+    def set_fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
+
+
+_CHECKS = {"ops": check_op_names, "after_blocks": _count, "hidden": _positive, "width": _positive,
+           "context": check_context, "window": check_window, "residual": _one_of(RESIDUAL_MODES),
+           "downsample": _flag, "impl": _one_of(IMPLS)}
+
+# the paper's ATM; where ATM sits in a backbone is each model's own default
+PUBLISHED = ATMOptions(ops=("mul", "sub"), hidden=64, width=64, context=5, window=9, residual="relu",
+                       downsample=False, impl="auto")
 
 
 class ConvBNReLU(nn.Sequential):
@@ -66,7 +152,7 @@ class ArithmeticCue(nn.Module):
 
     def forward(self, reduced: torch.Tensor) -> torch.Tensor:
         pairs = pair_frames(reduced, self.num_frames, self.context)
-        return OPS["mul"](*pairs, self.window) if self.op == "mul" else OPS[self.op](*pairs)
+        return OPS[self.op](*pairs, self.window)
 
 
 class ATMBlock(nn.Module):
@@ -79,35 +165,22 @@ class ATMBlock(nn.Module):
     the similarity encoder and the domain transfer (both 64 in the paper).
     """
 
-    def __init__(
-        self,
-        channels: int,
-        num_frames: int,
-        op: str,
-        hidden: int = 64,
-        context: int = 5,
-        window: int = 9,
-        downsample: bool = False,
-        residual: str = "relu",
-        width: int = 64,
-        impl: str = "auto",
-    ):
+    def __init__(self, channels: int, num_frames: int, op: str, options: ATMOptions = ATMOptions()):
         super().__init__()
         (op,) = check_op_names((op,))
-        if residual not in RESIDUAL_MODES:
-            raise ValueError(f"unknown residual {residual!r}; choose from {RESIDUAL_MODES}")
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}; choose from {IMPLS}")
-        if op == "mul" and window != 9:
+        options = options.over(PUBLISHED)
+        hidden, width, context, window = options.hidden, options.width, options.context, options.window
+        volume = OPS[op].volume
+        if volume and window != 9:
             raise ValueError(f"the similarity encoder needs window=9, got window={window}")
-        self.op, self.num_frames, self.window = op, num_frames, check_window(window)
-        self.context = check_context(context)
-        self.downsample, self.residual, self.impl = downsample, residual, impl
+        self.op, self.num_frames, self.window, self.context = op, num_frames, window, context
+        self.downsample, self.residual, self.impl = options.downsample, options.residual, options.impl
+        downsample = self.downsample
 
         self.reduce = ConvBNReLU(channels, hidden, stride=2 if downsample else 1)
         self.cue = ArithmeticCue(op, num_frames, context, window)
-        self.encoder = SimilarityEncoder(width) if op == "mul" else None
-        self.transfer = nn.Sequential(ConvBNReLU(width if op == "mul" else hidden, width),
+        self.encoder = SimilarityEncoder(width) if volume else None
+        self.transfer = nn.Sequential(ConvBNReLU(width if volume else hidden, width),
                                       ConvBNReLU(width, width))
         self.fuse = ConvBNReLU(context * width, width)
         if downsample:
@@ -150,27 +223,12 @@ class ATMBlock(nn.Module):
 
 
 class ATM(nn.Sequential):
-    """ATM blocks applied in order, each one's output feeding the next."""
+    """ATM blocks applied in order, each one's output feeding the next: one per op of ``options``."""
 
-    def __init__(
-        self,
-        channels: int,
-        num_frames: int,
-        ops: Sequence[str] = ("mul", "sub"),
-        hidden: int = 64,
-        context: int = 5,
-        window: int = 9,
-        downsample: bool = False,
-        residual: str = "relu",
-        width: int = 64,
-        impl: str = "auto",
-    ):
-        ops = check_op_names(ops)
+    def __init__(self, channels: int, num_frames: int, options: ATMOptions = ATMOptions()):
+        ops = options.over(PUBLISHED).ops
         if not ops:
             raise ValueError("ops must be a non-empty sequence of ATM op names, got ()")
-        super().__init__(*[
-            ATMBlock(channels, num_frames, op, hidden, context, window, downsample, residual, width, impl)
-            for op in ops
-        ])
+        super().__init__(*[ATMBlock(channels, num_frames, op, options) for op in ops])
         self.ops = ops
 

@@ -17,7 +17,8 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-from ..ops import check_op_names
+from ..atm import ATMOptionError, ATMOptions
+from ..data.presets import PRESETS
 from ..temporal import TEMPORAL_MODULES
 
 class ConfigError(ValueError):
@@ -28,16 +29,10 @@ class ConfigError(ValueError):
 class ModelConfig:
     name: str = "atm_vit_tiny_patch8_64"  # a timm-registered video model
     img_size: Optional[int] = None  # null = the dataset's input size
-    temporal: Literal["tsn", "tsm", "tokenshift", "tokent1d"] = "tokent1d"
-    atm_ops: tuple[str, ...] = ("mul", "sub")  # () = no ATM
-    # blocks (ViT) / stages (ResNet) that run before ATM, 0 = before the first; null = model default
-    atm_after_blocks: Optional[int] = None
-    atm_residual: Literal["relu", "identity"] = "relu"
-    atm_hidden: Optional[int] = None  # ATM's reduced width; null = model default (64 published)
-    atm_width: Optional[int] = None  # ATM's encoder / transfer width; null = model default (64)
-    atm_context: int = 5  # ATM's temporal context K (odd): each frame with its K-1 nearest (5 published)
-    atm_downsample: Optional[bool] = None  # stride-2 ATM reduction; null = model default
-    atm_impl: Literal["auto", "plain", "cpu_fast"] = "auto"  # how ATM is computed (atm_core.atm): auto = cpu_fast on CPU
+    temporal: Literal[TEMPORAL_MODULES] = "tokent1d"
+    # ATM's settings (atm_core.atm.ATMOptions: ops, after_blocks, hidden, width, context, window,
+    # residual, downsample, impl), handed whole to the model; null = the model's default
+    atm: ATMOptions = field(default_factory=ATMOptions)
     conv_stem: Optional[tuple[int, ...]] = None  # ViT conv stem widths; null = default, [] = none
     dropout: float = 0.0  # before the classifier
     drop_path_rate: float = 0.0
@@ -49,7 +44,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: Literal["ssv1", "ssv2", "k400", "synthetic", "custom"] = "synthetic"
+    dataset: Literal[tuple(PRESETS)] = "synthetic"
     root: str = "data/synthetic"
     train_list: Optional[str] = None  # default: the preset's list file under root
     val_list: Optional[str] = None
@@ -152,12 +147,22 @@ def _plain(value: Any) -> Any:
 
 
 def valid_keys() -> list[str]:
-    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    keys = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            tp = _hints(cls)[f.name]
+            nested = dataclasses.fields(tp) if dataclasses.is_dataclass(tp) else ()
+            keys += [f"{section}.{f.name}.{n.name}" for n in nested] or [f"{section}.{f.name}"]
+    return keys
 
 
 # keys that were renamed, with what the new key means
-RENAMED = {"model.atm_layer": ("model.atm_after_blocks", "the number of blocks before ATM, "
-                                                        "the old 1-based atm_layer minus 1")}
+RENAMED = {
+    "model.atm_layer": ("model.atm.after_blocks", "the number of blocks before ATM, "
+                                                  "the old 1-based atm_layer minus 1"),
+    **{f"model.atm_{name}": (f"model.atm.{name}", "ATM's settings are one section, model.atm")
+       for name in (f.name for f in dataclasses.fields(ATMOptions))},
+}
 
 
 def _suggest(key: str) -> str:
@@ -165,7 +170,7 @@ def _suggest(key: str) -> str:
         new, meaning = RENAMED[key]
         return f"; it is now '{new}' ({meaning})"
     keys = valid_keys()
-    leaf_to_key = {k.split(".", 1)[1]: k for k in keys}
+    leaf_to_key = {k.rsplit(".", 1)[1]: k for k in keys}
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
     if not close:
         leaf = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(leaf_to_key), n=1, cutoff=0.6)
@@ -206,6 +211,8 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}key '{key}' expects a list, got {value!r}")
         return tuple(_coerce(f"{key}[{i}]", v, args[0], where) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _options(key, value, tp, where)
     if tp is dict or origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}key '{key}' expects a mapping, got {value!r}")
@@ -236,6 +243,24 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _options(key: str, value: Any, tp: type, where: str) -> Any:
+    """A nested options section (``model.atm``) built from a mapping, field by field."""
+    if isinstance(value, tp):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(tp)}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}key '{key}' expects a mapping of {', '.join(_hints(tp))}, got {value!r}")
+    hints = _hints(tp)
+    fields = {}
+    for name, item in value.items():
+        if name not in hints:
+            raise ConfigError(f"{where}unknown key '{key}.{name}'{_suggest(f'{key}.{name}')}")
+        fields[name] = _coerce(f"{key}.{name}", item, hints[name], where)
+    try:
+        return tp(**fields)
+    except ATMOptionError as e:
+        raise ConfigError(f"{where}key '{key}.{e.field}': {e}") from None
 
 
 # ---------------------------------------------------------------- YAML loading
@@ -289,8 +314,12 @@ def _apply_mapping(cfg: Config, data: dict, source: str, lines: dict[str, int]) 
             raise ConfigError(f"{where}section '{section}' must be a mapping, got {values!r}")
         for key, value in values.items():
             dotted = f"{section}.{key}"
-            kwhere = f"{source}:{lines.get(dotted, '?')}: " if source else ""
-            _set(cfg, dotted, value, kwhere)
+            nested = _hints(SECTIONS[section]).get(key)
+            items = ({f"{dotted}.{k}": v for k, v in value.items()}
+                     if isinstance(value, dict) and dataclasses.is_dataclass(nested) else {dotted: value})
+            for name, item in items.items():
+                kwhere = f"{source}:{lines.get(name, '?')}: " if source else ""
+                _set(cfg, name, item, kwhere)
 
 
 def _set(cfg: Config, dotted: str, value: Any, where: str = "", raw: str | None = None) -> None:
@@ -305,13 +334,17 @@ def _set(cfg: Config, dotted: str, value: Any, where: str = "", raw: str | None 
     if key not in hints:
         raise ConfigError(f"{where}unknown key '{dotted}'{_suggest(dotted)}")
     tp = hints[key]
-    if sub:
+    if sub and dataclasses.is_dataclass(tp):
+        value = _nested({}, sub.split("."), value)
+    elif sub:
         if not _accepts_dict(tp):
             raise ConfigError(f"{where}key '{section}.{key}' is not a mapping; cannot set '{dotted}'")
         value = _nested({}, sub.split("."), value)
     elif raw is not None and _accepts_str(tp):  # overrides of string keys keep their text verbatim
         value = None if raw.lower() in ("null", "none", "~") and _accepts_none(tp) else raw
     current = getattr(obj, key)
+    if dataclasses.is_dataclass(current) and isinstance(value, dict):
+        current = dataclasses.asdict(current)
     if isinstance(value, dict) and isinstance(current, dict):
         value = _merge(current, value)
     setattr(obj, key, _coerce(f"{section}.{key}", value, tp, where))
@@ -401,8 +434,7 @@ def check_values(cfg: Config) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    for key in ("model.img_size", "model.atm_hidden",
-                "model.atm_width", "model.atm_context", "data.num_frames",
+    for key in ("model.img_size", "data.num_frames",
                 "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs", "optim.atm_lr_scale",
                 "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
                 "train.keep_last", "train.log_every"):
@@ -413,7 +445,7 @@ def check_values(cfg: Config) -> None:
     for key in ("optim.lr", "optim.warmup_lr", "optim.min_lr", "optim.weight_decay",
                 "optim.warmup_epochs", "loss.label_smoothing", "loss.mixup", "loss.cutmix",
                 "data.num_workers", "train.save_every_steps", "train.save_every_minutes", "train.threads",
-                "model.dropout", "model.drop_path_rate", "model.atm_after_blocks"):
+                "model.dropout", "model.drop_path_rate"):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value is not None:
@@ -425,15 +457,6 @@ def check_values(cfg: Config) -> None:
                           f"than 'optim.epochs' ({cfg.optim.epochs})")
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"key 'optim.betas' needs two values, got {list(cfg.optim.betas)}")
-    try:
-        check_op_names(cfg.model.atm_ops)
-    except ValueError as e:
-        raise ConfigError(f"key 'model.atm_ops': {e}") from None
-    if cfg.model.atm_context % 2 == 0:
-        raise ConfigError(f"key 'model.atm_context' must be odd (the frame and as many neighbours "
-                          f"before as after it), got {cfg.model.atm_context}")
-    if cfg.model.temporal not in TEMPORAL_MODULES:
-        raise ConfigError(f"key 'model.temporal' must be one of {list(TEMPORAL_MODULES)}")
     if cfg.train.save_every_steps % cfg.train.grad_accum:
         raise ConfigError(f"key 'train.save_every_steps' ({cfg.train.save_every_steps}) must be a "
                           f"multiple of 'train.grad_accum' ({cfg.train.grad_accum}): a checkpoint "

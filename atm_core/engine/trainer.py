@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 from ..data.dataset import VideoDataset
 from ..data.errors import DataError, error_message
 from ..data.preflight import preflight
-from .builders import build_model, build_split, check_sample, write_benchmark_if_asked
+from . import builders
+from .builders import build_model, check_sample
 from .checkpoint import (
     abandon,
     clear,
@@ -180,15 +181,15 @@ def _prepare_data(accelerator: Accelerator, cfg: Config) -> tuple[VideoDataset, 
     """The benchmark where asked for, then both splits, checked against the model's input.
     Everything that can be wrong with the configuration or the lists fails here."""
     if accelerator.is_main_process:
-        write_benchmark_if_asked(cfg)
+        builders.prepare_dataset(cfg)
     accelerator.wait_for_everyone()
-    train_set, val_set = build_split(cfg, "train"), build_split(cfg, "val")
+    train_set, val_set = builders.dataset(cfg, "train"), builders.dataset(cfg, "val")
     if cfg.data.preflight:
         preflight((train_set, val_set), cfg.data.on_error, Path(cfg.train.output_dir), cfg.train.progress)
     check_sample(cfg, train_set, "train")
     check_sample(cfg, val_set, "val")
     if cfg.eval.after_train:
-        build_split(cfg, "test")  # the final evaluation's list (data.test_list) is checked now too
+        builders.dataset(cfg, "test")  # the final evaluation's list (data.test_list) is checked now too
     global_batch = cfg.train.batch_size * accelerator.num_processes
     if len(train_set) < global_batch:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} "

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import Config, load_config
+from ..engine.builders import atm_options
 from .project import WORK_DIR, project_root
 
 VARIANT_KEYS = ("tsn", "tsm", "tokenshift", "tokent1d", "atm_add", "atm_sub", "atm_mul", "atm_div",
@@ -36,7 +37,7 @@ def model_label(temporal: str, ops: Sequence[str], model_name: str = "") -> str:
 
 def config_label(cfg: Config) -> str:
     """:func:`model_label` of the model a run configuration describes."""
-    return model_label(cfg.model.temporal, cfg.model.atm_ops, cfg.model.name)
+    return model_label(cfg.model.temporal, atm_options(cfg).ops, cfg.model.name)
 
 
 def run_label(cfg: Config) -> str:
@@ -69,7 +70,7 @@ class Variant:
 
     @property
     def ops(self) -> tuple[str, ...]:
-        return tuple(self.recipe_config().model.atm_ops)
+        return tuple(atm_options(self.recipe_config()).ops)
 
     @property
     def label(self) -> str:
