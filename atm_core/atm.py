@@ -31,9 +31,9 @@ IMPLS = ("auto", "plain", "cpu_fast")
 class ATMOptionError(ValueError):
     """A bad value of one ATM option; ``field`` names it."""
 
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
+    def __init__(self, field: str, detail: str):
+        super().__init__(f"ATM option '{field}': {detail}")
+        self.field, self.detail = field, detail
 
 
 def _positive(value: int) -> int:
@@ -92,7 +92,7 @@ class ATMOptions:
                 try:
                     object.__setattr__(self, field.name, _CHECKS[field.name](value))
                 except ValueError as e:
-                    raise ATMOptionError(field.name, f"ATM option '{field.name}': {e}") from None
+                    raise ATMOptionError(field.name, str(e)) from None
 
     def over(self, defaults: ATMOptions) -> ATMOptions:
         """These options with their unset fields taken from ``defaults``."""

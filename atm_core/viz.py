@@ -105,7 +105,7 @@ def capture_atm(model: nn.Module) -> Iterator[list[BlockCapture]]:
     blocks = atm_blocks(model)
     if not blocks:
         raise ValueError(f"{type(model).__name__} has no ATM block (model.atm is None?): "
-                         "nothing to visualise; use a model built with atm_ops")
+                         "nothing to visualise; use a model built with ATM ops (model.atm.ops)")
     captured: list[BlockCapture] = []
     order = {name: i for i, (name, _) in enumerate(blocks)}
 

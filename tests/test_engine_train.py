@@ -52,7 +52,7 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_exact(bench, tmp_path):
     # ATM(mul, sub) with T1D: BatchNorm, temporal conv, repeated clips and Mixup all in play
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[mul,sub]", "train.save_every_steps=1",
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[mul,sub]", "train.save_every_steps=1",
              "loss.mixup=0.8", "loss.cutmix=1.0", "optim.clip_grad=1.0", "train.ema=true",
              "train.ema_decay=0.9"]
     reference = train(load_config(PARAMS / "synthetic_base.yaml", tiny_overrides(bench, tmp_path / "a", *extra)))
@@ -86,7 +86,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(bench, tmp_path):
 def test_persistent_worker_with_cached_frames_trains_like_in_process_loading(bench, tmp_path):
     # the CPU recipe's loader (one persistent worker, decoded videos cached in it after epoch 1)
     # must hand the model the same clips, with the same augmentation, in every epoch
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[sub]"]
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[sub]"]
     runs = {"in_process": ["data.num_workers=0", "data.options.cache_frames=false"],
             "worker": ["data.num_workers=1", "data.options.cache_frames=false"],
             "worker_cached": ["data.num_workers=1", "data.options.cache_frames=true"]}
@@ -109,7 +109,7 @@ def test_persistent_worker_with_cached_frames_trains_like_in_process_loading(ben
 def test_two_processes_match_one_process(bench, tmp_path):
     # without ATM and the conv stem the model has no BatchNorm, so the only difference is the
     # order of the gradient sums
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[]", "model.conv_stem=[]", "eval.batch_size=3"]
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[]", "model.conv_stem=[]", "eval.batch_size=3"]
     one = tiny_overrides(bench, tmp_path / "one", *extra)
     train(load_config(PARAMS / "synthetic_base.yaml", one))
     two = tiny_overrides(bench, tmp_path / "two", *extra, "train.batch_size=4")

@@ -36,7 +36,7 @@ def tiny(root: Path, out: Path, *extra: str) -> list[str]:
 @pytest.mark.slow
 def test_notebook_launcher_two_processes_match_one_process(bench, tmp_path):
     # no BatchNorm (no ATM, no conv stem): the two runs differ only in the order of gradient sums
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[]", "model.conv_stem=[]"]
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[]", "model.conv_stem=[]"]
     one = train(load_config(PARAMS / "synthetic_base.yaml", tiny(bench, tmp_path / "one", *extra,
                                                                   "train.batch_size=8")))
     two = launch_training(load_config(PARAMS / "synthetic_base.yaml",

@@ -260,7 +260,7 @@ def _options(key: str, value: Any, tp: type, where: str) -> Any:
     try:
         return tp(**fields)
     except ATMOptionError as e:
-        raise ConfigError(f"{where}key '{key}.{e.field}': {e}") from None
+        raise ConfigError(f"{where}key '{key}.{e.field}': {e.detail}") from None
 
 
 # ---------------------------------------------------------------- YAML loading

@@ -288,7 +288,7 @@ def from_official(state: Mapping[str, torch.Tensor], model: nn.Module,
     if unknown:
         raise ValueError(f"{source}: {len(unknown)} key(s) of the official checkpoint have no place in this "
                          f"model: {_shorten(unknown, _SHOWN)} (is it another architecture, ATM position "
-                         f"(atm_after_blocks={model.atm_after_blocks}) or set of ops?)")
+                         f"(atm.after_blocks={model.atm_after_blocks}) or set of ops?)")
     out, misfit = {}, []
     for official, value in state.items():
         if official in derived:
