@@ -195,3 +195,38 @@ def test_cli_reports_config_errors(tmp_path):
     assert result.returncode == 2
     assert "unknown key 'optim.lrr'; did you mean 'optim.lr'?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_trackers_get_the_epoch_records_tensorboard_and_mlflow(bench, tmp_path, monkeypatch):
+    """train.log_with=[tensorboard, mlflow]: TensorBoard event files and an MLflow run (local file
+    store) hold the same numbers as metrics.jsonl, and the run's config as MLflow parameters."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store opt-in
+    out = tmp_path / "tracked"
+    overrides = tiny_overrides(bench, out, "model.atm.ops=[]", "optim.epochs=2",
+                               "train.log_with=[tensorboard, mlflow]")
+    train(load_config(PARAMS / "synthetic_base.yaml", overrides))
+    records = read_metrics(out)
+
+    events = sorted((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    scalars = {}
+    for path in events:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars[tag] = [(e.step, e.value) for e in accumulator.Scalars(tag)]
+    for key in ("train_loss", "val_top1", "lr"):
+        assert scalars[key] == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in records], key
+
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    history = client.get_metric_history(run.info.run_id, "val_top1")
+    assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r["val_top1"])) for r in records]
+    assert run.data.params["model.atm.ops"] == "[]" and run.data.params["train.seed"] == "0"
+    assert run.info.status == "FINISHED"

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
+from accelerate.utils import LoggerType
 
 from ..atm import ATMOptionError, ATMOptions
 from ..data.presets import PRESETS
 from ..temporal import TEMPORAL_MODULES
+
+TRACKERS = tuple(t.value for t in LoggerType if t is not LoggerType.ALL)
 
 class ConfigError(ValueError):
     """A configuration problem, reported before any training starts."""
@@ -100,8 +103,10 @@ class TrainConfig:
     keep_last: int = 2  # epoch checkpoints kept besides best/
     resume: Optional[str] = None  # "auto", a checkpoint directory, or null
     threads: int = 0  # torch intra-op threads, 0 = leave torch's default
-    log_every: int = 10  # steps between tqdm postfix updates
-    tensorboard: bool = True  # used when tensorboard is installed
+    log_every: int = 10  # steps between reads of the training loss (tqdm postfix)
+    # experiment trackers (Accelerate's) that get the config and each epoch's record besides
+    # metrics.jsonl: tensorboard, mlflow, wandb, ...; [] = metrics.jsonl only
+    log_with: tuple[Literal[TRACKERS], ...] = ("tensorboard",)
     progress: bool = True  # tqdm bars on the main process
 
 
@@ -162,6 +167,7 @@ RENAMED = {
                                                   "the old 1-based atm_layer minus 1"),
     **{f"model.atm_{name}": (f"model.atm.{name}", "ATM's settings are one section, model.atm")
        for name in (f.name for f in dataclasses.fields(ATMOptions))},
+    "train.tensorboard": ("train.log_with", "the experiment trackers by name, [] for none"),
 }
 
 

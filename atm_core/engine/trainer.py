@@ -4,7 +4,7 @@ gradient accumulation, gathering and checkpoint state.
 Run directory (``train.output_dir``):
     config.yaml      the resolved configuration
     metrics.jsonl    one line per epoch (lr, train_loss, val_*, epoch_time, samples_per_s)
-    tensorboard/     the same scalars, when tensorboard is installed
+    tensorboard/     the same scalars for TensorBoard (train.log_with; MLflow, W&B where named)
     checkpoints/     step_<batches>/ (full state, last ``keep_last``) and best/ (weights)
     eval/            multi-view evaluation of best/ (``eval.after_train``)
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast
+from accelerate.utils import broadcast, set_seed
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -56,7 +56,7 @@ from .inference import IndexedDataset, predict
 from .metrics import classification_metrics
 from .optim import build_loss, build_optimizer, build_scheduler, build_video_mixup, scaled_lrs
 from .runtime import make_accelerator, release_accelerator
-from .sampling import EpochSampler, SeededDataset, derive_seed, seed_everything
+from .sampling import EpochSampler, SeededDataset, derive_seed
 from .tracking import MetricsLog, read_metrics
 
 
@@ -131,7 +131,7 @@ def train(cfg: Config | str | Path | dict) -> dict:
     "best_epoch", "last" (the last metrics record), "skipped" (unreadable videos per split),
     "eval" (the evaluation summary or None)}``."""
     cfg = as_config(cfg)
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, trackers=True)
     try:
         return _train(accelerator, cfg)
     finally:
@@ -157,6 +157,8 @@ class Run:
     val_loader: DataLoader
     state: TrainState = field(default_factory=TrainState)
     last_save: float = field(default_factory=time.monotonic)
+    # the epoch's loss sum on the device since it was last read (no host sync per step)
+    loss_total: torch.Tensor | None = None
 
     @property
     def ckpt_root(self) -> Path:
@@ -166,7 +168,21 @@ class Run:
     def global_batch(self) -> int:
         return self.cfg.train.batch_size * self.accelerator.num_processes
 
+    def add_loss(self, loss: torch.Tensor) -> None:
+        if self.loss_total is None:
+            self.loss_total = torch.tensor(self.state.loss_sum, dtype=torch.float64, device=loss.device)
+        self.loss_total += loss.detach()
+        self.state.loss_count += 1
+
+    def train_loss(self) -> float:
+        """The mean training loss of the epoch so far, read to the host (over all processes)."""
+        if self.loss_total is not None:
+            self.state.loss_sum = float(self.accelerator.reduce(self.loss_total, "mean"))
+            self.loss_total = None
+        return self.state.loss_sum / max(self.state.loss_count, 1)
+
     def save(self) -> Path:
+        self.train_loss()  # the checkpoint holds the loss so far
         path = save_checkpoint(self.accelerator, self.ckpt_root, self.state, self.ema,
                                self.cfg.train.keep_last)
         self.last_save = time.monotonic()
@@ -214,7 +230,7 @@ def _build_run(accelerator: Accelerator, cfg: Config, train_set: VideoDataset,
                val_set: VideoDataset) -> Run:
     """Model, optimizer, schedule and loaders, prepared by the Accelerator."""
     num_classes = len(train_set.classes)
-    seed_everything(cfg.train.seed)  # identical initial weights on every process
+    set_seed(cfg.train.seed)  # identical initial weights on every process
     model = build_model(cfg, num_classes, train_set.transform.input_size)
     global_batch = cfg.train.batch_size * accelerator.num_processes
     lrs = scaled_lrs(cfg.optim, global_batch * cfg.train.grad_accum)
@@ -276,7 +292,7 @@ def _checkpoint_due(run: Run, batches_per_epoch: int) -> bool:
 
 def _train_step(run: Run, clips: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
-    seed_everything(derive_seed(cfg.train.seed, epoch, state.batch, accelerator.process_index, 1))
+    set_seed(derive_seed(cfg.train.seed, epoch, state.batch, accelerator.process_index, 1))
     targets = labels
     if run.mixup is not None:
         clips, targets = run.mixup(clips, labels)
@@ -290,8 +306,7 @@ def _train_step(run: Run, clips: torch.Tensor, labels: torch.Tensor, epoch: int)
         run.optimizer.zero_grad(set_to_none=True)
     state.batch += 1
     state.batches_total += 1
-    state.loss_sum += float(accelerator.reduce(loss.detach(), "mean"))
-    state.loss_count += 1
+    run.add_loss(loss)
     if accelerator.sync_gradients:
         state.global_step += 1
         run.scheduler.step_update(num_updates=state.global_step)
@@ -316,7 +331,7 @@ def _train_epoch(run: Run, epoch: int) -> dict:
             _train_step(run, clips, labels, epoch)
             bar.update(1)
             if state.batch % cfg.train.log_every == 0:
-                bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}",
+                bar.set_postfix(loss=f"{run.train_loss():.4f}",
                                 lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
             if _checkpoint_due(run, batches):
                 state.train_time = time.perf_counter() - started
@@ -328,7 +343,7 @@ def _train_epoch(run: Run, epoch: int) -> dict:
     train_time = time.perf_counter() - started
     return {"epoch": epoch, "global_step": state.global_step,
             "lr": max(g["lr"] for g in run.optimizer.param_groups),
-            "train_loss": state.loss_sum / max(state.loss_count, 1), "train_time": train_time,
+            "train_loss": run.train_loss(), "train_time": train_time,
             "samples_per_s": batches * run.global_batch * run.train_set.num_sample / train_time}
 
 
@@ -392,7 +407,7 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
     resume_from = _resume_point(cfg)
     run = _build_run(accelerator, cfg, train_set, val_set)
     _restore(run, resume_from)
-    log = MetricsLog(out, cfg.train.tensorboard) if accelerator.is_main_process else None
+    log = MetricsLog(out, accelerator, cfg.to_dict()) if accelerator.is_main_process else None
     if log is not None:
         out.mkdir(parents=True, exist_ok=True)
         cfg.to_yaml(out / "config.yaml")

@@ -24,7 +24,7 @@ TEMPORAL_LABELS = {"tsn": "TSN", "tsm": "TSM", "tokenshift": "TokenShift", "toke
 QUICK_DATA = {"train_per_class": 1, "val_per_class": 1, "test_per_class": 1, "size": 64, "num_frames": 24}
 QUICK_OVERRIDES = (
     "optim.epochs=1", "optim.warmup_epochs=0", "train.batch_size=6", "eval.batch_size=12",
-    "data.num_workers=0", "eval.num_clips=1", "eval.num_crops=1", "train.tensorboard=false",
+    "data.num_workers=0", "eval.num_clips=1", "eval.num_crops=1", "train.log_with=[]",
 )
 
 
