@@ -112,15 +112,10 @@ class BenchmarkHooks(PresetHooks):
         return benchmark_track(recorded)
 
     def prepare(self, root, generate, *, create=False, replace=False, workers=1) -> None:
-        from .synthetic import TRACK_ROOTS, ensure_benchmark
+        from .synthetic import ensure_benchmark
 
-        if generate is None:
-            return
-        try:
+        if generate is not None:
             ensure_benchmark(root, generate, create=create, replace=replace, workers=workers)
-        except FileNotFoundError as e:
-            own = TRACK_ROOTS.get(generate.get("track", "shapes"), TRACK_ROOTS["shapes"])
-            raise FileNotFoundError(f"{e}; the benchmark's own folder is {own}") from e
 
     def defaults(self, root, generate) -> dict:
         return {"flip_labels": self.track(root, generate).flip_labels}
