@@ -63,7 +63,7 @@ def test_every_recipe_loads():
 
 def test_overrides_are_typed():
     cfg = load_config(None, ["optim.lr=1e-3", "train.batch_size=4", "model.atm.ops=[mul]",
-                             "model.atm.ops=add,div", "train.resume=null", "optim.clip_grad=5",
+                             "model.atm.ops=[add, div]", "train.resume=null", "optim.clip_grad=5",
                              "train.output_dir=2024", "data.options.input_size=96"])
     assert cfg.optim.lr == 1e-3 and isinstance(cfg.optim.lr, float)
     assert cfg.train.batch_size == 4

@@ -1,22 +1,27 @@
 """Typed run configuration: YAML recipes in ``params/`` plus ``section.key=value`` overrides.
 
 A recipe is a nested mapping with the sections below. ``base: other.yaml`` (a path
-relative to the recipe) inherits another recipe and overrides it key by key. Every
-key is checked against the dataclasses here: an unknown key fails with its file,
-line and the closest valid key; a value of the wrong type fails naming the key.
+relative to the recipe) inherits another recipe and overrides it key by key. The dataclasses
+here are OmegaConf structured configs: OmegaConf types, merges and parses the overrides (its
+dotlist); this module adds the ``base:`` chain and errors in the config's words (an unknown key
+with its file, line and the closest valid key, a value of the wrong type naming the key).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
 from accelerate.utils import LoggerType
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from ..atm import ATMOptionError, ATMOptions
 from ..data.presets import PRESETS
@@ -184,89 +189,95 @@ def _suggest(key: str) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid sections: {', '.join(SECTIONS)}"
 
 
-# ---------------------------------------------------------------- type checking
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
-    """``value`` checked (and losslessly converted) against the annotation ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        errors = []
-        for a in inner:
-            try:
-                return _coerce(key, value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{where}key '{key}' expects {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if isinstance(value, bool) or value not in args:
-            hint = (" (YAML reads unquoted no/yes/on/off as booleans: quote the value, e.g. 'no')"
-                    if isinstance(value, bool) else "")
-            raise ConfigError(f"{where}key '{key}' must be one of {list(args)}, got {value!r}{hint}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}key '{key}' expects a list, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, args[0], where) for i, v in enumerate(value))
-    if dataclasses.is_dataclass(tp):
-        return _options(key, value, tp, where)
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}key '{key}' expects a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}key '{key}' expects true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}key '{key}' expects an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}key '{key}' expects a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}key '{key}' expects a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} for '{key}'")
-
+# ---------------------------------------------------------------- errors in the config's words
 
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _options(key: str, value: Any, tp: type, where: str) -> Any:
-    """A nested options section (``model.atm``) built from a mapping, field by field."""
-    if isinstance(value, tp):
-        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(tp)}
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}key '{key}' expects a mapping of {', '.join(_hints(tp))}, got {value!r}")
-    hints = _hints(tp)
-    fields = {}
-    for name, item in value.items():
-        if name not in hints:
-            raise ConfigError(f"{where}unknown key '{key}.{name}'{_suggest(f'{key}.{name}')}")
-        fields[name] = _coerce(f"{key}.{name}", item, hints[name], where)
+def _annotation(key: str) -> Any:
+    """The type a dotted key (``model.atm.ops``, ``train.log_with[1]``) is declared with, or None."""
+    tp: Any = Config
+    for part in re.sub(r"\[\d+\]", "", key).split("."):
+        tp = _optional_inner(tp)
+        if not dataclasses.is_dataclass(tp) or part not in _hints(tp):
+            return None
+        tp = _hints(tp)[part]
+    if key.endswith("]"):
+        tp = typing.get_args(_optional_inner(tp))[0]
+    return tp
+
+
+def _optional_inner(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
+
+
+def _expects(tp: Any, value: Any) -> str:
+    """What a key of type ``tp`` takes, phrased for the error of ``value``."""
+    tp = _optional_inner(tp)
+    if typing.get_origin(tp) is Literal:
+        hint = (" (YAML reads unquoted no/yes/on/off as booleans: quote the value, e.g. 'no')"
+                if isinstance(value, bool) else "")
+        return f"must be one of {list(typing.get_args(tp))}, got {value!r}{hint}"
+    kinds = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+             tuple: "a list"}
+    kind = kinds.get(typing.get_origin(tp) or tp)
+    if dataclasses.is_dataclass(tp):
+        kind = f"a mapping of {', '.join(_hints(tp))}"
+    return f"expects {kind}, got {value!r}" if kind else f"got {value!r}"
+
+
+def _lookup(data: Any, key: str) -> Any:
+    for part in re.findall(r"[^.\[\]]+", key):
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, (list, tuple)) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def _dotted_keys(data: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of the leaves of a nested mapping."""
+    if not isinstance(data, dict) or not data:
+        return [prefix[:-1]] if prefix else []
+    return [key for name, value in data.items() for key in _dotted_keys(value, f"{prefix}{name}.")]
+
+
+def _config_error(error: Exception, data: dict, where: Callable[[str], str], section_words: bool) -> ConfigError:
+    """An OmegaConf or ATM option error of merging ``data``, as one line naming the key."""
+    if isinstance(error, ATMOptionError):
+        key = f"model.atm.{error.field}"
+        return ConfigError(f"{where(key)}key '{key}': {error.detail}")
+    tried = _dotted_keys(data)
+    key = getattr(error, "full_key", None) or (tried[0] if tried else "")
+    if isinstance(error, ConfigKeyError):
+        if section_words and "." not in key:
+            return ConfigError(f"{where(key)}unknown section '{key}'{_suggest(key)}")
+        key = next((k for k in tried if k.startswith(f"{key}.")), key)  # the whole key, not its first part
+        return ConfigError(f"{where(key)}unknown key '{key}'{_suggest(key)}")
+    tp = _annotation(key)
+    if tp is None:
+        return ConfigError(f"{where(key)}{str(error).splitlines()[0]}")
+    return ConfigError(f"{where(key)}key '{key}' {_expects(tp, _lookup(data, key))}")
+
+
+def _merged(cfg: DictConfig, data: dict, where: Callable[[str], str] = lambda key: "",
+            section_words: bool = False) -> DictConfig:
+    """``data`` (a nested mapping) merged into ``cfg``: typed, mappings merged key by key."""
+    for section, values in data.items():
+        if section in SECTIONS and not isinstance(values, dict):
+            raise ConfigError(f"{where(section)}section '{section}' must be a mapping, got {values!r}")
     try:
-        return tp(**fields)
-    except ATMOptionError as e:
-        raise ConfigError(f"{where}key '{key}.{e.field}': {e.detail}") from None
+        merged = OmegaConf.merge(cfg, data)
+        OmegaConf.to_object(merged)  # builds the nested options objects, which check themselves
+    except (OmegaConfBaseException, ATMOptionError) as e:
+        raise _config_error(e, data, where, section_words) from None
+    return merged
 
 
 # ---------------------------------------------------------------- YAML loading
@@ -311,119 +322,67 @@ def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, Pa
     return chain + [(data, path, _line_index(text))]
 
 
-def _apply_mapping(cfg: Config, data: dict, source: str, lines: dict[str, int]) -> None:
-    for section, values in data.items():
-        where = f"{source}:{lines.get(section, '?')}: " if source else ""
-        if section not in SECTIONS:
-            raise ConfigError(f"{where}unknown section '{section}'{_suggest(section)}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{where}section '{section}' must be a mapping, got {values!r}")
-        for key, value in values.items():
-            dotted = f"{section}.{key}"
-            nested = _hints(SECTIONS[section]).get(key)
-            items = ({f"{dotted}.{k}": v for k, v in value.items()}
-                     if isinstance(value, dict) and dataclasses.is_dataclass(nested) else {dotted: value})
-            for name, item in items.items():
-                kwhere = f"{source}:{lines.get(name, '?')}: " if source else ""
-                _set(cfg, name, item, kwhere)
-
-
-def _set(cfg: Config, dotted: str, value: Any, where: str = "", raw: str | None = None) -> None:
-    """Set ``section.key`` (or ``section.key.sub...`` inside a mapping-valued key). Mappings
-    merge into the current mapping key by key, so a recipe refines its base's options."""
-    section, _, rest = dotted.partition(".")
-    key, _, sub = rest.partition(".")
-    if section not in SECTIONS or not key:
-        raise ConfigError(f"{where}unknown key '{dotted}'{_suggest(dotted)}")
-    obj = getattr(cfg, section)
-    hints = _hints(type(obj))
-    if key not in hints:
-        raise ConfigError(f"{where}unknown key '{dotted}'{_suggest(dotted)}")
-    tp = hints[key]
-    if sub and dataclasses.is_dataclass(tp):
-        value = _nested({}, sub.split("."), value)
-    elif sub:
-        if not _accepts_dict(tp):
-            raise ConfigError(f"{where}key '{section}.{key}' is not a mapping; cannot set '{dotted}'")
-        value = _nested({}, sub.split("."), value)
-    elif raw is not None and _accepts_str(tp):  # overrides of string keys keep their text verbatim
-        value = None if raw.lower() in ("null", "none", "~") and _accepts_none(tp) else raw
-    current = getattr(obj, key)
-    if dataclasses.is_dataclass(current) and isinstance(value, dict):
-        current = dataclasses.asdict(current)
-    if isinstance(value, dict) and isinstance(current, dict):
-        value = _merge(current, value)
-    setattr(obj, key, _coerce(f"{section}.{key}", value, tp, where))
-
-
-def _nested(target: dict, keys: list[str], value: Any) -> dict:
-    node = target
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-    return target
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for k, v in update.items():
-        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
-    return merged
-
-
-def _accepts_dict(tp: Any) -> bool:
-    return tp is dict or typing.get_origin(tp) is dict or dict in typing.get_args(tp)
-
-
-def _accepts_str(tp: Any) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return all(isinstance(a, str) for a in args)
-    return tp is str or (origin in (Union, types.UnionType) and any(_accepts_str(a) for a in args))
-
-
-def _accepts_none(tp: Any) -> bool:
-    return type(None) in typing.get_args(tp)
-
-
-def parse_override(text: str) -> tuple[str, Any, str]:
-    """``"section.key=value"`` -> (key, YAML-parsed value, raw value)."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
+def _dotlist(text: str) -> dict:
+    """``"section.key=value"`` as a nested mapping, the value read as YAML (OmegaConf's dotlist)."""
+    key, sep, _ = text.partition("=")
+    if not sep or not key.strip():
         raise ConfigError(f"override '{text}' must look like section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value, raw
+        return OmegaConf.to_container(OmegaConf.from_dotlist([text]))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"override '{text}': {str(e).splitlines()[0]}") from None
+
+
+def _with_overrides(cfg: DictConfig, overrides: typing.Iterable[str]) -> DictConfig:
+    for text in overrides:
+        cfg = _merged(cfg, _dotlist(text), lambda key, text=text: f"override '{text}': ")
+    return cfg
+
+
+def _build(cfg: DictConfig) -> Config:
+    built = OmegaConf.to_object(cfg)
+    check_values(built)
+    return built
 
 
 def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
-    for text in overrides:
-        key, value, raw = parse_override(text)
-        _set(cfg, key, value, where=f"override '{text}': ", raw=raw)
-    return cfg
+    """A copy of ``cfg`` with ``section.key=value`` overrides applied."""
+    return _build(_with_overrides(_structured(cfg), overrides))
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
                 data: dict | None = None) -> Config:
     """Defaults <- recipe chain of ``path`` <- ``data`` (a nested dict) <- ``overrides``."""
-    cfg = Config()
+    cfg = OmegaConf.structured(Config)
     if path is not None:
         for mapping, source, lines in _read_recipe(Path(path)):
-            _apply_mapping(cfg, mapping, str(source), lines)
+            cfg = _merged(cfg, mapping, _located(source, lines), section_words=True)
     if data is not None:
-        _apply_mapping(cfg, data, "", {})
-    apply_overrides(cfg, overrides)
-    check_values(cfg)
-    return cfg
+        cfg = _merged(cfg, data, section_words=True)
+    return _build(_with_overrides(cfg, overrides))
+
+
+def _located(source: Path, lines: dict[str, int]) -> Callable[[str], str]:
+    """``key -> "file:line: "``, the line of the key or of the nearest enclosing one."""
+    def where(key: str) -> str:
+        parts = re.sub(r"\[\d+\]", "", key).split(".")
+        found = next((lines[".".join(parts[:n])] for n in range(len(parts), 0, -1)
+                      if ".".join(parts[:n]) in lines), "?")
+        return f"{source}:{found}: "
+    return where
+
+
+def _structured(cfg: Config) -> DictConfig:
+    """A Config built or edited in Python, type-checked as a recipe would be."""
+    try:
+        return OmegaConf.structured(cfg)
+    except OmegaConfBaseException as e:
+        raise _config_error(e, cfg.to_dict(), lambda key: "", False) from None
 
 
 def as_config(cfg: Config | str | Path | dict) -> Config:
     if isinstance(cfg, Config):
-        check_values(cfg)
-        return cfg
+        return _build(_structured(cfg))
     if isinstance(cfg, dict):
         return load_config(data=cfg)
     return load_config(cfg)
@@ -431,11 +390,6 @@ def as_config(cfg: Config | str | Path | dict) -> Config:
 
 def check_values(cfg: Config) -> None:
     """Value checks that need no files: ranges and keys that depend on each other."""
-    for section, cls in SECTIONS.items():  # re-check types (a Config may have been edited in Python)
-        obj = getattr(cfg, section)
-        for key, tp in _hints(cls).items():
-            setattr(obj, key, _coerce(f"{section}.{key}", getattr(obj, key), tp, ""))
-
     def positive(key: str, value: float, allow_zero: bool = False) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
