@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal, Optional
+from collections.abc import Callable
+from typing import Any, Literal, Optional
 
 import torch
 from torch import nn
@@ -62,6 +63,12 @@ def _flag(value: bool) -> bool:
     return value
 
 
+def _option(check: Callable[[Any], Any], published: Any = None) -> Any:
+    """A field of :class:`ATMOptions`: unset (None) by default, ``check`` validating a value that
+    is set, ``published`` the paper's value."""
+    return dataclasses.field(default=None, metadata={"check": check, "published": published})
+
+
 @dataclass(frozen=True)
 class ATMOptions:
     """Every setting of ATM, declared once; None everywhere means "the model's default".
@@ -72,25 +79,26 @@ class ATMOptions:
     (odd: each frame with its K-1 nearest); ``window`` the correlation window of ``mul``;
     ``residual`` ``"relu"`` (reference) or ``"identity"``; ``downsample`` the stride-2 reduction
     (ResNets); ``impl`` how a block is computed (module docstring). A model's defaults fill the
-    unset fields (:meth:`over`); :data:`PUBLISHED` holds the paper's.
+    unset fields (:meth:`over`); :data:`PUBLISHED` holds the paper's. A new option is one field
+    here, with its check and published value, and its use in the block.
     """
 
-    ops: Optional[tuple[str, ...]] = None
-    after_blocks: Optional[int] = None
-    hidden: Optional[int] = None
-    width: Optional[int] = None
-    context: Optional[int] = None
-    window: Optional[int] = None
-    residual: Optional[Literal[RESIDUAL_MODES]] = None
-    downsample: Optional[bool] = None
-    impl: Optional[Literal[IMPLS]] = None
+    ops: Optional[tuple[str, ...]] = _option(check_op_names, published=("mul", "sub"))
+    after_blocks: Optional[int] = _option(_count)  # no published default: each model has its own
+    hidden: Optional[int] = _option(_positive, published=64)
+    width: Optional[int] = _option(_positive, published=64)
+    context: Optional[int] = _option(check_context, published=5)
+    window: Optional[int] = _option(check_window, published=9)
+    residual: Optional[Literal[RESIDUAL_MODES]] = _option(_one_of(RESIDUAL_MODES), published="relu")
+    downsample: Optional[bool] = _option(_flag, published=False)
+    impl: Optional[Literal[IMPLS]] = _option(_one_of(IMPLS), published="auto")
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if value is not None:
                 try:
-                    object.__setattr__(self, field.name, _CHECKS[field.name](value))
+                    object.__setattr__(self, field.name, field.metadata["check"](value))
                 except ValueError as e:
                     raise ATMOptionError(field.name, str(e)) from None
 
@@ -103,13 +111,8 @@ class ATMOptions:
                 if getattr(self, f.name) is not None}
 
 
-_CHECKS = {"ops": check_op_names, "after_blocks": _count, "hidden": _positive, "width": _positive,
-           "context": check_context, "window": check_window, "residual": _one_of(RESIDUAL_MODES),
-           "downsample": _flag, "impl": _one_of(IMPLS)}
-
 # the paper's ATM; where ATM sits in a backbone is each model's own default
-PUBLISHED = ATMOptions(ops=("mul", "sub"), hidden=64, width=64, context=5, window=9, residual="relu",
-                       downsample=False, impl="auto")
+PUBLISHED = ATMOptions(**{f.name: f.metadata["published"] for f in dataclasses.fields(ATMOptions)})
 
 
 class ConvBNReLU(nn.Sequential):
