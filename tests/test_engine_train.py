@@ -230,3 +230,31 @@ def test_trackers_get_the_epoch_records_tensorboard_and_mlflow(bench, tmp_path, 
     assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r["val_top1"])) for r in records]
     assert run.data.params["model.atm.ops"] == "[]" and run.data.params["train.seed"] == "0"
     assert run.info.status == "FINISHED"
+
+
+def test_the_training_loss_stays_on_the_device_until_read():
+    """Run.add_loss keeps a float64 sum on the device (no host sync per step); reading it reduces
+    once over the processes and gives the per-step host sum of before, bit for bit."""
+    from atm_core.engine.trainer import Run
+
+    class CountingAccelerator:
+        reads = 0
+
+        def reduce(self, tensor, reduction):
+            self.reads += 1
+            return tensor
+
+    run = Run(*[None] * 13)
+    run.accelerator = CountingAccelerator()
+    losses = torch.rand(7, generator=torch.Generator().manual_seed(0))
+    for loss in losses[:4]:
+        run.add_loss(loss)
+    assert run.accelerator.reads == 0 and run.loss_total.dtype == torch.float64
+    expected = 0.0
+    for loss in losses[:4]:
+        expected += float(loss)
+    assert run.train_loss() == expected / 4 and run.accelerator.reads == 1
+    for loss in losses[4:]:  # after a read the sum goes on from the value read
+        run.add_loss(loss)
+        expected += float(loss)
+    assert run.train_loss() == expected / 7 and run.state.loss_count == 7
