@@ -17,8 +17,8 @@ Run layout: training writes ``<work_dir>/<variant>/`` (checkpoints, metrics, eva
 visualise notebooks load when no run of their own is there. Notebooks use the names below as
 ``workbook.<name>``.
 """
+from ..engine.builders import class_names
 from .analysis import (
-    class_names,
     direction_report,
     find_clip,
     flip_labels,
