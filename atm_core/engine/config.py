@@ -26,12 +26,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from ..atm import ATMOptionError, ATMOptions
 from ..data.presets import PRESETS
 from ..temporal import TEMPORAL_MODULES
+from .yaml_files import ConfigError, read_chain
 
 TRACKERS = tuple(t.value for t in LoggerType if t is not LoggerType.ALL)
-
-class ConfigError(ValueError):
-    """A configuration problem, reported before any training starts."""
-
 
 @dataclass
 class ModelConfig:
@@ -136,7 +133,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return OmegaConf.to_container(OmegaConf.structured(self))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -146,14 +143,6 @@ class Config:
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def valid_keys() -> list[str]:
@@ -280,47 +269,7 @@ def _merged(cfg: DictConfig, data: dict, where: Callable[[str], str] = lambda ke
     return merged
 
 
-# ---------------------------------------------------------------- YAML loading
-
-def _line_index(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line number in a YAML text, for error messages."""
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                name = f"{prefix}{k.value}"
-                lines[name] = k.start_mark.line + 1
-                walk(v, name + ".")
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, "")
-    return lines
-
-
-def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, Path, dict[str, int]]]:
-    """The chain of recipes ``path`` inherits from, base first."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: circular 'base' chain: {' -> '.join(map(str, seen + (path,)))}")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
-    chain = []
-    base = data.pop("base", None)
-    if base is not None:
-        if not isinstance(base, str):
-            raise ConfigError(f"{path}: 'base' must be a file name, got {base!r}")
-        chain = _read_recipe(path.parent / base, seen + (path,))
-    return chain + [(data, path, _line_index(text))]
-
+# ---------------------------------------------------------------- loading: recipe chain, data, overrides
 
 def _dotlist(text: str) -> dict:
     """``"section.key=value"`` as a nested mapping, the value read as YAML (OmegaConf's dotlist)."""
@@ -355,7 +304,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     """Defaults <- recipe chain of ``path`` <- ``data`` (a nested dict) <- ``overrides``."""
     cfg = OmegaConf.structured(Config)
     if path is not None:
-        for mapping, source, lines in _read_recipe(Path(path)):
+        for mapping, source, lines in read_chain(Path(path)):
             cfg = _merged(cfg, mapping, _located(source, lines), section_words=True)
     if data is not None:
         cfg = _merged(cfg, data, section_words=True)
