@@ -209,3 +209,17 @@ def test_data_num_frames_is_the_clip_length_the_model_is_built_for():
     assert model(torch.randn(1, 4, 3, 64, 64)).shape == (1, 12)
     with pytest.raises(ValueError, match="expected clips of num_frames=4 frames"):
         model(torch.randn(1, 8, 3, 64, 64))
+
+
+def test_a_run_record_from_before_the_atm_section_reads_as_the_same_settings(tmp_path):
+    from atm_core.engine.config import load_run_config
+
+    path = tmp_path / "config.yaml"
+    path.write_text("model:\n  temporal: tokent1d\n  atm_ops: [mul, sub]\n  atm_context: 3\n  atm_hidden: null\n"
+                    "train:\n  tensorboard: false\n  seed: 2\n")
+    cfg = load_run_config(path)
+    assert (cfg.model.atm.ops, cfg.model.atm.context, cfg.model.atm.hidden) == (("mul", "sub"), 3, None)
+    assert cfg.train.log_with == () and cfg.train.seed == 2
+    assert load_run_config(path).to_dict() == load_config(data=cfg.to_dict()).to_dict()
+    with pytest.raises(ConfigError, match=r"config\.yaml:3: unknown key 'model\.atm_ops'; it is now 'model\.atm\.ops'"):
+        load_config(path)  # as a recipe, the old keys are refused

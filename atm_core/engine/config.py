@@ -311,6 +311,21 @@ def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] 
     return _build(_with_overrides(cfg, overrides))
 
 
+def load_run_config(path: str | Path) -> Config:
+    """The ``config.yaml`` a training run wrote, also one written before ATM's settings became the
+    ``model.atm`` section and the trackers ``train.log_with``: a record of what ran, read as the
+    same settings under their new keys (a recipe with the old keys is refused instead)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    model, train = data.get("model") or {}, data.get("train") or {}
+    old = {k.removeprefix("atm_"): model.pop(k) for k in list(model)
+           if k.startswith("atm_") and k.removeprefix("atm_") in ATMOptions.__dataclass_fields__}
+    if old:
+        model["atm"] = {**old, **(model.get("atm") or {})}
+    if "tensorboard" in train:
+        train["log_with"] = ["tensorboard"] if train.pop("tensorboard") else []
+    return load_config(data=data)
+
+
 def _located(source: Path, lines: dict[str, int]) -> Callable[[str], str]:
     """``key -> "file:line: "``, the line of the key or of the nearest enclosing one."""
     def where(key: str) -> str:

@@ -7,7 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..engine import load_config
+from ..engine.config import load_run_config
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "eval/summary.json", "eval/predictions.csv",
              "eval/confusion.npy", "eval/confusion.png")
@@ -37,7 +37,7 @@ def export_run(run_dir: str | Path, dest: str | Path) -> Path:
     if missing:
         raise MissingMetrics(f"run {run_dir} has no {', '.join(missing)}: did training or its "
                              "evaluation (eval.after_train) fail?")
-    labels = label_file(load_config(run_dir / "config.yaml"))
+    labels = label_file(load_run_config(run_dir / "config.yaml"))
     if not labels.is_file():
         raise MissingMetrics(f"run {run_dir}: its data's label file {labels} does not exist")
     if dest.exists():
@@ -89,4 +89,4 @@ def read_run(run_dir: str | Path) -> dict:
     for key in ("top1", "top5", "num_videos", "eval_time"):
         if not isinstance(summary.get(key), (int, float)):
             raise MissingMetrics(f"run {run_dir}: eval/summary.json has no number '{key}'")
-    return {"config": load_config(run_dir / "config.yaml"), "metrics": records, "summary": summary}
+    return {"config": load_run_config(run_dir / "config.yaml"), "metrics": records, "summary": summary}
