@@ -223,3 +223,10 @@ def test_a_run_record_from_before_the_atm_section_reads_as_the_same_settings(tmp
     assert load_run_config(path).to_dict() == load_config(data=cfg.to_dict()).to_dict()
     with pytest.raises(ConfigError, match=r"config\.yaml:3: unknown key 'model\.atm_ops'; it is now 'model\.atm\.ops'"):
         load_config(path)  # as a recipe, the old keys are refused
+
+
+def test_string_keys_keep_the_override_text():
+    cfg = load_config(None, ["train.mixed_precision=no", "eval.checkpoint=007", "train.output_dir=2024",
+                             "model.pretrained_file=null"])
+    assert (cfg.train.mixed_precision, cfg.eval.checkpoint, cfg.train.output_dir) == ("no", "007", "2024")
+    assert cfg.model.pretrained_file is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
@@ -204,6 +205,13 @@ def _optional_inner(tp: Any) -> Any:
     return tp
 
 
+def _takes_text(tp: Any) -> bool:
+    tp = _optional_inner(tp)
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    return tp is str
+
+
 def _expects(tp: Any, value: Any) -> str:
     """What a key of type ``tp`` takes, phrased for the error of ``value``."""
     tp = _optional_inner(tp)
@@ -273,9 +281,13 @@ def _merged(cfg: DictConfig, data: dict, where: Callable[[str], str] = lambda ke
 
 def _dotlist(text: str) -> dict:
     """``"section.key=value"`` as a nested mapping, the value read as YAML (OmegaConf's dotlist)."""
-    key, sep, _ = text.partition("=")
-    if not sep or not key.strip():
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
         raise ConfigError(f"override '{text}' must look like section.key=value")
+    if _takes_text(_annotation(key)) and raw.strip().lower() not in ("null", "none", "~"):
+        # a string key keeps the override's text: YAML would read no as false and 007 as 7
+        return functools.reduce(lambda inner, part: {part: inner}, reversed(key.split(".")), raw)
     try:
         return OmegaConf.to_container(OmegaConf.from_dotlist([text]))
     except OmegaConfBaseException as e:
