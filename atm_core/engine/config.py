@@ -150,7 +150,7 @@ def valid_keys() -> list[str]:
     keys = []
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
-            tp = _hints(cls)[f.name]
+            tp = typing.get_type_hints(cls)[f.name]
             nested = dataclasses.fields(tp) if dataclasses.is_dataclass(tp) else ()
             keys += [f"{section}.{f.name}.{n.name}" for n in nested] or [f"{section}.{f.name}"]
     return keys
@@ -181,18 +181,14 @@ def _suggest(key: str) -> str:
 
 # ---------------------------------------------------------------- errors in the config's words
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _annotation(key: str) -> Any:
     """The type a dotted key (``model.atm.ops``, ``train.log_with[1]``) is declared with, or None."""
     tp: Any = Config
     for part in re.sub(r"\[\d+\]", "", key).split("."):
         tp = _optional_inner(tp)
-        if not dataclasses.is_dataclass(tp) or part not in _hints(tp):
+        if not dataclasses.is_dataclass(tp) or part not in typing.get_type_hints(tp):
             return None
-        tp = _hints(tp)[part]
+        tp = typing.get_type_hints(tp)[part]
     if key.endswith("]"):
         tp = typing.get_args(_optional_inner(tp))[0]
     return tp
@@ -223,19 +219,8 @@ def _expects(tp: Any, value: Any) -> str:
              tuple: "a list"}
     kind = kinds.get(typing.get_origin(tp) or tp)
     if dataclasses.is_dataclass(tp):
-        kind = f"a mapping of {', '.join(_hints(tp))}"
+        kind = f"a mapping of {', '.join(typing.get_type_hints(tp))}"
     return f"expects {kind}, got {value!r}" if kind else f"got {value!r}"
-
-
-def _lookup(data: Any, key: str) -> Any:
-    for part in re.findall(r"[^.\[\]]+", key):
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, (list, tuple)) and part.isdigit() and int(part) < len(data):
-            data = data[int(part)]
-        else:
-            return None
-    return data
 
 
 def _dotted_keys(data: Any, prefix: str = "") -> list[str]:
@@ -260,7 +245,9 @@ def _config_error(error: Exception, data: dict, where: Callable[[str], str], sec
     tp = _annotation(key)
     if tp is None:
         return ConfigError(f"{where(key)}{str(error).splitlines()[0]}")
-    return ConfigError(f"{where(key)}key '{key}' {_expects(tp, _lookup(data, key))}")
+    value = OmegaConf.select(OmegaConf.create(data), key)
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return ConfigError(f"{where(key)}key '{key}' {_expects(tp, value)}")
 
 
 def _merged(cfg: DictConfig, data: dict, where: Callable[[str], str] = lambda key: "",
