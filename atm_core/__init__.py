@@ -3,7 +3,7 @@
 Importing the package registers the video models with timm (``atm_core.models.SPECS``).
 """
 from . import models
-from .atm import ATM, ATMBlock
+from .atm import ATM, ATMBlock, ATMOptions
 from .ops import OP_NAMES
 
-__all__ = ["ATM", "ATMBlock", "OP_NAMES", "models"]
+__all__ = ["ATM", "ATMBlock", "ATMOptions", "OP_NAMES", "models"]

@@ -16,7 +16,10 @@ tensors and the plain path elsewhere.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any, Literal, Optional
 
 import torch
 from torch import nn
@@ -26,6 +29,92 @@ from .ops import OPS, check_context, check_frames, check_op_names, check_window,
 
 RESIDUAL_MODES = ("relu", "identity")
 IMPLS = ("auto", "plain", "cpu_fast", "cpu_fused")
+
+
+class ATMOptionError(ValueError):
+    """A bad value of one ATM option; ``field`` names it."""
+
+    def __init__(self, field: str, detail: str):
+        super().__init__(f"ATM option '{field}': {detail}")
+        self.field, self.detail = field, detail
+
+
+def _positive(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"must be a positive integer, got {value!r}")
+    return value
+
+
+def _count(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be an integer >= 0, got {value!r}")
+    return value
+
+
+def _one_of(choices: tuple[str, ...]):
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {list(choices)}, got {value!r}")
+        return value
+    return check
+
+
+def _flag(value: bool) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _option(check: Callable[[Any], Any], published: Any = None) -> Any:
+    """A field of :class:`ATMOptions`: unset (None) by default, ``check`` validating a value that
+    is set, ``published`` the paper's value."""
+    return dataclasses.field(default=None, metadata={"check": check, "published": published})
+
+
+@dataclass(frozen=True)
+class ATMOptions:
+    """Every setting of ATM, declared once; None everywhere means "the model's default".
+
+    ``ops`` run in order (``()``: no ATM); ``after_blocks`` places ATM after that many backbone
+    blocks (ViT) or stages (ResNet), 0 = before the first; ``hidden`` is the reduced width D and
+    ``width`` the similarity-encoder / domain-transfer width; ``context`` the temporal context K
+    (odd: each frame with its K-1 nearest); ``window`` the correlation window of ``mul``;
+    ``residual`` ``"relu"`` (reference) or ``"identity"``; ``downsample`` the stride-2 reduction
+    (ResNets); ``impl`` how a block is computed (module docstring). A model's defaults fill the
+    unset fields (:meth:`over`); :data:`PUBLISHED` holds the paper's. A new option is one field
+    here, with its check and published value, and its use in the block.
+    """
+
+    ops: Optional[tuple[str, ...]] = _option(check_op_names, published=("mul", "sub"))
+    after_blocks: Optional[int] = _option(_count)  # no published default: each model has its own
+    hidden: Optional[int] = _option(_positive, published=64)
+    width: Optional[int] = _option(_positive, published=64)
+    context: Optional[int] = _option(check_context, published=5)
+    window: Optional[int] = _option(check_window, published=9)
+    residual: Optional[Literal[RESIDUAL_MODES]] = _option(_one_of(RESIDUAL_MODES), published="relu")
+    downsample: Optional[bool] = _option(_flag, published=False)
+    impl: Optional[Literal[IMPLS]] = _option(_one_of(IMPLS), published="auto")
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                try:
+                    object.__setattr__(self, field.name, field.metadata["check"](value))
+                except ValueError as e:
+                    raise ATMOptionError(field.name, str(e)) from None
+
+    def over(self, defaults: ATMOptions) -> ATMOptions:
+        """These options with their unset fields taken from ``defaults``."""
+        return dataclasses.replace(defaults, **self.set_fields())
+
+    def set_fields(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) is not None}
+
+
+# the paper's ATM; where ATM sits in a backbone is each model's own default
+PUBLISHED = ATMOptions(**{f.name: f.metadata["published"] for f in dataclasses.fields(ATMOptions)})
 
 
 class ConvBNReLU(nn.Sequential):
@@ -68,7 +157,7 @@ class ArithmeticCue(nn.Module):
 
     def forward(self, reduced: torch.Tensor) -> torch.Tensor:
         pairs = pair_frames(reduced, self.num_frames, self.context)
-        return OPS["mul"](*pairs, self.window) if self.op == "mul" else OPS[self.op](*pairs)
+        return OPS[self.op](*pairs, self.window)
 
 
 class ATMBlock(nn.Module):
@@ -81,35 +170,22 @@ class ATMBlock(nn.Module):
     the similarity encoder and the domain transfer (both 64 in the paper).
     """
 
-    def __init__(
-        self,
-        channels: int,
-        num_frames: int,
-        op: str,
-        hidden: int = 64,
-        context: int = 5,
-        window: int = 9,
-        downsample: bool = False,
-        residual: str = "relu",
-        width: int = 64,
-        impl: str = "auto",
-    ):
+    def __init__(self, channels: int, num_frames: int, op: str, options: ATMOptions = ATMOptions()):
         super().__init__()
         (op,) = check_op_names((op,))
-        if residual not in RESIDUAL_MODES:
-            raise ValueError(f"unknown residual {residual!r}; choose from {RESIDUAL_MODES}")
-        if impl not in IMPLS:
-            raise ValueError(f"unknown impl {impl!r}; choose from {IMPLS}")
-        if op == "mul" and window != 9:
+        options = options.over(PUBLISHED)
+        hidden, width, context, window = options.hidden, options.width, options.context, options.window
+        volume = OPS[op].volume
+        if volume and window != 9:
             raise ValueError(f"the similarity encoder needs window=9, got window={window}")
-        self.op, self.num_frames, self.window = op, num_frames, check_window(window)
-        self.context = check_context(context)
-        self.downsample, self.residual, self.impl = downsample, residual, impl
+        self.op, self.num_frames, self.window, self.context = op, num_frames, window, context
+        self.downsample, self.residual, self.impl = options.downsample, options.residual, options.impl
+        downsample = self.downsample
 
         self.reduce = ConvBNReLU(channels, hidden, stride=2 if downsample else 1)
         self.cue = ArithmeticCue(op, num_frames, context, window)
-        self.encoder = SimilarityEncoder(width) if op == "mul" else None
-        self.transfer = nn.Sequential(ConvBNReLU(width if op == "mul" else hidden, width),
+        self.encoder = SimilarityEncoder(width) if volume else None
+        self.transfer = nn.Sequential(ConvBNReLU(width if volume else hidden, width),
                                       ConvBNReLU(width, width))
         self.fuse = ConvBNReLU(context * width, width)
         if downsample:
@@ -152,27 +228,12 @@ class ATMBlock(nn.Module):
 
 
 class ATM(nn.Sequential):
-    """ATM blocks applied in order, each one's output feeding the next."""
+    """ATM blocks applied in order, each one's output feeding the next: one per op of ``options``."""
 
-    def __init__(
-        self,
-        channels: int,
-        num_frames: int,
-        ops: Sequence[str] = ("mul", "sub"),
-        hidden: int = 64,
-        context: int = 5,
-        window: int = 9,
-        downsample: bool = False,
-        residual: str = "relu",
-        width: int = 64,
-        impl: str = "auto",
-    ):
-        ops = check_op_names(ops)
+    def __init__(self, channels: int, num_frames: int, options: ATMOptions = ATMOptions()):
+        ops = options.over(PUBLISHED).ops
         if not ops:
             raise ValueError("ops must be a non-empty sequence of ATM op names, got ()")
-        super().__init__(*[
-            ATMBlock(channels, num_frames, op, hidden, context, window, downsample, residual, width, impl)
-            for op in ops
-        ])
+        super().__init__(*[ATMBlock(channels, num_frames, op, options) for op in ops])
         self.ops = ops
 

@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .atm import ATMBlock
+from .data.presets import HOOKS
 
 FULL = "full model"
 
@@ -108,11 +109,11 @@ def eval_clips(cfg, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, li
     import copy
 
     from .data.dataset import LEFT_OUT
-    from .engine.builders import build_split
+    from .engine import builders
     from .engine.config import apply_overrides
 
     single = apply_overrides(copy.deepcopy(cfg), ["eval.num_clips=1", "eval.num_crops=1"])
-    dataset = build_split(single, split)
+    dataset = builders.dataset(single, split)
     items = [dataset[i] for i in range(len(dataset))]
     kept = [(views[0], label) for views, label, *_ in items if label != LEFT_OUT]
     if not kept:
@@ -188,7 +189,7 @@ def contributions(model: nn.Module, cfg, split: str = "test", offsets: bool = Tr
     ``cfg``'s ``split``."""
     clips, labels, classes = eval_clips(cfg, split)
     predictions = knockout_predictions(model, clips, labels, model_parts(model, offsets), cfg.eval.batch_size)
-    reversal = reversal_confusions(predictions, classes) if cfg.data.dataset == "synthetic" else None
+    reversal = reversal_confusions(predictions, classes) if HOOKS[cfg.data.dataset].reversal_pairs else None
     return Contributions(class_accuracy(predictions, classes), top1_drops(predictions, classes), reversal)
 
 

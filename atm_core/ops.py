@@ -11,11 +11,12 @@ returns its cue ``(B, T, K, D', h, w)``, pairs ordered ``(b, t, o)`` with the of
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-OP_NAMES = ("add", "sub", "mul", "div")
 NORM_EPS = 1e-6
 
 
@@ -29,8 +30,8 @@ def check_op_names(names: Sequence[str]) -> tuple[str, ...]:
                          f"write ({names!r},)")
     names = tuple(names)
     for name in names:
-        if name not in OP_NAMES:
-            raise ValueError(f"unknown ATM op {name!r}; valid: {', '.join(OP_NAMES)}")
+        if name not in OPS:
+            raise ValueError(f"unknown ATM op {name!r}; valid: {', '.join(OPS)}")
     return names
 
 
@@ -133,4 +134,74 @@ def mul(anchor: torch.Tensor, neighbour: torch.Tensor, window: int = 9) -> torch
     return local_correlation(l2_normalize(anchor), l2_normalize(neighbour), window)
 
 
-OPS: dict[str, Callable[..., torch.Tensor]] = {"add": add, "sub": sub, "mul": mul, "div": div}
+# ---------------------------------------------------------------- one record per op
+
+Tensors = Callable[..., torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Separable:
+    """An element-wise op written ``combine(frame_map(a), frame_map(b))`` with ``combine`` linear and
+    ``frame_map`` zero at zero (None: the identity). The CPU kernels then run the first linear layer
+    after the cue on the T frames instead of the T*K pairs (:mod:`atm_core.kernels.block`)."""
+
+    combine: Tensors
+    frame_map: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+
+@dataclass(frozen=True)
+class OfficialLayer:
+    """Where the official ATM code (modules/ATM.py) keeps an op's weights: its layer and domain
+    transfer names, the prefix of its reduction, and its place in that code's fixed run order."""
+
+    layer: str
+    transfer: str
+    position: int
+    reduce: str = "downsample."
+
+
+@dataclass(frozen=True)
+class Op:
+    """Everything the package knows about one ATM operation.
+
+    ``cue(anchor, neighbour)`` is the op on paired frames; with ``volume`` it is
+    ``cue(anchor, neighbour, window)`` and returns a ``W*W`` similarity volume that the block encodes
+    with its similarity encoder. ``title`` and ``heat`` caption the figures (``heat`` says what a
+    heat map of the cue shows; None: the op's figure is not a heat map).
+    """
+
+    name: str
+    cue: Tensors
+    title: str
+    heat: Optional[str] = None
+    volume: bool = False
+    separable: Optional[Separable] = None
+    official: Optional[OfficialLayer] = None
+
+    def __call__(self, anchor: torch.Tensor, neighbour: torch.Tensor, window: int = 9) -> torch.Tensor:
+        return self.cue(anchor, neighbour, window) if self.volume else self.cue(anchor, neighbour)
+
+
+OPS: dict[str, Op] = {}
+
+
+def register_op(op: Op) -> Op:
+    """Make ``op`` an ATM op by name (``ATMOptions(ops=(op.name,))``); a taken name is an error."""
+    if op.name in OPS:
+        raise ValueError(f"an ATM op named {op.name!r} is already registered")
+    OPS[op.name] = op
+    return op
+
+
+register_op(Op("add", add, "addition: x[t+o] + x[t]",
+               heat="heat = size of the sum of frame t and frame t+o at each position",
+               separable=Separable(add), official=OfficialLayer("intelayer", "inte2vis", 2)))
+register_op(Op("sub", sub, "subtraction: x[t+o] - x[t]",
+               heat="heat = size of the change from frame t to frame t+o at each position",
+               separable=Separable(sub), official=OfficialLayer("difflayer", "diff2vis", 1)))
+register_op(Op("mul", mul, "multiplication: local cosine similarity of x[t] and x[t+o]", volume=True,
+               official=OfficialLayer("corrlayer", "sim2vis", 0, reduce="sim.downsample.")))
+register_op(Op("div", div, "division: log1p|x[t+o]| - log1p|x[t]|",
+               heat="heat = size of the log-ratio of frame t+o to frame t at each position",
+               separable=Separable(sub, log_magnitude), official=OfficialLayer("divlayer", "div2vis", 3)))
+OP_NAMES = tuple(OPS)  # the built-in ops

@@ -135,9 +135,9 @@ def views_dataset(cfg, videos: Sequence[Path], views: tuple[int, int] | None):
 
 def split_videos(cfg, split: str = "test", count: int = 3) -> list[Path]:
     """The first ``count`` videos listed in ``cfg``'s ``split`` (to try :func:`predict_videos` on)."""
-    from .engine.builders import build_split
+    from .engine import builders
 
-    dataset = build_split(cfg, split)
+    dataset = builders.dataset(cfg, split)
     return [dataset.root / record.path for record in dataset.records[:count]]
 
 

@@ -39,6 +39,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .engine.builders import atm_options
 from .engine.runtime import relaunch_with_tuned_malloc
 from .workbook.project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
 from .workbook.runs import MissingMetrics, export_checkpoint, export_run
@@ -163,7 +164,7 @@ def training_cost(job: Job) -> float:
     if job.notebook != "train":
         return 0.0
     recipe = variant(job.parameters["variant"]).recipe_config()
-    return recipe.optim.epochs * (MUL_COST if "mul" in recipe.model.atm_ops else 1.0)
+    return recipe.optim.epochs * (MUL_COST if "mul" in atm_options(recipe).ops else 1.0)
 
 
 def longest_first(jobs: Sequence[Job]) -> list[Job]:

@@ -1,7 +1,7 @@
 """What the ATM blocks compute, as figures: cues, similarity volumes and residuals over the frames.
 
     clip, _ = load_clip("my_video.mp4", cfg)  # the recipe's reader, sampling and eval transform
-    model = load_model(cfg, checkpoint, len(clip_classes(cfg)))
+    model = builders.load_model(cfg, checkpoint)  # atm_core.engine.builders
     with capture_atm(model) as captures:      # hooks record every ATMBlock's cue and branch
         model(clip[None])
     fig = plot_block(frames, captures[0])     # a matplotlib Figure
@@ -43,19 +43,11 @@ from matplotlib.patches import Rectangle
 from torch import nn
 
 from .atm import ATMBlock
+from .ops import OPS
 from .engine.config import Config
 
-OP_TITLES = {
-    "add": "addition: x[t+o] + x[t]",
-    "sub": "subtraction: x[t+o] - x[t]",
-    "div": "division: log1p|x[t+o]| - log1p|x[t]|",
-    "mul": "multiplication: local cosine similarity of x[t] and x[t+o]",
-}
-OP_HEAT = {
-    "add": "heat = size of the sum of frame t and frame t+o at each position",
-    "sub": "heat = size of the change from frame t to frame t+o at each position",
-    "div": "heat = size of the log-ratio of frame t+o to frame t at each position",
-}
+OP_TITLES = {name: op.title for name, op in OPS.items()}
+OP_HEAT = {name: op.heat for name, op in OPS.items() if op.heat is not None}
 HEAT_CMAP = "inferno"
 CONFUSION_TICK_SIZE = 9  # points, at the saved figures' dpi
 
@@ -113,7 +105,7 @@ def capture_atm(model: nn.Module) -> Iterator[list[BlockCapture]]:
     blocks = atm_blocks(model)
     if not blocks:
         raise ValueError(f"{type(model).__name__} has no ATM block (model.atm is None?): "
-                         "nothing to visualise; use a model built with atm_ops")
+                         "nothing to visualise; use a model built with ATM ops (model.atm.ops)")
     captured: list[BlockCapture] = []
     order = {name: i for i, (name, _) in enumerate(blocks)}
 
@@ -231,41 +223,6 @@ def clip_stats(cfg: Config) -> tuple[Sequence[float], Sequence[float]]:
 
     recipe = resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val"))
     return recipe.mean, recipe.std
-
-
-def clip_classes(cfg: Config) -> list[str]:
-    """Class names of the recipe's dataset: its label file under ``data.root`` when present, else
-    the built-in benchmark's names, else the preset's class ids."""
-    from .data import PRESETS, read_labels
-
-    recipe = PRESETS[cfg.data.dataset]
-    label_file = cfg.data.options.get("label_file", recipe.label_file)
-    if label_file and (Path(cfg.data.root) / label_file).is_file():
-        return read_labels(Path(cfg.data.root) / label_file)
-    if cfg.data.dataset == "synthetic":
-        from .data.synthetic import benchmark_track
-        from .engine.builders import synthetic_track
-
-        return list(benchmark_track(synthetic_track(cfg)).classes)
-    num_classes = cfg.data.options.get("num_classes", recipe.num_classes)
-    if num_classes is None:
-        raise ValueError(f"data.dataset={cfg.data.dataset!r}: no label file at "
-                         f"{Path(cfg.data.root) / str(label_file)} and no data.options.num_classes")
-    return [str(i) for i in range(num_classes)]
-
-
-def load_model(cfg: Config, checkpoint: str | Path | None, num_classes: int) -> nn.Module:
-    """The model ``cfg`` describes with the weights of ``checkpoint`` (``None``: as built), in eval
-    mode. The one place the visualisation loads weights."""
-    from .data.presets import resolve_recipe
-    from .engine.builders import build_model, dataset_options
-    from .engine.checkpoint import load_weights
-
-    input_size = resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val")).input_size
-    model = build_model(cfg, num_classes, input_size)
-    if checkpoint is not None:
-        load_weights(model, checkpoint)
-    return model.eval()
 
 
 # ---------------------------------------------------------------- maps (numpy)

@@ -40,7 +40,7 @@ FRAMES, CLASSES, SIZE = 8, 174, 224
 def build() -> torch.nn.Module:
     timm.layers.set_fused_attn(True)  # F.scaled_dot_product_attention in every attention
     return timm.create_model(MODEL, pretrained=False, num_frames=FRAMES, num_classes=CLASSES,
-                             temporal="tokent1d", atm_ops=("mul", "sub")).cuda().train()
+                             temporal="tokent1d", atm=dict(ops=("mul", "sub"))).cuda().train()
 
 
 def make_step(model: torch.nn.Module, compiled: bool):
@@ -128,7 +128,7 @@ def forward_gmac_per_clip() -> float:
     from fvcore.nn import FlopCountAnalysis
 
     model = timm.create_model(MODEL, pretrained=False, num_frames=FRAMES, num_classes=CLASSES,
-                              temporal="tokent1d", atm_ops=("mul", "sub")).eval()
+                              temporal="tokent1d", atm=dict(ops=("mul", "sub"))).eval()
     analysis = FlopCountAnalysis(model, (torch.randn(1, FRAMES, 3, SIZE, SIZE),))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return analysis.total() / 1e9

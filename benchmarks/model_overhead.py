@@ -3,7 +3,7 @@
     python benchmarks/model_overhead.py [--threads 2] [--repeats 7] [--malloc keep|default]
 
 Two models of the reference configuration (CLIP ViT-B/16, 224^2, 8 frames, 174 classes, TokenT1D
-in every block), one with ATM(mul, sub) after 7 of 12 blocks and one without (``atm_ops=()``), share
+in every block), one with ATM(mul, sub) after 7 of 12 blocks and one without (``atm=dict(ops=())``), share
 every other weight. Both run inference (eval mode, inference_mode) on one clip, interleaved;
 the overhead is the median of the paired time ratios. fvcore's MAC counts of both models are
 printed beside it. The last line is the ratio.
@@ -31,7 +31,7 @@ FRAMES, CLASSES = 8, 174
 
 def build(atm_ops: tuple[str, ...]) -> torch.nn.Module:
     return timm.create_model(MODEL, pretrained=False, num_frames=FRAMES, num_classes=CLASSES,
-                             temporal="tokent1d", atm_ops=atm_ops).eval()
+                             temporal="tokent1d", atm=dict(ops=atm_ops)).eval()
 
 
 def gmac(model: torch.nn.Module, clip: torch.Tensor) -> float:

@@ -8,8 +8,8 @@ from its recipe (``params/synthetic_*.yaml``) at the recipe's batch size (32 cli
 recipes 8) of 8 frames at 64^2, on random clips:
 
   committed  the path the main job ran before this benchmark existed: eager, fp32,
-             ``model.atm_impl=cpu_fast`` (what ``auto`` chose on the CPU then);
-  default    what a recipe runs now: eager, fp32, ``model.atm_impl=auto``.
+             ``model.atm.impl=cpu_fast`` (what ``auto`` chose on the CPU then);
+  default    what a recipe runs now: eager, fp32, ``model.atm.impl=auto``.
 
 Both are built from the same code with the same seed and weights. Before anything is timed, the
 two are compared on one batch: logits and every parameter gradient (max abs difference over the
@@ -62,7 +62,7 @@ FRAMES, SIZE, CLASSES = 8, 64, 12
 
 @dataclass(frozen=True)
 class StepPath:
-    """How a step is computed: the ATM kernel choice (``model.atm_impl``)."""
+    """How a step is computed: the ATM kernel choice (``model.atm.impl``)."""
 
     name: str
     atm_impl: str
@@ -73,7 +73,7 @@ DEFAULT = StepPath("default", "auto")
 
 
 def recipe(label: str, path: StepPath) -> Config:
-    return load_config(PARAMS / f"{MODELS[label]}.yaml", [f"model.atm_impl={path.atm_impl}"])
+    return load_config(PARAMS / f"{MODELS[label]}.yaml", [f"model.atm.impl={path.atm_impl}"])
 
 
 def build(label: str, path: StepPath, state: dict | None = None) -> tuple[nn.Module, torch.optim.Optimizer, Config]:
@@ -211,8 +211,8 @@ def main() -> None:
             "rows": rows,
         }],
         "notes": [
-            "committed: eager, fp32, model.atm_impl=cpu_fast (the main job's path before this "
-            "benchmark); default: eager, fp32, model.atm_impl=auto.",
+            "committed: eager, fp32, model.atm.impl=cpu_fast (the main job's path before this "
+            "benchmark); default: eager, fp32, model.atm.impl=auto.",
             "GMAC/s: 3 x fvcore's forward MACs of one clip (ATM blocks counted on their plain path) "
             "times clips per second; share of peak: that over the faster fp32 2048^3 GEMM (MKL "
             "sgemm or oneDNN 1x1 conv) timed in the same repeats.",

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from atm_core import ATM, ATMBlock
+from atm_core.atm import ATMOptions
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -20,7 +21,7 @@ def n_params(module: torch.nn.Module) -> int:
     ],
 )
 def test_parameter_counts_equal_the_reference(channels, ops, expected):
-    assert n_params(ATM(channels, num_frames=8, ops=ops)) == expected
+    assert n_params(ATM(channels, 8, ATMOptions(ops=ops))) == expected
 
 
 @pytest.mark.parametrize("op", ["mul", "sub"])
@@ -32,7 +33,7 @@ def test_narrow_block_parameter_count(op):
     expected = (conv_bn(C, D) + (encoder if op == "mul" else 0)
                 + conv_bn(width if op == "mul" else D, width) + conv_bn(width, width)
                 + conv_bn(K * width, width) + width * C)
-    assert n_params(ATMBlock(C, 8, op, hidden=D, width=width)) == expected
+    assert n_params(ATMBlock(C, 8, op, ATMOptions(hidden=D, width=width))) == expected
 
 
 def randomise(module: torch.nn.Module) -> None:
@@ -47,7 +48,7 @@ def test_fuse_reads_offsets_in_offset_major_channel_groups(op):
     frames t and t+2 only: the regrouping is offset-major and the time padding is zeros (so the
     correlation of the last two frames with their missing neighbour is zero whatever they hold)."""
     T, K, width = 5, 5, 16
-    block = ATMBlock(12, T, op, hidden=8, width=width, impl="plain").double()
+    block = ATMBlock(12, T, op, ATMOptions(hidden=8, width=width, impl="plain")).double()
     randomise(block)
     with torch.no_grad():
         kept = block.fuse[0].weight[:, (K - 1) * width :].clone()
@@ -67,7 +68,7 @@ def test_fuse_reads_offsets_in_offset_major_channel_groups(op):
 
 
 def test_auto_impl_runs_the_kernels_on_cpu_only():
-    block = ATMBlock(8, 2, "sub", hidden=4)
+    block = ATMBlock(8, 2, "sub", ATMOptions(hidden=4))
     assert block.uses_cpu_fast(torch.zeros(1))
     assert not block.uses_cpu_fast(torch.zeros(1, device="meta"))
     block.impl = "plain"
@@ -76,12 +77,12 @@ def test_auto_impl_runs_the_kernels_on_cpu_only():
 
 def test_identity_residual_is_exact_identity_at_init_and_relu_clips():
     x = torch.randn(2 * 4, 16, 5, 5)
-    assert torch.equal(ATM(16, 4, ("mul", "sub", "add", "div"), residual="identity")(x), x)
-    assert torch.equal(ATM(16, 4, ("sub",), residual="relu")(x), torch.relu(x))
+    assert torch.equal(ATM(16, 4, ATMOptions(ops=("mul", "sub", "add", "div"), residual="identity"))(x), x)
+    assert torch.equal(ATM(16, 4, ATMOptions(ops=("sub",), residual="relu"))(x), torch.relu(x))
 
 
 def test_blocks_compose_in_order():
-    atm = ATM(8, 2, ("mul", "sub"), hidden=4, residual="identity")
+    atm = ATM(8, 2, ATMOptions(ops=("mul", "sub"), hidden=4, residual="identity"))
     randomise(atm)
     x = torch.randn(4, 8, 4, 4)
     torch.testing.assert_close(atm(x), atm[1](atm[0](x)))
@@ -89,7 +90,7 @@ def test_blocks_compose_in_order():
 
 
 def test_backward_reaches_every_parameter():
-    atm = ATM(16, 4, ("mul", "sub", "add", "div"), hidden=8, residual="identity")
+    atm = ATM(16, 4, ATMOptions(ops=("mul", "sub", "add", "div"), hidden=8, residual="identity"))
     for block in atm:
         torch.nn.init.normal_(block.proj.weight, std=0.1)  # zero-init would zero upstream gradients
     x = torch.randn(2 * 4, 16, 6, 6, requires_grad=True)
@@ -99,7 +100,7 @@ def test_backward_reaches_every_parameter():
 
 
 def test_zero_initialised_projection_still_gets_gradient():
-    atm = ATM(16, 4, ("mul",), hidden=8, residual="identity")
+    atm = ATM(16, 4, ATMOptions(ops=("mul",), hidden=8, residual="identity"))
     atm(torch.randn(8, 16, 6, 6)).sum().backward()
     assert atm[0].proj.weight.grad.abs().sum() > 0
 
@@ -107,7 +108,7 @@ def test_zero_initialised_projection_still_gets_gradient():
 @pytest.mark.parametrize("impl", ["plain", "cpu_fast"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_with_large_activations_stays_finite(dtype, impl):
-    atm = ATM(16, 4, ("mul", "sub", "add", "div"), hidden=8, impl=impl)
+    atm = ATM(16, 4, ATMOptions(ops=("mul", "sub", "add", "div"), hidden=8, impl=impl))
     for block in atm:
         torch.nn.init.normal_(block.proj.weight, std=0.1)
     x = torch.randn(8, 16, 6, 6) * 1e4
@@ -118,18 +119,18 @@ def test_autocast_with_large_activations_stays_finite(dtype, impl):
 
 def test_clear_errors():
     with pytest.raises(ValueError, match="unknown ATM op 'mod'"):
-        ATM(8, 4, ("mul", "mod"))
+        ATM(8, 4, ATMOptions(ops=("mul", "mod")))
     with pytest.raises(ValueError, match="non-empty sequence"):
-        ATM(8, 4, ())
+        ATM(8, 4, ATMOptions(ops=()))
     with pytest.raises(ValueError, match="got the string 'mul'"):
-        ATM(8, 4, "mul")
-    with pytest.raises(ValueError, match="unknown impl 'cuda'"):
-        ATM(8, 4, ("sub",), impl="cuda")
+        ATM(8, 4, ATMOptions(ops="mul"))
+    with pytest.raises(ValueError, match=r"ATM option 'impl': must be one of \['auto', 'plain', 'cpu_fast'\], got 'cuda'"):
+        ATM(8, 4, ATMOptions(ops=("sub",), impl="cuda"))
     with pytest.raises(ValueError, match="context must be a positive odd number of frames, got 4"):
-        ATM(8, 4, ("sub",), context=4)
-    with pytest.raises(ValueError, match="unknown residual 'gelu'"):
-        ATM(8, 4, ("sub",), residual="gelu")
+        ATM(8, 4, ATMOptions(ops=("sub",), context=4))
+    with pytest.raises(ValueError, match="ATM option 'residual': must be one of .*got 'gelu'"):
+        ATM(8, 4, ATMOptions(ops=("sub",), residual="gelu"))
     with pytest.raises(ValueError, match="not divisible by num_frames=4"):
-        ATM(8, 4, ("sub",))(torch.zeros(6, 8, 4, 4))
+        ATM(8, 4, ATMOptions(ops=("sub",)))(torch.zeros(6, 8, 4, 4))
     with pytest.raises(ValueError, match="even feature map"):
-        ATM(8, 2, ("sub",), downsample=True)(torch.zeros(4, 8, 7, 7))
+        ATM(8, 2, ATMOptions(ops=("sub",), downsample=True))(torch.zeros(4, 8, 7, 7))

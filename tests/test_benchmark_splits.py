@@ -10,7 +10,7 @@ from atm_core import workbook
 from atm_core.data import generate_benchmark
 from atm_core.data.synthetic import CLASSES
 from atm_core.engine import load_config
-from atm_core.engine.builders import build_split
+from atm_core.engine import builders
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 
@@ -57,11 +57,11 @@ def test_no_test_split_unless_asked_and_a_missing_one_fails_before_training(tmp_
 def test_final_evaluation_reads_data_test_list(bench):
     cfg = load_config(PARAMS / "synthetic_base.yaml", [f"data.root={bench}", "data.generate=null"])
     assert cfg.data.test_list == "test.txt" and cfg.data.generate is None
-    test, val = build_split(cfg, "test"), build_split(cfg, "val")
+    test, val = builders.dataset(cfg, "test"), builders.dataset(cfg, "val")
     assert all(r.path.startswith("videos/test/") for r in test.records)
     assert all(r.path.startswith("videos/val/") for r in val.records)
     cfg.data.test_list = None  # unset: the final evaluation falls back to the validation list
-    assert [r.path for r in build_split(cfg, "test").records] == [r.path for r in val.records]
+    assert [r.path for r in builders.dataset(cfg, "test").records] == [r.path for r in val.records]
 
 
 def test_direction_report_on_mirrored_pairs():

@@ -4,14 +4,14 @@ import pytest
 import timm
 
 import atm_core  # registers the models; atm_core.ATM is used below
-from atm_core import ATMBlock
+from atm_core import ATMBlock, ATMOptions
 from atm_core.card import REFERENCE, card_row, mac_count, render
 
 TINY = "atm_vit_tiny_patch8_64"
 
 
 def test_attention_products_follow_their_formula():
-    model = timm.create_model(TINY, atm_ops=(), temporal="tsn")
+    model = timm.create_model(TINY, atm=dict(ops=()), temporal="tsn")
     backbone = model.backbone
     tokens = backbone.patch_embed.num_patches + backbone.num_prefix_tokens
     count = mac_count(model, (1, model.num_frames, 3, 64, 64))
@@ -22,8 +22,8 @@ def test_attention_products_follow_their_formula():
 
 
 def test_atm_blocks_are_counted_at_the_shape_they_receive_on_their_plain_path():
-    with_atm = timm.create_model(TINY, atm_ops=("mul", "sub"))
-    without = timm.create_model(TINY, atm_ops=())
+    with_atm = timm.create_model(TINY, atm=dict(ops=("mul", "sub")))
+    without = timm.create_model(TINY, atm=dict(ops=()))
     shape = (1, with_atm.num_frames, 3, 64, 64)
     a, b = mac_count(with_atm, shape), mac_count(without, shape)
     side = 64 // 8
@@ -38,7 +38,7 @@ def test_vit_b16_atm_block_matches_the_reference_count():
     """fvcore on the plain ATM(mul, sub) block of ViT-B/16 (8 frames, 14x14 tokens): the reference's
     4.475 G(MAC) once its dense correlation replaces the local window; the window alone is the
     D*W^2 multiply-adds per frame pair and position."""
-    count = mac_count(atm_core.ATM(768, num_frames=8, ops=("mul", "sub")), (8, 768, 14, 14))
+    count = mac_count(atm_core.ATM(768, 8, ATMOptions(ops=("mul", "sub"))), (8, 768, 14, 14))
     pairs, positions = 8 * 5, 14 * 14
     assert count.correlation == pytest.approx(pairs * positions * 81 * 64, rel=1e-3)
     assert count.dense_correlation == pytest.approx(pairs * positions ** 2 * 64, rel=1e-3)

@@ -6,7 +6,7 @@ import pytest
 from atm_core.data.synthetic import generate_benchmark
 from atm_core.data.textures import CLASSES
 from atm_core.engine import train
-from atm_core.engine.builders import build_split
+from atm_core.engine import builders
 from atm_core.engine.config import ConfigError, load_config
 
 RECIPE = Path(__file__).resolve().parents[1] / "params" / "custom_cpu.yaml"
@@ -22,11 +22,11 @@ def test_custom_recipe_trains_on_a_folder_of_ones_own_clips(tmp_path):
     (root / "benchmark.json").unlink()  # nothing says it is the built-in benchmark
     cfg = load_config(RECIPE, [f"data.root={root}", f"train.output_dir={tmp_path / 'run'}", *SHORT])
     assert cfg.data.dataset == "custom" and cfg.data.generate is None and cfg.data.preflight
-    assert tuple(cfg.model.atm_ops) == ("mul", "sub") and cfg.model.temporal == "tokent1d"
+    assert cfg.model.atm.ops == ("mul", "sub") and cfg.model.temporal == "tokent1d"
     result = train(cfg)
     assert result["eval"]["num_videos"] == 12 and result["skipped"] == {"train": 0, "val": 0}
     assert (tmp_path / "run" / "eval" / "confusion.npy").is_file()
-    assert list(build_split(cfg, "val").classes) == list(CLASSES)  # the class names of labels.csv
+    assert list(builders.dataset(cfg, "val").classes) == list(CLASSES)  # the class names of labels.csv
 
 
 def test_custom_recipe_names_a_missing_folder(tmp_path):

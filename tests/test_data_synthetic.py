@@ -178,7 +178,7 @@ def test_unknown_polarity_is_named():
 
 def test_a_benchmark_generated_otherwise_is_named_and_replaced_only_on_request(tmp_path):
     from atm_core.data.synthetic import ensure_benchmark
-    from atm_core.engine.builders import write_benchmark_if_asked
+    from atm_core.engine.builders import prepare_dataset
     from atm_core.engine.config import ConfigError, load_config
 
     root = tmp_path / "bench"
@@ -195,6 +195,6 @@ def test_a_benchmark_generated_otherwise_is_named_and_replaced_only_on_request(t
     cfg = load_config(None, ["data.dataset=synthetic", f"data.root={root}",
                              f"data.generate={json.dumps({**small, 'seed': 2})}"])
     with pytest.raises(ConfigError, match="key 'data.generate': the benchmark in .* has no benchmark.json"):
-        write_benchmark_if_asked(cfg)
+        prepare_dataset(cfg)
     with pytest.raises(ValueError, match=r"difficulty has unknown field\(s\) \['polarty'\]"):
         ensure_benchmark(root, {**small, "difficulty": {"polarty": "any"}})

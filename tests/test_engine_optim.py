@@ -44,7 +44,7 @@ def test_layer_decay_and_no_weight_decay_groups(vit):
 def test_atm_parameters_get_their_layer_scale_times_atm_lr_scale():
     from atm_core.models.factory import build_video_model
 
-    model = build_video_model("atm_vit_tiny_patch8_64", atm_ops=("sub",), atm_after_blocks=1)
+    model = build_video_model("atm_vit_tiny_patch8_64", atm=dict(ops=("sub",), after_blocks=1))
     cfg = load_config(None, ["optim.layer_decay=0.5", "optim.atm_lr_scale=4"]).optim
     scaled = {id(p): g for g in build_optimizer(model, cfg, lr=1e-3).param_groups for p in g["params"]}
     cfg.atm_lr_scale = 1.0

@@ -52,7 +52,7 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_exact(bench, tmp_path):
     # ATM(mul, sub) with T1D: BatchNorm, temporal conv, repeated clips and Mixup all in play
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[mul,sub]", "train.save_every_steps=1",
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[mul,sub]", "train.save_every_steps=1",
              "loss.mixup=0.8", "loss.cutmix=1.0", "optim.clip_grad=1.0", "train.ema=true",
              "train.ema_decay=0.9"]
     reference = train(load_config(PARAMS / "synthetic_base.yaml", tiny_overrides(bench, tmp_path / "a", *extra)))
@@ -86,7 +86,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(bench, tmp_path):
 def test_persistent_worker_with_cached_frames_trains_like_in_process_loading(bench, tmp_path):
     # the CPU recipe's loader (one persistent worker, decoded videos cached in it after epoch 1)
     # must hand the model the same clips, with the same augmentation, in every epoch
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[sub]"]
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[sub]"]
     runs = {"in_process": ["data.num_workers=0", "data.options.cache_frames=false"],
             "worker": ["data.num_workers=1", "data.options.cache_frames=false"],
             "worker_cached": ["data.num_workers=1", "data.options.cache_frames=true"]}
@@ -109,7 +109,7 @@ def test_persistent_worker_with_cached_frames_trains_like_in_process_loading(ben
 def test_two_processes_match_one_process(bench, tmp_path):
     # without ATM and the conv stem the model has no BatchNorm, so the only difference is the
     # order of the gradient sums
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[]", "model.conv_stem=[]", "eval.batch_size=3"]
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[]", "model.conv_stem=[]", "eval.batch_size=3"]
     one = tiny_overrides(bench, tmp_path / "one", *extra)
     train(load_config(PARAMS / "synthetic_base.yaml", one))
     two = tiny_overrides(bench, tmp_path / "two", *extra, "train.batch_size=4")
@@ -195,3 +195,66 @@ def test_cli_reports_config_errors(tmp_path):
     assert result.returncode == 2
     assert "unknown key 'optim.lrr'; did you mean 'optim.lr'?" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_trackers_get_the_epoch_records_tensorboard_and_mlflow(bench, tmp_path, monkeypatch):
+    """train.log_with=[tensorboard, mlflow]: TensorBoard event files and an MLflow run (local file
+    store) hold the same numbers as metrics.jsonl, and the run's config as MLflow parameters."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store opt-in
+    out = tmp_path / "tracked"
+    overrides = tiny_overrides(bench, out, "model.atm.ops=[]", "optim.epochs=2",
+                               "train.log_with=[tensorboard, mlflow]")
+    train(load_config(PARAMS / "synthetic_base.yaml", overrides))
+    records = read_metrics(out)
+
+    events = sorted((out / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file"
+    scalars = {}
+    for path in events:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        for tag in accumulator.Tags()["scalars"]:
+            scalars[tag] = [(e.step, e.value) for e in accumulator.Scalars(tag)]
+    for key in ("train_loss", "val_top1", "lr"):
+        assert scalars[key] == [(r["epoch"], pytest.approx(r[key], rel=1e-6)) for r in records], key
+
+    client = MlflowClient(tracking_uri=store)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    history = client.get_metric_history(run.info.run_id, "val_top1")
+    assert [(m.step, m.value) for m in history] == [(r["epoch"], pytest.approx(r["val_top1"])) for r in records]
+    assert run.data.params["model.atm.ops"] == "[]" and run.data.params["train.seed"] == "0"
+    assert run.info.status == "FINISHED"
+
+
+def test_the_training_loss_stays_on_the_device_until_read():
+    """Run.add_loss keeps a float64 sum on the device (no host sync per step); reading it reduces
+    once over the processes and gives the per-step host sum of before, bit for bit."""
+    from atm_core.engine.trainer import Run
+
+    class CountingAccelerator:
+        reads = 0
+
+        def reduce(self, tensor, reduction):
+            self.reads += 1
+            return tensor
+
+    run = Run(*[None] * 13)
+    run.accelerator = CountingAccelerator()
+    losses = torch.rand(7, generator=torch.Generator().manual_seed(0))
+    for loss in losses[:4]:
+        run.add_loss(loss)
+    assert run.accelerator.reads == 0 and run.loss_total.dtype == torch.float64
+    expected = 0.0
+    for loss in losses[:4]:
+        expected += float(loss)
+    assert run.train_loss() == expected / 4 and run.accelerator.reads == 1
+    for loss in losses[4:]:  # after a read the sum goes on from the value read
+        run.add_loss(loss)
+        expected += float(loss)
+    assert run.train_loss() == expected / 7 and run.state.loss_count == 7

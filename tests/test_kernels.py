@@ -2,13 +2,14 @@
 encoder's row convolutions and BatchNorm, and whole blocks (outputs, gradients, running statistics)
 with the same state dict loaded both ways."""
 import copy
+import dataclasses
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from atm_core import ATMBlock
-from atm_core.atm import SimilarityEncoder
+from atm_core.atm import ATMOptions, SimilarityEncoder
 from atm_core.kernels import clip_correlation, encode_patches
 from atm_core.kernels import encoder as encoder_kernels
 from atm_core.kernels.encoder import (
@@ -19,7 +20,7 @@ from atm_core.kernels.encoder import (
     row_conv,
     row_plan,
 )
-from atm_core.ops import mul, pair_frames
+from atm_core.ops import OPS, Op, mul, pair_frames, register_op
 
 
 def randomise(module: torch.nn.Module) -> None:
@@ -52,13 +53,29 @@ def running_stats(block: torch.nn.Module) -> list[torch.Tensor]:
 @pytest.mark.parametrize("build, load", [("cpu_fast", "plain"), ("plain", "cpu_fast"),
                                          ("cpu_fused", "plain"), ("plain", "cpu_fused")])
 def test_cpu_fast_block_equals_plain_block(op, downsample, context, build, load):
+    assert_impls_agree(op, ATMOptions(hidden=8, width=16, context=context, downsample=downsample), build, load)
+
+
+@pytest.fixture
+def op_without_fast_form():
+    """A throw-away op registered for one test: |b - a|, which has no separable form."""
+    op = register_op(Op("absdiff", lambda a, b: (b - a).abs(), "absolute difference: |x[t+o] - x[t]|"))
+    yield op
+    del OPS[op.name]
+
+
+@pytest.mark.parametrize("build, load", [("cpu_fast", "plain"), ("plain", "cpu_fast")])
+def test_an_op_without_a_fast_form_falls_back_to_its_plain_cue(op_without_fast_form, build, load):
+    assert op_without_fast_form.separable is None and not op_without_fast_form.volume
+    assert_impls_agree("absdiff", ATMOptions(hidden=8, width=16, context=3), build, load)
+
+
+def assert_impls_agree(op: str, options: ATMOptions, build: str, load: str) -> None:
     """A block built with one impl and its state dict loaded into one built with the other: train
     step (output, input and parameter gradients, BatchNorm running statistics), then eval mode."""
-    ours = ATMBlock(12, num_frames=3, op=op, hidden=8, width=16, context=context,
-                    downsample=downsample, impl=build).double()
+    ours = ATMBlock(12, 3, op, dataclasses.replace(options, impl=build)).double()
     randomise(ours)
-    other = ATMBlock(12, num_frames=3, op=op, hidden=8, width=16, context=context,
-                     downsample=downsample, impl=load).double()
+    other = ATMBlock(12, 3, op, dataclasses.replace(options, impl=load)).double()
     other.load_state_dict(ours.state_dict())
     x = torch.randn(2 * 3, 12, 6, 6, dtype=torch.float64)
     upstream = torch.randn(x.shape, dtype=torch.float64)

@@ -25,7 +25,7 @@ T = 4
 def video_model(ops=("mul", "sub"), residual="relu", seed=0, impl="auto") -> torch.nn.Module:
     torch.manual_seed(seed)
     model = timm.create_model("atm_vit_tiny_patch8_64", num_classes=6, num_frames=T, img_size=32,
-                              atm_ops=ops, atm_residual=residual, atm_context=3, atm_impl=impl)
+                              atm=dict(ops=ops, residual=residual, context=3, impl=impl))
     with torch.no_grad():  # a trained-like ATM: its projections are not the zeros of initialisation
         for block in atm_block_list(model):
             block.proj.weight.normal_(0, 0.5)
@@ -48,7 +48,7 @@ def test_parts_name_blocks_and_offsets():
                      "sub2", "sub2 t-1", "sub2 t+0", "sub2 t+1"]
     with pytest.raises(ValueError, match="has no ATM blocks"):
         model_parts(timm.create_model("atm_vit_tiny_patch8_64", num_classes=6, num_frames=T, img_size=32,
-                                      atm_ops=()))
+                                      atm=dict(ops=())))
 
 
 def test_knocking_out_a_block_with_zero_projection_changes_nothing(clips):
@@ -69,7 +69,7 @@ def test_knocking_out_every_block_equals_the_backbone_without_atm(clips, impl):
     ReLU(input): the backbone without ATM but one ReLU on the patch tokens where ATM sat."""
     for residual in ("identity", "relu"):
         model = video_model(residual=residual, impl=impl)
-        plain = timm.create_model("atm_vit_tiny_patch8_64", num_classes=6, num_frames=T, img_size=32, atm_ops=())
+        plain = timm.create_model("atm_vit_tiny_patch8_64", num_classes=6, num_frames=T, img_size=32, atm=dict(ops=()))
         missing, unexpected = plain.load_state_dict(model.state_dict(), strict=False)
         assert not missing and unexpected and all(k.startswith("atm.") for k in unexpected)
         if residual == "relu":

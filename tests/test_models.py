@@ -21,7 +21,7 @@ from atm_core.temporal import shift_frames
 
 TINY = "atm_vit_tiny_patch8_64"
 # a 2-block EVA02 (rotary embeddings, SwiGLU, layer-scale-free) small enough for the CPU
-TINY_EVA = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, atm_after_blocks=1)
+TINY_EVA = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, atm=dict(after_blocks=1))
 TINY_RESNET = dict(layers=[1, 1, 1, 1])
 
 
@@ -62,7 +62,7 @@ def test_all_models_registered_after_importing_the_package():
 def test_reference_configuration_has_the_reference_parameter_count():
     with torch.device("meta"):
         model = timm.create_model("atm_vit_base_patch16_clip_224", num_frames=8, num_classes=174,
-                                  temporal="tokent1d", atm_ops=("mul", "sub"))
+                                  temporal="tokent1d", atm=dict(ops=("mul", "sub")))
     assert n_params(model) == 87_884_346
     # the parts: OpenAI CLIP ViT-B/16 image tower with its bias-free 768->512 projection,
     # T1D twice per block (2 * 3 * 768 each), ATM(mul, sub) at C=768, Linear(512, 174)
@@ -91,7 +91,7 @@ def test_large_models_project_to_clip_embeddings(name, embed, proj_bias):
 def test_every_registered_model_runs_at_a_small_size():
     shapes = {TINY: {}, "atm_eva02_large_patch14_clip_224": TINY_EVA, "atm_resnet50": TINY_RESNET,
               "atm_vit_base_patch16_clip_224": dict(embed_dim=32, depth=2, num_heads=2, img_size=32,
-                                                    atm_after_blocks=1, proj_dim=16)}
+                                                    atm=dict(after_blocks=1), proj_dim=16)}
     for name, kwargs in shapes.items():
         model = timm.create_model(name, num_frames=4, num_classes=3, **kwargs).eval()
         size = model.pretrained_cfg["input_size"][-1] if name != "atm_resnet50" else 64
@@ -104,10 +104,10 @@ def test_backbone_parameter_names_do_not_depend_on_atm_or_temporal_modules():
                               num_heads=2, num_classes=0)
     linear_patches = {k for k in tiny(conv_stem=()).state_dict() if k.startswith("backbone.")}
     assert linear_patches == {f"backbone.{k}" for k in plain.state_dict()}
-    expected = {k for k in tiny(temporal="tsn", atm_ops=()).state_dict() if k.startswith("backbone.")}
+    expected = {k for k in tiny(temporal="tsn", atm=dict(ops=())).state_dict() if k.startswith("backbone.")}
     for temporal in ("tsn", "tsm", "tokenshift", "tokent1d"):
         for ops in ((), ("mul", "sub")):
-            model = tiny(temporal=temporal, atm_ops=ops)
+            model = tiny(temporal=temporal, atm=dict(ops=ops))
             names = set(model.state_dict())
             assert {k for k in names if k.startswith("backbone.")} == expected
             assert all(k.startswith(("backbone.", "atm.", "temporal.", "head.", "proj.")) for k in names)
@@ -115,7 +115,7 @@ def test_backbone_parameter_names_do_not_depend_on_atm_or_temporal_modules():
 
 
 def test_tiny_vit_tokens_come_from_a_local_conv_stem():
-    model = tiny(atm_ops=()).eval()
+    model = tiny(atm=dict(ops=())).eval()
     assert isinstance(model.backbone.patch_embed.backbone, ConvStem) and model.grid == (8, 8)
     frames = torch.randn(2, 3, 64, 64)
     changed = frames.clone()
@@ -133,7 +133,7 @@ def test_tiny_vit_tokens_come_from_a_local_conv_stem():
 # ---------------------------------------------------------------- forward wiring
 
 def test_tsn_equals_timm_backbone_per_frame_then_mean():
-    model = tiny(temporal="tsn", atm_ops=())
+    model = tiny(temporal="tsn", atm=dict(ops=()))
     x = clips()
     frames = x.flatten(0, 1)
     b = model.backbone
@@ -150,7 +150,7 @@ def test_block_halves_compose_to_the_timm_block(family):
         rope, kwargs = None, {}
     else:
         backbone = timm.create_model("eva02_large_patch14_clip_224", num_classes=0, init_values=0.3,
-                                     **{k: v for k, v in TINY_EVA.items() if k != "atm_after_blocks"})
+                                     **{k: v for k, v in TINY_EVA.items() if k != "atm"})
         rope = backbone.rope.get_embed()
         kwargs = {"rope": rope}
     block = backbone.blocks[0].eval()
@@ -160,13 +160,13 @@ def test_block_halves_compose_to_the_timm_block(family):
 
 @pytest.mark.parametrize("family", ["vit", "eva"])
 def test_modules_run_in_reference_order_inside_blocks(family):
-    """ATM after ``atm_after_blocks`` blocks, then T1D, attention, T1D, MLP in every block (the
+    """ATM after ``atm.after_blocks`` blocks, then T1D, attention, T1D, MLP in every block (the
     reference's control_point_c, control_point1, attention, control_point2, MLP, in CLIP and EVA alike)."""
     if family == "vit":
-        model = tiny(temporal="tokent1d", atm_after_blocks=2)
+        model = tiny(temporal="tokent1d", atm=dict(after_blocks=2))
     else:
         model = timm.create_model("atm_eva02_large_patch14_clip_224", num_frames=4, num_classes=5,
-                                  **{**TINY_EVA, "depth": 4, "atm_after_blocks": 2}).eval()
+                                  **{**TINY_EVA, "depth": 4, "atm": dict(after_blocks=2)}).eval()
     calls = []
     watched = {"atm": model.atm}
     for i, block in enumerate(model.backbone.blocks):
@@ -200,7 +200,7 @@ def test_modules_run_in_reference_order_inside_blocks(family):
 ])
 def test_atm_receives_the_output_of_the_reference_number_of_blocks(name, depth, after):
     patch = 16 if "patch16" in name else 14
-    assert SPECS[name].atm_after_blocks == after  # of `depth` blocks (test_large_models_... counts them)
+    assert SPECS[name].atm.after_blocks == after  # of `depth` blocks (test_large_models_... counts them)
     # narrow, and two blocks past ATM are enough to tell the neighbouring positions apart
     model = timm.create_model(name, num_frames=2, num_classes=3, temporal="tsn", embed_dim=32, num_heads=2,
                               img_size=2 * patch, depth=after + 2).eval()
@@ -225,13 +225,13 @@ def test_atm_receives_the_output_of_the_reference_number_of_blocks(name, depth, 
 
 
 @pytest.mark.parametrize("name, kwargs, after, side, channels", [
-    ("atm_resnet50", TINY_RESNET, 2, 8, 512),  # its default: after stage 2 (28x28 at 224 px)
-    ("atm_resnet_tiny_64", {}, 1, 16, 32),  # its default: after stage 1
-    ("atm_resnet_tiny_64", dict(atm_after_blocks=0), 0, 16, 64),  # timm's plain stem is 64 wide
-    ("atm_resnet_tiny_64", dict(atm_after_blocks=2), 2, 8, 64),
+    ("atm_resnet50", {**TINY_RESNET, "atm": dict(context=1)}, 2, 8, 512),  # its default: after stage 2 (28x28 at 224 px)
+    ("atm_resnet_tiny_64", dict(atm=dict(context=1)), 1, 16, 32),  # its default: after stage 1
+    ("atm_resnet_tiny_64", dict(atm=dict(after_blocks=0, context=1)), 0, 16, 64),  # timm's plain stem is 64 wide
+    ("atm_resnet_tiny_64", dict(atm=dict(after_blocks=2, context=1)), 2, 8, 64),
 ])
 def test_resnet_atm_receives_the_output_of_its_first_stages(name, kwargs, after, side, channels):
-    model = timm.create_model(name, num_frames=2, num_classes=3, temporal="tsn", atm_context=1, **kwargs).eval()
+    model = timm.create_model(name, num_frames=2, num_classes=3, temporal="tsn", **kwargs).eval()
     assert model.atm_after_blocks == after
     received = []
     model.atm.register_forward_pre_hook(lambda m, args: received.append(args[0]))
@@ -248,14 +248,14 @@ def test_resnet_atm_receives_the_output_of_its_first_stages(name, kwargs, after,
 
 
 def test_tiny_resnet_default_and_its_recipes():
-    model = timm.create_model("atm_resnet_tiny_64", num_frames=8, atm_ops=("mul", "sub"))
+    model = timm.create_model("atm_resnet_tiny_64", num_frames=8, atm=dict(ops=("mul", "sub")))
     assert model.atm_after_blocks == 1 and model.temporal is None
     assert [len(stage) for stage in model.stages_of(model.backbone)] == [1, 1, 1, 1]
     assert model.backbone.num_features == 256 and model.num_classes == 12
     assert all(block.downsample for block in model.atm)  # the map is reduced before pairing
     for recipe, ops in (("synthetic_resnet_tsn.yaml", ()), ("synthetic_resnet_atm_mul_sub.yaml", ("mul", "sub"))):
         cfg = load_config(PARAMS / recipe)
-        assert cfg.model.name == "atm_resnet_tiny_64" and tuple(cfg.model.atm_ops) == ops
+        assert cfg.model.name == "atm_resnet_tiny_64" and cfg.model.atm.ops == ops
         built = build_model(cfg, 12, 64).train()
         if ops:
             _perturb_atm(built)
@@ -273,7 +273,7 @@ def test_paper_models_keep_the_default_linear_initialisation(name):
     """The reference's classifier is nn.Linear(embed_dim, num_classes) as PyTorch initialises it:
     weight and bias uniform in +-1/sqrt(fan_in); the tiny CPU model keeps std 0.02 and a zero bias."""
     model = timm.create_model(name, embed_dim=32, num_heads=2, depth=1, img_size=32 if "16" in name else 28,
-                              atm_after_blocks=0, num_classes=200)
+                              atm=dict(after_blocks=0), num_classes=200)
     head, bound = model.head, model.head.in_features ** -0.5
     assert model.head.in_features == (512 if "vit" in name else 768)
     for tensor in (head.weight, head.bias):
@@ -290,14 +290,14 @@ def test_the_placement_key_of_the_config():
     from atm_core.engine import ConfigError, load_config
     from atm_core.engine.builders import build_model
 
-    with pytest.raises(ConfigError, match=r"unknown key 'model\.atm_layer'; it is now 'model\.atm_after_blocks'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'model\.atm_layer'; it is now 'model\.atm\.after_blocks'"):
         load_config(None, ["model.atm_layer=7"])
-    with pytest.raises(ConfigError, match=r"key 'model\.atm_after_blocks' must be >= 0, got -1"):
-        load_config(None, ["model.atm_after_blocks=-1"])
-    cfg = load_config(None, ["model.atm_after_blocks=4"])
-    with pytest.raises(ConfigError, match=r"atm_after_blocks=4 is out of range for a 4-block backbone: choose 0\.\.3"):
+    with pytest.raises(ConfigError, match=r"key 'model\.atm\.after_blocks': must be an integer >= 0, got -1"):
+        load_config(None, ["model.atm.after_blocks=-1"])
+    cfg = load_config(None, ["model.atm.after_blocks=4"])
+    with pytest.raises(ConfigError, match=r"atm\.after_blocks=4 is out of range for a 4-block backbone: choose 0\.\.3"):
         build_model(cfg, num_classes=3, img_size=64)
-    assert build_model(load_config(None, ["model.atm_after_blocks=2"]), 3, 64).atm_after_blocks == 2
+    assert build_model(load_config(None, ["model.atm.after_blocks=2"]), 3, 64).atm_after_blocks == 2
     assert build_model(load_config(None), 3, 64).atm_after_blocks == 0  # the tiny model's default
 
 
@@ -309,15 +309,15 @@ def test_atm_options_reach_the_blocks_once_built():
     assert options.ops == ("sub", "div") and model.atm.ops == ("sub", "div")
     assert [(b.op, b.reduce[0].out_channels, b.fuse[0].out_channels, b.context, b.residual) for b in model.atm] == \
         [("sub", 8, 16, 3, "identity"), ("div", 8, 16, 3, "identity")]
-    assert ATMOptions(ops=()).build(32, 4) is None
-    assert ATMOptions().updated({"atm_hidden": 8, "atm_width": None}) == ATMOptions(hidden=8)
-    assert ATMOptions.keyword_names() == ("atm_ops", "atm_hidden", "atm_width", "atm_context", "atm_residual",
-                                          "atm_downsample", "atm_impl")
+    assert tiny(atm=ATMOptions(ops=())).atm is None
+    # unset fields are the model's defaults, set ones override them; a mapping works as the options
+    assert ATMOptions(hidden=8).over(SPECS[TINY].atm) == ATMOptions(after_blocks=0, hidden=8, width=32)
+    assert tiny(atm={"hidden": 8}).atm[0].reduce[0].out_channels == 8
 
 
 def test_t1d_with_identity_kernels_equals_tsn():
-    reference = tiny(temporal="tsn", atm_ops=())
-    model = same_weights(tiny(temporal="tokent1d", atm_ops=()), reference)
+    reference = tiny(temporal="tsn", atm=dict(ops=()))
+    model = same_weights(tiny(temporal="tokent1d", atm=dict(ops=())), reference)
     with torch.no_grad():
         for stage in model.temporal:
             for t1d in (stage.pre, stage.mid):
@@ -329,18 +329,18 @@ def test_t1d_with_identity_kernels_equals_tsn():
 
 @pytest.mark.parametrize("temporal", ["tsn", "tokent1d"])
 def test_fresh_identity_residual_atm_leaves_the_output_unchanged(temporal):
-    base = tiny(temporal=temporal, atm_ops=())
-    model = same_weights(tiny(temporal=temporal, atm_ops=("mul", "sub"), atm_residual="identity"), base)
+    base = tiny(temporal=temporal, atm=dict(ops=()))
+    model = same_weights(tiny(temporal=temporal, atm=dict(ops=("mul", "sub"), residual="identity")), base)
     x = clips()
     assert torch.equal(model(x), base(x))
     # the reference residual ReLU(x + 0) clips negative tokens: not the identity at init
-    relu = same_weights(tiny(temporal=temporal, atm_ops=("mul", "sub")), base)
+    relu = same_weights(tiny(temporal=temporal, atm=dict(ops=("mul", "sub"))), base)
     assert not torch.allclose(relu(x), base(x))
 
 
 def test_fresh_identity_residual_atm_in_a_resnet_leaves_the_output_unchanged():
-    base = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, atm_ops=(), **TINY_RESNET).eval()
-    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, atm_residual="identity",
+    base = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, atm=dict(ops=()), **TINY_RESNET).eval()
+    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, atm=dict(residual="identity"),
                               **TINY_RESNET).eval()
     same_weights(model, base)
     x = clips(size=64)
@@ -364,7 +364,7 @@ def _perturb_atm(model: nn.Module) -> nn.Module:
     ("tsn", ("sub",), False),
 ])
 def test_only_tsn_is_blind_to_frame_order(temporal, ops, invariant):
-    model = tiny(temporal=temporal, atm_ops=ops)
+    model = tiny(temporal=temporal, atm=dict(ops=ops))
     if ops:  # in training mode, where BatchNorm scales the branch to unit size (deterministic: no dropout)
         _perturb_atm(model).train()
     x = clips()
@@ -376,7 +376,7 @@ def test_only_tsn_is_blind_to_frame_order(temporal, ops, invariant):
 @pytest.mark.parametrize("temporal, invariant", [("tsn", True), ("tsm", False)])
 def test_resnet_frame_order(temporal, invariant):
     # zero_init_last=False: timm zeroes each residual branch's last BatchNorm, and with it the shift
-    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, temporal=temporal, atm_ops=(),
+    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, temporal=temporal, atm=dict(ops=()),
                               zero_init_last=False, **TINY_RESNET).eval()
     x = clips(size=64)
     shuffled = x[:, torch.tensor([3, 1, 0, 2])]
@@ -384,7 +384,7 @@ def test_resnet_frame_order(temporal, invariant):
 
 
 def test_resnet_tsm_shifts_the_residual_branch_only():
-    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, temporal="tsm", atm_ops=(),
+    model = timm.create_model("atm_resnet50", num_frames=4, num_classes=5, temporal="tsm", atm=dict(ops=()),
                               **TINY_RESNET).eval()
     block = model.backbone.layer2[0]
     seen = {}
@@ -419,13 +419,14 @@ def test_backward_reaches_every_parameter():
 # ---------------------------------------------------------------- errors
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(atm_after_blocks=-1), r"atm_after_blocks=-1 is out of range for a 4-block backbone: choose 0\.\.3"),
-    (dict(atm_after_blocks=4), r"atm_after_blocks=4 is out of range for a 4-block backbone: choose 0\.\.3"),
-    (dict(atm=atm_core.models.ATMOptions(), atm_ops=("sub",)), r"either as atm=ATMOptions\(...\) or as keywords, not both \(got atm= and atm_ops\)"),
+    (dict(atm=dict(after_blocks=-1)), r"ATM option 'after_blocks': must be an integer >= 0, got -1"),
+    (dict(atm=dict(after_blocks=4)), r"atm\.after_blocks=4 is out of range for a 4-block backbone: choose 0\.\.3"),
+    (dict(atm_ops=("sub",), atm_context=3), r"ATM's options are one argument now: atm=ATMOptions\(context=..., ops=...\) "
+                                            r"instead of atm_context, atm_ops"),
     (dict(temporal="lstm"), r"unknown temporal module 'lstm'; choose from tsn, tsm, tokenshift, tokent1d"),
     (dict(img_size=(64, 96)), r"ATM needs a square token grid, got 8x12 patches \(img_size \(64, 96\), tokens of 8x8 pixels\)"),
-    (dict(atm_ops=("mul", "pow")), r"unknown ATM op 'pow'"),
-    (dict(atm_ops="mul"), r"expected a sequence of ATM op names, got the string .mul."),
+    (dict(atm=dict(ops=("mul", "pow"))), r"unknown ATM op 'pow'"),
+    (dict(atm=dict(ops="mul")), r"expected a sequence of ATM op names, got the string .mul."),
     (dict(pretrained=True), r"has no pretrained backbone weights"),
 ])
 def test_bad_model_arguments_fail_clearly(kwargs, message):
@@ -434,15 +435,15 @@ def test_bad_model_arguments_fail_clearly(kwargs, message):
 
 
 def test_non_square_grid_is_fine_without_atm():
-    model = tiny(atm_ops=(), img_size=(64, 96))
+    model = tiny(atm=dict(ops=()), img_size=(64, 96))
     assert model(torch.randn(1, 4, 3, 64, 96)).shape == (1, 5)
 
 
 def test_resnet_errors():
     with pytest.raises(ValueError, match=r"unknown temporal module 'tokent1d' for a ResNet; choose from tsn, tsm"):
         timm.create_model("atm_resnet50", temporal="tokent1d", **TINY_RESNET)
-    with pytest.raises(ValueError, match=r"atm_after_blocks=4 is out of range for a 4-stage ResNet: choose 0\.\.3"):
-        timm.create_model("atm_resnet50", atm_after_blocks=4, **TINY_RESNET)
+    with pytest.raises(ValueError, match=r"atm\.after_blocks=4 is out of range for a 4-stage ResNet: choose 0\.\.3"):
+        timm.create_model("atm_resnet50", atm=dict(after_blocks=4), **TINY_RESNET)
 
 
 def test_inputs_with_the_wrong_number_of_frames_fail_clearly():
@@ -498,11 +499,11 @@ def test_resnet_atm_joins_the_first_block_of_its_stage():
 
 def test_atm_widths_and_downsampling_reach_the_blocks():
     """Registry defaults for the tiny model, explicit factory arguments, and the published default."""
-    default = tiny(atm_ops=("mul", "sub"))
+    default = tiny(atm=dict(ops=("mul", "sub")))
     assert [(b.reduce[0].out_channels, b.fuse[0].out_channels, b.downsample) for b in default.atm] == \
         [(32, 32, False)] * 2
     assert [b.context for b in default.atm] == [5, 5]
-    model = tiny(atm_ops=("mul", "sub"), atm_hidden=8, atm_width=16, atm_downsample=True, atm_context=3)
+    model = tiny(atm=dict(ops=("mul", "sub"), hidden=8, width=16, downsample=True, context=3))
     for block in model.atm:
         assert block.reduce[0].out_channels == 8 and block.reduce[0].stride == (2, 2)
         assert block.fuse[0].out_channels == 16 and block.proj.in_channels == 16
@@ -510,7 +511,7 @@ def test_atm_widths_and_downsampling_reach_the_blocks():
     assert model.atm[0].encoder[-1][0].out_channels == 16
     x = clips()
     assert model(x).shape == (2, 5)
-    vit_b = timm.create_model("atm_vit_base_patch16_clip_224", depth=1, atm_after_blocks=0, num_classes=3)
+    vit_b = timm.create_model("atm_vit_base_patch16_clip_224", depth=1, atm=dict(after_blocks=0), num_classes=3)
     assert [(b.reduce[0].out_channels, b.fuse[0].out_channels, b.downsample) for b in vit_b.atm] == \
         [(64, 64, False)] * 2
 
@@ -569,7 +570,7 @@ def reference_eva_tower(b: nn.Module, proj: nn.Linear, frames: torch.Tensor) -> 
 def test_eva02_frames_match_the_reference_tower(name, size):
     """Head width 64 and the real token grids (16x16, 24x24 on a 16x16 pretraining grid) at two heads."""
     model = timm.create_model(name, embed_dim=128, num_heads=2, depth=2, num_frames=1, num_classes=0,
-                              temporal="tsn", atm_ops=()).eval()
+                              temporal="tsn", atm=dict(ops=())).eval()
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():

@@ -30,13 +30,13 @@ def bench(tmp_path_factory) -> Path:
 def tiny(root: Path, out: Path, *extra: str) -> list[str]:
     return [f"data.root={root}", f"train.output_dir={out}", "data.generate=null", "data.num_workers=0",
             "optim.epochs=2", "optim.warmup_epochs=0.5", "train.threads=1", "eval.batch_size=3",
-            "eval.after_train=false", "train.tensorboard=false", *extra]
+            "eval.after_train=false", "train.log_with=[]", *extra]
 
 
 @pytest.mark.slow
 def test_notebook_launcher_two_processes_match_one_process(bench, tmp_path):
     # no BatchNorm (no ATM, no conv stem): the two runs differ only in the order of gradient sums
-    extra = ["model.temporal=tokent1d", "model.atm_ops=[]", "model.conv_stem=[]"]
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[]", "model.conv_stem=[]"]
     one = train(load_config(PARAMS / "synthetic_base.yaml", tiny(bench, tmp_path / "one", *extra,
                                                                   "train.batch_size=8")))
     two = launch_training(load_config(PARAMS / "synthetic_base.yaml",
@@ -80,7 +80,7 @@ CPU_SIZED_SS = ["model.name=atm_vit_tiny_patch8_64", "model.img_size=64", "model
                 "data.options.input_size=64", "data.options.scale=[72,80]", "data.options.num_classes=12",
                 "data.train_list=train_frames.txt", "data.val_list=val_frames.txt", "data.num_workers=0",
                 "train.mixed_precision=no", "optim.epochs=1", "optim.warmup_epochs=0", "train.batch_size=4",
-                "eval.batch_size=4", "train.threads=1", "train.tensorboard=false"]
+                "eval.batch_size=4", "train.threads=1", "train.log_with=[]"]
 
 
 @pytest.mark.slow
@@ -90,7 +90,7 @@ CPU_SIZED_SS = ["model.name=atm_vit_tiny_patch8_64", "model.img_size=64", "model
     ("params/ssv1_vit_b16_f8.yaml", CPU_SIZED_SS, 6),
     ("params/synthetic_atm_mul_sub.yaml",
      ["data.generate=null", "data.num_workers=0", "optim.epochs=1", "optim.warmup_epochs=0",
-      "train.batch_size=6", "train.threads=1", "train.tensorboard=false", "eval.num_crops=1"], 1),
+      "train.batch_size=6", "train.threads=1", "train.log_with=[]", "eval.num_crops=1"], 1),
 ], ids=["ssv1_paper_recipe", "benchmark_recipe"])
 def test_train_notebook_trains_a_recipe_on_two_processes(bench, tmp_path, recipe, overrides, views):
     nb = run_notebook(tmp_path, "train", {"variant": None, "recipe": recipe, "overrides": overrides, "progress": False,

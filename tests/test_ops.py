@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from atm_core.ops import OP_NAMES, OPS, check_op_names, local_correlation, mul, pair_frames
+from atm_core.ops import OP_NAMES, OPS, Op, check_op_names, local_correlation, mul, pair_frames, register_op
 
 
 def neighbour_of(clips: torch.Tensor, t: int, offset: int) -> torch.Tensor:
@@ -114,3 +114,23 @@ def test_bad_sizes_are_named():
         pair_frames(torch.zeros(4, 2, 3, 3), num_frames=4, context=4)
     with pytest.raises(ValueError, match="not divisible by num_frames=3"):
         pair_frames(torch.zeros(4, 2, 3, 3), num_frames=3, context=3)
+
+
+@pytest.mark.parametrize("name", [name for name, op in OPS.items() if op.separable is not None])
+def test_a_separable_form_equals_its_op(name):
+    """combine(g(a), g(b)) is the op's cue, and g keeps the zero time padding zero."""
+    op = OPS[name]
+    anchor, neighbour = pair_frames(torch.randn(2 * 4, 3, 5, 5, dtype=torch.float64), num_frames=4, context=3)
+    frame_map = op.separable.frame_map or (lambda x: x)
+    torch.testing.assert_close(op.separable.combine(frame_map(anchor), frame_map(neighbour)), op(anchor, neighbour))
+    assert torch.equal(frame_map(torch.zeros(3)), torch.zeros(3))
+
+
+def test_op_records_and_registration():
+    official = sorted((op for op in OPS.values() if op.official), key=lambda op: op.official.position)
+    assert [op.name for op in official] == ["mul", "sub", "add", "div"]  # the official code's run order
+    assert [op.name for op in OPS.values() if op.volume] == ["mul"]
+    assert all(op.title and (op.heat or op.volume) for op in OPS.values())
+    with pytest.raises(ValueError, match="an ATM op named 'sub' is already registered"):
+        register_op(Op("sub", lambda a, b: b - a, "another subtraction"))
+    assert OPS["sub"].title.startswith("subtraction")

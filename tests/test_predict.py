@@ -14,7 +14,7 @@ import torch
 
 from atm_core import predict, viz
 from atm_core.data import read_labels
-from atm_core.engine import ConfigError, load_config, read_metrics, train
+from atm_core.engine import ConfigError, builders, load_config, read_metrics, train
 from atm_core.engine.checkpoint import load_weights
 from atm_core.engine.described import CARD_FILE, RECIPE_FILE, load_model, read_card
 from atm_core.workbook.training import find_committed
@@ -48,7 +48,7 @@ def independent_probs(run: Path, clip: Path) -> torch.Tensor:
     """The softmax of the run's best weights on the clip's single test view, from the run's
     own config (not the checkpoint's files) and the visualisation's clip reader."""
     cfg = load_config(run / "config.yaml", ["eval.num_clips=1", "eval.num_crops=1"])
-    model = viz.load_model(cfg, None, 12)
+    model = builders.load_model(cfg)
     load_weights(model, run / "checkpoints" / "best" / "model.safetensors")
     with torch.no_grad():
         return model(viz.load_clip(clip, cfg)[0][None]).softmax(-1)[0]

@@ -81,7 +81,7 @@ def test_table_rows_come_from_the_run_outputs(tmp_path):
     for key, row in zip(runs, table.itertuples()):
         cfg = load_config(runs[key] / "config.yaml")
         model = timm.create_model(cfg.model.name, num_classes=12, num_frames=8, temporal=cfg.model.temporal,
-                                  atm_ops=tuple(cfg.model.atm_ops), atm_context=cfg.model.atm_context,
+                                  atm=cfg.model.atm,
                                   img_size=64)
         assert row.params_M == round(sum(p.numel() for p in model.parameters()) / 1e6, 4)
     assert table.params_M[1] > table.params_M[0] and table.gmacs[1] > table.gmacs[0] > 0
@@ -183,7 +183,7 @@ def test_variant_recipes_train_what_their_names_say():
         cfg = workbook.variant_config(v.key, work_dir="w")
         prefix, name = (v.key.split("_", 1) if v.key.split("_")[0] in ("resnet", "textures") else ("", v.key))
         named_ops = tuple(name.split("_")[1:]) if name.startswith("atm_") else ()
-        assert tuple(cfg.model.atm_ops) == v.ops == named_ops, v.recipe
+        assert cfg.model.atm.ops == v.ops == named_ops, v.recipe
         cnn_atm = "tsn" if prefix == "resnet" else "tokent1d"
         assert cfg.model.temporal == v.temporal == (cnn_atm if named_ops else name), v.recipe
         assert ("resnet" in cfg.model.name) == (prefix == "resnet"), v.recipe
@@ -209,12 +209,12 @@ def test_variant_reads_its_module_and_ops_from_its_recipe(tmp_path, monkeypatch)
     (tmp_path / "params").mkdir()
     (tmp_path / "params" / "synthetic_base.yaml").write_text((ROOT / "params" / "synthetic_base.yaml").read_text())
     (tmp_path / "params" / "synthetic_atm_mul.yaml").write_text(
-        "base: synthetic_base.yaml\nmodel:\n  temporal: tsm\n  atm_ops: [div, add]\n")
+        "base: synthetic_base.yaml\nmodel:\n  temporal: tsm\n  atm:\n    ops: [div, add]\n")
     monkeypatch.chdir(tmp_path)
     v = workbook.variant("atm_mul")
     assert (v.temporal, v.ops, v.label) == ("tsm", ("div", "add"), "ATM(div, add)")
     cfg = workbook.variant_config("atm_mul", work_dir="w")
-    assert (cfg.model.temporal, cfg.model.atm_ops) == ("tsm", ("div", "add"))
+    assert (cfg.model.temporal, cfg.model.atm.ops) == ("tsm", ("div", "add"))
 
 
 def failing_notebook(path: Path) -> Path:

@@ -4,6 +4,7 @@ model or the clip length, changed settings are recorded, and evaluation keeps to
 the checkpoint was trained for."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -126,7 +127,7 @@ def test_a_resume_or_an_evaluation_with_another_clip_length_is_refused(bench, tm
         str(out / "checkpoints" / "best"), 8, 2, 0)
 
     (out / "identity.json").unlink()  # a run from before identities: the checkpoint itself refuses
-    err = refusal(capsys, *cli_args(bench, out, "model.atm_ops=[sub]"), "--resume", "auto")
+    err = refusal(capsys, *cli_args(bench, out, "model.atm.ops=[sub]"), "--resume", "auto")
     assert err.startswith(f"configuration error: cannot resume from {out / 'checkpoints' / 'step_00000003'}: it "
                           "does not fit the model and data of this configuration (Error(s) in loading state_dict")
 
@@ -160,7 +161,7 @@ def test_changes_accumulate_against_the_settings_in_force_and_identity_lists_eve
     assert [(r["step"], r["epoch"]) for r in lines] == [(12, 2), (30, 5)]
     assert (tmp_path / "config.yaml").read_text() == saved
     check_resume(tmp_path, identity)  # the same model and data
-    cfg.model.atm_ops = ("mul",)
+    cfg.model.atm = dataclasses.replace(cfg.model.atm, ops=("mul",))
     with pytest.raises(RunDirError, match=r'with another model or data: classes \["a", "b"\] -> \["a", "b", "c"\]; '
-                                          r'input_size 64 -> 96; model.atm_ops \[\] -> \["mul"\] \(its settings'):
+                                          r'input_size 64 -> 96; model.atm.ops \[\] -> \["mul"\] \(its settings'):
         check_resume(tmp_path, run_identity(cfg, ["a", "b", "c"], 96, "dense", 3))

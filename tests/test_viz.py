@@ -10,20 +10,20 @@ import torch
 from atm_core import ATM
 from atm_core.data import DataError
 from atm_core.data.synthetic import CLASSES, write_mp4
+from atm_core.atm import ATMOptions
 from atm_core.engine import load_config
+from atm_core.engine.builders import class_names, load_model
 from atm_core.ops import OP_NAMES, mul, pair_frames
 from atm_core.viz import (
     atm_blocks,
     benchmark_video,
     capture_atm,
-    clip_classes,
     cue_norms,
     displacement_colours,
     displacement_field,
     feature_map_figures,
     figure_to_rgb,
     load_clip,
-    load_model,
     motion_gain,
     moving_points,
     plot_ablation,
@@ -59,7 +59,7 @@ def synthetic_cfg(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_video_model(synthetic_cfg):
     torch.manual_seed(0)
-    return with_visible_branches(load_model(synthetic_cfg, None, 12))
+    return with_visible_branches(load_model(synthetic_cfg))
 
 
 def moving_features(shift=(0, 1), frames=T, size=H, channels=C):
@@ -70,7 +70,7 @@ def moving_features(shift=(0, 1), frames=T, size=H, channels=C):
 
 
 def random_atm(ops, impl="auto"):
-    atm = ATM(C, T, ops=ops, impl=impl).eval()
+    atm = ATM(C, T, ATMOptions(ops=ops, impl=impl)).eval()
     for block in atm:  # the output projection starts at zero; make the branch visible
         torch.nn.init.normal_(block.proj.weight, std=0.2)
     return atm
@@ -415,7 +415,7 @@ def test_load_clip_from_a_video_and_from_a_list_entry(tmp_path, synthetic_cfg):
         load_clip(("val.txt", 1), cfg)
     with pytest.raises(DataError, match="missing.mp4: video file not found"):
         load_clip(tmp_path / "missing.mp4", cfg)
-    assert clip_classes(cfg) == list(CLASSES)  # no label file there: the benchmark's names
+    assert class_names(cfg) == list(CLASSES)  # no label file there: the benchmark's names
 
 
 def test_benchmark_video_plays_the_reversed_class_backwards(tmp_path):
@@ -432,10 +432,10 @@ def test_benchmark_video_plays_the_reversed_class_backwards(tmp_path):
 
 def test_vit_b16_at_224_gives_readable_14x14_figures(synthetic_cfg):
     cfg = load_config(SYNTHETIC, [f"data.root={synthetic_cfg.data.root}", "model.name=atm_vit_base_patch16_clip_224",
-                                  "data.num_frames=2", "model.atm_ops=[mul,sub]", "data.options={input_size: 224}", "model.img_size=224",
-                                  "model.atm_context=5"])
+                                  "data.num_frames=2", "model.atm.ops=[mul,sub]", "data.options={input_size: 224}", "model.img_size=224",
+                                  "model.atm.context=5"])
     torch.manual_seed(0)
-    model = with_visible_branches(load_model(cfg, None, 12), std=0.01)
+    model = with_visible_branches(load_model(cfg), std=0.01)
     clip = square_clip(frames=2, size=224, side=64, step=16, top=80, left=64)
     caps = run_capture(model, clip)  # one forward
     assert [c.op for c in caps] == ["mul", "sub"] and caps[0].cue.shape == (1, 2, 5, 81, 14, 14)

@@ -18,10 +18,15 @@ from atm_core.models import load_video_weights, read_state_dict, to_official
 # a 2-block OpenAI-CLIP-style ViT (pre-norm, QuickGELU, bias-free projection) at tiny width
 CLIP = "atm_vit_base_patch16_clip_224"
 CLIP_TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=32, proj_dim=16, num_frames=2, num_classes=3,
-                 atm_after_blocks=1, atm_hidden=16, atm_width=16)
+                 atm=dict(after_blocks=1, hidden=16, width=16))
 EVA = "atm_eva02_large_patch14_clip_224"
-EVA_TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, num_frames=2, num_classes=3, atm_after_blocks=1,
-                atm_hidden=16, atm_width=16)
+EVA_TINY = dict(embed_dim=32, depth=2, num_heads=2, img_size=28, num_frames=2, num_classes=3,
+                atm=dict(after_blocks=1, hidden=16, width=16))
+
+
+def with_atm(kwargs: dict, **fields) -> dict:
+    """``kwargs`` with the ATM options ``fields`` set over its own."""
+    return {**kwargs, "atm": {**kwargs.get("atm", {}), **fields}}
 
 
 def randomised(model: nn.Module, seed: int) -> nn.Module:
@@ -219,7 +224,7 @@ def test_eva_clip_state_dict_round_trip(tmp_path):
 
 def test_a_video_checkpoint_moves_between_variants(tmp_path):
     """A trained TSN model's checkpoint initialises an ATM + T1D model: only those modules are new."""
-    tsn = randomised(timm.create_model(CLIP, temporal="tsn", atm_ops=(), **CLIP_TINY), seed=5)
+    tsn = randomised(timm.create_model(CLIP, temporal="tsn", **with_atm(CLIP_TINY, ops=())), seed=5)
     torch.save(tsn.state_dict(), tmp_path / "tsn.pth")
     model = timm.create_model(CLIP, temporal="tokent1d", pretrained_file=str(tmp_path / "tsn.pth"), **CLIP_TINY)
     assert_backbone_and_projection_equal(model, tsn)
@@ -254,10 +259,10 @@ def test_the_reference_video_model_has_the_official_252_entries():
     (EVA, EVA_TINY, ("add", "div")),
 ])
 def test_official_checkpoint_loads_every_tensor_and_round_trips(tmp_path, name, kwargs, ops):
-    source = randomised(timm.create_model(name, atm_ops=ops, **kwargs), seed=11).eval()
+    source = randomised(timm.create_model(name, **with_atm(kwargs, ops=ops)), seed=11).eval()
     layout = official_layout(source)
     deepspeed_checkpoint(layout, tmp_path / "checkpoint-3")
-    model = timm.create_model(name, atm_ops=ops, **kwargs).eval()
+    model = timm.create_model(name, **with_atm(kwargs, ops=ops)).eval()
     report = load_video_weights(model, tmp_path / "checkpoint-3", strict=True)
     assert report.layout == "official ATM" and not report.ignored and not report.new
     assert sorted(report.loaded) == sorted(model.state_dict())
@@ -321,11 +326,11 @@ def test_official_checkpoint_with_a_bad_tensor_or_key_is_refused(tmp_path):
         load_video_weights(timm.create_model(CLIP, **CLIP_TINY), tmp_path / "extra.pth")
     # ATM one block off: every ATM key of the checkpoint is unknown to the model
     with pytest.raises(ValueError, match=r"have no place in this model: .*resblocks\.1\.control_point_c.*"
-                                         r"atm_after_blocks=0"):
-        load_video_weights(timm.create_model(CLIP, **{**CLIP_TINY, "atm_after_blocks": 0}), tmp_path / "shape.pth")
+                                         r"atm\.after_blocks=0"):
+        load_video_weights(timm.create_model(CLIP, **with_atm(CLIP_TINY, after_blocks=0)), tmp_path / "shape.pth")
     with pytest.raises(ValueError, match=r"the official ATMBlock runs its ops in the order mul, sub, add, div, each "
                                          r"at most once; this model's ATM runs sub, mul"):
-        load_video_weights(timm.create_model(CLIP, atm_ops=("sub", "mul"), **CLIP_TINY), tmp_path / "shape.pth")
+        load_video_weights(timm.create_model(CLIP, **with_atm(CLIP_TINY, ops=("sub", "mul"))), tmp_path / "shape.pth")
 
 
 def test_strict_loading_refuses_a_partial_checkpoint(tmp_path):
@@ -351,9 +356,9 @@ def test_config_pretrained_file_takes_an_official_checkpoint(tmp_path):
     deepspeed_checkpoint(official_layout(source), tmp_path / "checkpoint-9")
     cfg = load_config(None, [f"model.name={CLIP}", "data.num_frames=2",
                              f"model.pretrained_file={tmp_path / 'checkpoint-9/mp_rank_00_model_states.pt'}",
-                             "model.atm_after_blocks=1", "model.conv_stem=[]"])
+                             "model.atm.after_blocks=1", "model.atm.hidden=16", "model.atm.width=16",
+                             "model.conv_stem=[]"])
     cfg.model.kwargs = {k: CLIP_TINY[k] for k in ("embed_dim", "depth", "num_heads", "proj_dim")}
-    cfg.model.atm_hidden = cfg.model.atm_width = 16
     model = build_model(cfg, num_classes=3, img_size=32)
     assert torch.equal(model.atm[0].encoder[2][1].running_var, source.atm[0].encoder[2][1].running_var)
     assert model.load_report.layout == "official ATM" and not model.load_report.new

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,69 @@ PRESETS: dict[str, Recipe] = {
 }
 
 
+class PresetHooks:
+    """What a dataset preset does beyond its fields, for datasets that need it: the default hooks
+    do nothing, so a dataset on disk is read as its fields say."""
+
+    generates = False  # whether prepare() can write the dataset (the config's data.generate)
+    reversal_pairs = False  # whether classes 2p and 2p+1 are each other's clips played backwards
+
+    def prepare(self, root: str | Path, generate: dict | None, *, create: bool = False,
+                replace: bool = False, workers: int = 1) -> None:
+        """Make ``root`` hold the data ``generate`` describes (a no-op when there is nothing to do)."""
+        if generate is not None:
+            raise ValueError("this dataset cannot be generated; only the built-in benchmark can")
+
+    def defaults(self, root: str | Path, generate: dict | None) -> dict:
+        """Preset fields that depend on the data itself, under the user's own overrides."""
+        return {}
+
+    def class_names(self, root: str | Path, generate: dict | None) -> list[str] | None:
+        """The class names when the data has no label file (None: number them)."""
+        return None
+
+
+class BenchmarkHooks(PresetHooks):
+    """The built-in benchmark (atm_core.data.synthetic): written on demand, its track (recorded in
+    ``benchmark.json``, else ``generate['track']``, else shapes) choosing the flip swaps and names."""
+
+    generates = True
+    reversal_pairs = True
+
+    @staticmethod
+    def track(root: str | Path, generate: dict | None):
+        from .synthetic import SPEC_FILE, benchmark_track
+
+        if generate is not None and "track" in generate:
+            return benchmark_track(generate["track"])
+        spec = Path(root) / SPEC_FILE
+        recorded = json.loads(spec.read_text()).get("track", "shapes") if spec.is_file() else "shapes"
+        return benchmark_track(recorded)
+
+    def prepare(self, root, generate, *, create=False, replace=False, workers=1) -> None:
+        from .synthetic import ensure_benchmark
+
+        if generate is not None:
+            ensure_benchmark(root, generate, create=create, replace=replace, workers=workers)
+
+    def defaults(self, root, generate) -> dict:
+        return {"flip_labels": self.track(root, generate).flip_labels}
+
+    def class_names(self, root, generate) -> list[str]:
+        return list(self.track(root, generate).classes)
+
+
+HOOKS: dict[str, PresetHooks] = {name: PresetHooks() for name in PRESETS} | {"synthetic": BenchmarkHooks()}
+
+
+def preset_classes(name: str, root: str | Path, overrides: dict, generate: dict | None = None) -> list[str]:
+    """The class names of dataset ``name`` under ``root``: its label file, else the preset's own
+    names, else the class ids; as the datasets of :func:`build_dataset` name them."""
+    recipe = resolve_recipe(name, overrides)
+    names = _classes(recipe, Path(root), "label_file" in overrides, quiet=True)
+    return names if names is not None else HOOKS[name].class_names(root, generate) or _numbered(recipe)
+
+
 def resolve_recipe(name: str, overrides: dict) -> Recipe:
     """The preset ``name`` with ``overrides`` (Recipe fields) applied; unknown names and fields fail."""
     if name not in PRESETS:
@@ -86,7 +150,8 @@ def resolve_recipe(name: str, overrides: dict) -> Recipe:
     return dataclasses.replace(PRESETS[name], **overrides)
 
 
-def _classes(recipe: Recipe, root: Path, explicit_label_file: bool) -> list[str]:
+def _classes(recipe: Recipe, root: Path, explicit_label_file: bool, quiet: bool = False) -> list[str] | None:
+    """The names of the label file; with ``quiet``, None where there is none, else the class ids."""
     label_path = root / recipe.label_file if recipe.label_file else None
     if label_path is not None and (label_path.is_file() or explicit_label_file):
         names = read_labels(label_path)
@@ -94,9 +159,15 @@ def _classes(recipe: Recipe, root: Path, explicit_label_file: bool) -> list[str]
             raise DataError(f"{label_path}: {len(names)} labels but num_classes is "
                             f"{recipe.num_classes}")
         return names
+    if quiet:
+        return None
+    log.info("no label file at %s; classes are named by their ids", label_path)
+    return _numbered(recipe)
+
+
+def _numbered(recipe: Recipe) -> list[str]:
     if recipe.num_classes is None:
         raise ValueError("the number of classes is unknown: give num_classes=... or a label_file")
-    log.info("no label file at %s; classes are named by their ids", label_path)
     return [str(i) for i in range(recipe.num_classes)]
 
 

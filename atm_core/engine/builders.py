@@ -2,52 +2,39 @@
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from pathlib import Path
 
 import timm
 import torch.nn as nn
 
+from ..data import build_dataset
+from ..data.dataset import VideoDataset
+from ..data.errors import DataError
+from ..data.presets import HOOKS, preset_classes, resolve_recipe
+from ..atm import ATMOptions
+from ..models import resolved_atm
+from ..models.weights import load_video_weights
 from .config import Config, ConfigError
 
 
-def write_benchmark_if_asked(cfg: Config) -> None:
-    """Write the built-in benchmark to ``data.root`` when ``data.generate`` asks for it (see
-    :func:`atm_core.data.synthetic.ensure_benchmark`; main process only), errors phrased in
-    config keys."""
-    if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
-        return
-    from ..data.synthetic import TRACK_ROOTS, ensure_benchmark
-
+def prepare_dataset(cfg: Config, replace: bool = False) -> None:
+    """Let the dataset preset write its data to ``data.root`` when ``data.generate`` asks for it
+    (the built-in benchmark; main process only), errors phrased in config keys."""
     try:
-        ensure_benchmark(cfg.data.root, cfg.data.generate, create=cfg.data.create_root,
-                         workers=os.cpu_count() or 1)
+        HOOKS[cfg.data.dataset].prepare(cfg.data.root, cfg.data.generate, create=cfg.data.create_root or replace,
+                                        replace=replace, workers=os.cpu_count() or 1)
     except FileNotFoundError as e:
-        default = TRACK_ROOTS.get(synthetic_track(cfg), TRACK_ROOTS["shapes"])
         raise ConfigError(f"key 'data.root': {e} (set data.create_root=true to write it to "
-                          f"{cfg.data.root}, or data.root={default})") from e
+                          f"{cfg.data.root})") from e
     except ValueError as e:
         raise ConfigError(f"key 'data.generate': {e} (data.generate: null)") from e
 
 
-def synthetic_track(cfg: Config) -> str:
-    """The built-in benchmark track ``cfg`` reads: ``data.generate.track``, else the one recorded
-    in the benchmark under ``data.root``, else the shapes track."""
-    from ..data.synthetic import SPEC_FILE
-
-    if cfg.data.generate is not None and "track" in cfg.data.generate:
-        return cfg.data.generate["track"]
-    spec = Path(cfg.data.root) / SPEC_FILE
-    return json.loads(spec.read_text()).get("track", "shapes") if spec.is_file() else "shapes"
-
-
 def dataset_options(cfg: Config, split: str) -> dict:
-    options = dict(cfg.data.options)
-    if cfg.data.dataset == "synthetic" and "flip_labels" not in options:
-        from ..data.synthetic import benchmark_track
-
-        options["flip_labels"] = benchmark_track(synthetic_track(cfg)).flip_labels
+    """The preset fields ``cfg`` sets for ``split``: the data's own defaults, ``data.options``, then
+    the config keys that stand for preset fields."""
+    options = {**HOOKS[cfg.data.dataset].defaults(cfg.data.root, cfg.data.generate), **cfg.data.options}
     if cfg.data.num_sample is not None:
         options["num_sample"] = cfg.data.num_sample
     if split == "test":
@@ -58,15 +45,12 @@ def dataset_options(cfg: Config, split: str) -> dict:
     return options
 
 
-def build_split(cfg: Config, split: str):
+def dataset(cfg: Config, split: str) -> VideoDataset:
     """The dataset of one split (train / val / test), errors phrased in config keys."""
-    from ..data import build_dataset
-    from ..data.errors import DataError
-
     root = Path(cfg.data.root)
     if not root.is_dir():
         hint = (" (or set data.generate: {} and data.create_root: true to write the built-in "
-                "benchmark there)" if cfg.data.dataset == "synthetic" else "")
+                "benchmark there)" if HOOKS[cfg.data.dataset].generates else "")
         raise ConfigError(f"key 'data.root': directory {root} does not exist{hint}")
     list_file = {"train": cfg.data.train_list, "val": cfg.data.val_list,
                  "test": cfg.data.test_list or cfg.data.val_list}[split]
@@ -78,6 +62,36 @@ def build_split(cfg: Config, split: str):
         raise ConfigError(f"key 'data.options': {e}") from e
     except (DataError, FileNotFoundError, ValueError) as e:
         raise ConfigError(f"data ({cfg.data.dataset}, split {split!r}, root {root}): {e}") from e
+
+
+def input_size(cfg: Config) -> int:
+    """The side of the square frames the model of ``cfg`` takes: ``model.img_size``, else the
+    dataset preset's ``input_size`` (with ``data.options``)."""
+    return cfg.model.img_size or resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val")).input_size
+
+
+def class_names(cfg: Config) -> list[str]:
+    """The class names of ``cfg``'s data, as its datasets name them (the label file under
+    ``data.root``, else the preset's own names, else the class ids)."""
+    try:
+        return preset_classes(cfg.data.dataset, cfg.data.root, dataset_options(cfg, "val"), cfg.data.generate)
+    except (DataError, ValueError) as e:
+        raise ConfigError(f"data ({cfg.data.dataset}, root {cfg.data.root}): {e}") from e
+
+
+def load_model(cfg: Config, checkpoint: str | Path | None = None) -> nn.Module:
+    """The model ``cfg`` describes, sized for its data, with the weights of ``checkpoint`` (a
+    checkpoint directory or weights file; ``eval.use_ema`` picks the EMA weights; None: as built),
+    in eval mode."""
+    classes = len(class_names(cfg))
+    model = build_model(cfg, classes, input_size(cfg))
+    if checkpoint is not None:
+        try:
+            load_video_weights(model, checkpoint, use_ema=cfg.eval.use_ema, strict=True)
+        except ValueError as e:
+            raise ConfigError(f"checkpoint {checkpoint} does not fit the model of this configuration "
+                              f"({cfg.model.name}, {classes} classes): {e}") from e
+    return model.eval()
 
 
 def check_sample(cfg: Config, dataset, split: str) -> None:
@@ -99,20 +113,21 @@ def check_model_name(name: str) -> None:
         raise ConfigError(f"key 'model.name': no timm model named '{name}'{hint}")
 
 
+def atm_options(cfg: Config) -> ATMOptions:
+    """ATM's settings in the model ``cfg`` builds: ``model.atm`` over the model's defaults."""
+    check_model_name(cfg.model.name)
+    return resolved_atm(cfg.model.name, cfg.model.atm)
+
+
 def build_model(cfg: Config, num_classes: int, img_size: int) -> nn.Module:
     """The timm-registered video model the config names, sized for the data."""
-    from .. import models  # noqa: F401  (registers the video models with timm)
-
     m = cfg.model
     check_model_name(m.name)
-    kwargs = dict(num_classes=num_classes, num_frames=cfg.data.num_frames, temporal=m.temporal,
-                  atm_ops=tuple(m.atm_ops), atm_residual=m.atm_residual, atm_context=m.atm_context,
-                  atm_impl=m.atm_impl,
+    kwargs = dict(num_classes=num_classes, num_frames=cfg.data.num_frames, temporal=m.temporal, atm=m.atm,
                   dropout=m.dropout, drop_path_rate=m.drop_path_rate, img_size=m.img_size or img_size,
                   pretrained=m.pretrained, **m.kwargs)
-    for key in ("atm_after_blocks", "atm_hidden", "atm_width", "atm_downsample", "conv_stem"):
-        if getattr(m, key) is not None:
-            kwargs[key] = getattr(m, key)
+    if m.conv_stem is not None:
+        kwargs["conv_stem"] = m.conv_stem
     if m.pretrained_file is not None:
         kwargs["pretrained_file"] = m.pretrained_file
     try:

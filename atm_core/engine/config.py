@@ -1,43 +1,44 @@
 """Typed run configuration: YAML recipes in ``params/`` plus ``section.key=value`` overrides.
 
 A recipe is a nested mapping with the sections below. ``base: other.yaml`` (a path
-relative to the recipe) inherits another recipe and overrides it key by key. Every
-key is checked against the dataclasses here: an unknown key fails with its file,
-line and the closest valid key; a value of the wrong type fails naming the key.
+relative to the recipe) inherits another recipe and overrides it key by key. The dataclasses
+here are OmegaConf structured configs: OmegaConf types, merges and parses the overrides (its
+dotlist); this module adds the ``base:`` chain and errors in the config's words (an unknown key
+with its file, line and the closest valid key, a value of the wrong type naming the key).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
+from accelerate.utils import LoggerType
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from ..ops import check_op_names
+from ..atm import ATMOptionError, ATMOptions
+from ..data.presets import PRESETS
 from ..temporal import TEMPORAL_MODULES
+from .yaml_files import ConfigError, read_chain
 
-class ConfigError(ValueError):
-    """A configuration problem, reported before any training starts."""
-
+TRACKERS = tuple(t.value for t in LoggerType if t is not LoggerType.ALL)
 
 @dataclass
 class ModelConfig:
     name: str = "atm_vit_tiny_patch8_64"  # a timm-registered video model
     img_size: Optional[int] = None  # null = the dataset's input size
-    temporal: Literal["tsn", "tsm", "tokenshift", "tokent1d"] = "tokent1d"
-    atm_ops: tuple[str, ...] = ("mul", "sub")  # () = no ATM
-    # blocks (ViT) / stages (ResNet) that run before ATM, 0 = before the first; null = model default
-    atm_after_blocks: Optional[int] = None
-    atm_residual: Literal["relu", "identity"] = "relu"
-    atm_hidden: Optional[int] = None  # ATM's reduced width; null = model default (64 published)
-    atm_width: Optional[int] = None  # ATM's encoder / transfer width; null = model default (64)
-    atm_context: int = 5  # ATM's temporal context K (odd): each frame with its K-1 nearest (5 published)
-    atm_downsample: Optional[bool] = None  # stride-2 ATM reduction; null = model default
-    atm_impl: Literal["auto", "plain", "cpu_fast", "cpu_fused"] = "auto"  # how ATM is computed (atm_core.atm): auto = cpu_fused on CPU
+    temporal: Literal[TEMPORAL_MODULES] = "tokent1d"
+    # ATM's settings (atm_core.atm.ATMOptions: ops, after_blocks, hidden, width, context, window,
+    # residual, downsample, impl), handed whole to the model; null = the model's default
+    atm: ATMOptions = field(default_factory=ATMOptions)
     conv_stem: Optional[tuple[int, ...]] = None  # ViT conv stem widths; null = default, [] = none
     dropout: float = 0.0  # before the classifier
     drop_path_rate: float = 0.0
@@ -49,7 +50,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: Literal["ssv1", "ssv2", "k400", "synthetic", "custom"] = "synthetic"
+    dataset: Literal[tuple(PRESETS)] = "synthetic"
     root: str = "data/synthetic"
     train_list: Optional[str] = None  # default: the preset's list file under root
     val_list: Optional[str] = None
@@ -109,8 +110,10 @@ class TrainConfig:
     resume: Optional[str] = None  # "auto", a checkpoint directory, or null
     overwrite: bool = False  # a new run in an output_dir holding another run removes that run first
     threads: int = 0  # torch intra-op threads, 0 = leave torch's default
-    log_every: int = 10  # steps between tqdm postfix updates
-    tensorboard: bool = True  # used when tensorboard is installed
+    log_every: int = 10  # steps between reads of the training loss (tqdm postfix)
+    # experiment trackers (Accelerate's) that get the config and each epoch's record besides
+    # metrics.jsonl: tensorboard, mlflow, wandb, ...; [] = metrics.jsonl only
+    log_with: tuple[Literal[TRACKERS], ...] = ("tensorboard",)
     progress: bool = True  # tqdm bars on the main process
 
 
@@ -135,7 +138,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict:
-        return _plain(dataclasses.asdict(self))
+        return OmegaConf.to_container(OmegaConf.structured(self))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -147,21 +150,24 @@ class Config:
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def valid_keys() -> list[str]:
-    return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+    keys = []
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            tp = typing.get_type_hints(cls)[f.name]
+            nested = dataclasses.fields(tp) if dataclasses.is_dataclass(tp) else ()
+            keys += [f"{section}.{f.name}.{n.name}" for n in nested] or [f"{section}.{f.name}"]
+    return keys
 
 
 # keys that were renamed, with what the new key means
-RENAMED = {"model.atm_layer": ("model.atm_after_blocks", "the number of blocks before ATM, "
-                                                        "the old 1-based atm_layer minus 1")}
+RENAMED = {
+    "model.atm_layer": ("model.atm.after_blocks", "the number of blocks before ATM, "
+                                                  "the old 1-based atm_layer minus 1"),
+    **{f"model.atm_{name}": (f"model.atm.{name}", "ATM's settings are one section, model.atm")
+       for name in (f.name for f in dataclasses.fields(ATMOptions))},
+    "train.tensorboard": ("train.log_with", "the experiment trackers by name, [] for none"),
+}
 
 
 def _suggest(key: str) -> str:
@@ -169,7 +175,7 @@ def _suggest(key: str) -> str:
         new, meaning = RENAMED[key]
         return f"; it is now '{new}' ({meaning})"
     keys = valid_keys()
-    leaf_to_key = {k.split(".", 1)[1]: k for k in keys}
+    leaf_to_key = {k.rsplit(".", 1)[1]: k for k in keys}
     close = difflib.get_close_matches(key, keys, n=1, cutoff=0.5)
     if not close:
         leaf = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(leaf_to_key), n=1, cutoff=0.6)
@@ -177,218 +183,173 @@ def _suggest(key: str) -> str:
     return f"; did you mean '{close[0]}'?" if close else f"; valid sections: {', '.join(SECTIONS)}"
 
 
-# ---------------------------------------------------------------- type checking
+# ---------------------------------------------------------------- errors in the config's words
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
-    """``value`` checked (and losslessly converted) against the annotation ``tp``."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
+def _annotation(key: str) -> Any:
+    """The type a dotted key (``model.atm.ops``, ``train.log_with[1]``) is declared with, or None."""
+    tp: Any = Config
+    for part in re.sub(r"\[\d+\]", "", key).split("."):
+        tp = _optional_inner(tp)
+        if not dataclasses.is_dataclass(tp) or part not in typing.get_type_hints(tp):
             return None
-        inner = [a for a in args if a is not type(None)]
-        errors = []
-        for a in inner:
-            try:
-                return _coerce(key, value, a, where)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{where}key '{key}' expects {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if isinstance(value, bool) or value not in args:
-            hint = (" (YAML reads unquoted no/yes/on/off as booleans: quote the value, e.g. 'no')"
-                    if isinstance(value, bool) else "")
-            raise ConfigError(f"{where}key '{key}' must be one of {list(args)}, got {value!r}{hint}")
-        return value
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}key '{key}' expects a list, got {value!r}")
-        return tuple(_coerce(f"{key}[{i}]", v, args[0], where) for i, v in enumerate(value))
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}key '{key}' expects a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}key '{key}' expects true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}key '{key}' expects an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}key '{key}' expects a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}key '{key}' expects a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} for '{key}'")
+        tp = typing.get_type_hints(tp)[part]
+    if key.endswith("]"):
+        tp = typing.get_args(_optional_inner(tp))[0]
+    return tp
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+def _optional_inner(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return inner[0] if len(inner) == 1 else tp
+    return tp
 
 
-# ---------------------------------------------------------------- YAML loading
-
-def _line_index(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line number in a YAML text, for error messages."""
-    lines: dict[str, int] = {}
-
-    def walk(node: yaml.Node, prefix: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                name = f"{prefix}{k.value}"
-                lines[name] = k.start_mark.line + 1
-                walk(v, name + ".")
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, "")
-    return lines
+def _takes_text(tp: Any) -> bool:
+    tp = _optional_inner(tp)
+    if typing.get_origin(tp) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(tp))
+    return tp is str
 
 
-def _read_recipe(path: Path, seen: tuple[Path, ...] = ()) -> list[tuple[dict, Path, dict[str, int]]]:
-    """The chain of recipes ``path`` inherits from, base first."""
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: circular 'base' chain: {' -> '.join(map(str, seen + (path,)))}")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
-    chain = []
-    base = data.pop("base", None)
-    if base is not None:
-        if not isinstance(base, str):
-            raise ConfigError(f"{path}: 'base' must be a file name, got {base!r}")
-        chain = _read_recipe(path.parent / base, seen + (path,))
-    return chain + [(data, path, _line_index(text))]
+def _expects(tp: Any, value: Any) -> str:
+    """What a key of type ``tp`` takes, phrased for the error of ``value``."""
+    tp = _optional_inner(tp)
+    if typing.get_origin(tp) is Literal:
+        hint = (" (YAML reads unquoted no/yes/on/off as booleans: quote the value, e.g. 'no')"
+                if isinstance(value, bool) else "")
+        return f"must be one of {list(typing.get_args(tp))}, got {value!r}{hint}"
+    kinds = {bool: "true/false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+             tuple: "a list"}
+    kind = kinds.get(typing.get_origin(tp) or tp)
+    if dataclasses.is_dataclass(tp):
+        kind = f"a mapping of {', '.join(typing.get_type_hints(tp))}"
+    return f"expects {kind}, got {value!r}" if kind else f"got {value!r}"
 
 
-def _apply_mapping(cfg: Config, data: dict, source: str, lines: dict[str, int]) -> None:
+def _dotted_keys(data: Any, prefix: str = "") -> list[str]:
+    """The dotted keys of the leaves of a nested mapping."""
+    if not isinstance(data, dict) or not data:
+        return [prefix[:-1]] if prefix else []
+    return [key for name, value in data.items() for key in _dotted_keys(value, f"{prefix}{name}.")]
+
+
+def _config_error(error: Exception, data: dict, where: Callable[[str], str], section_words: bool) -> ConfigError:
+    """An OmegaConf or ATM option error of merging ``data``, as one line naming the key."""
+    if isinstance(error, ATMOptionError):
+        key = f"model.atm.{error.field}"
+        return ConfigError(f"{where(key)}key '{key}': {error.detail}")
+    tried = _dotted_keys(data)
+    key = getattr(error, "full_key", None) or (tried[0] if tried else "")
+    if isinstance(error, ConfigKeyError):
+        if section_words and "." not in key:
+            return ConfigError(f"{where(key)}unknown section '{key}'{_suggest(key)}")
+        key = next((k for k in tried if k.startswith(f"{key}.")), key)  # the whole key, not its first part
+        return ConfigError(f"{where(key)}unknown key '{key}'{_suggest(key)}")
+    tp = _annotation(key)
+    if tp is None:
+        return ConfigError(f"{where(key)}{str(error).splitlines()[0]}")
+    value = OmegaConf.select(OmegaConf.create(data), key)
+    value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return ConfigError(f"{where(key)}key '{key}' {_expects(tp, value)}")
+
+
+def _merged(cfg: DictConfig, data: dict, where: Callable[[str], str] = lambda key: "",
+            section_words: bool = False) -> DictConfig:
+    """``data`` (a nested mapping) merged into ``cfg``: typed, mappings merged key by key."""
     for section, values in data.items():
-        where = f"{source}:{lines.get(section, '?')}: " if source else ""
-        if section not in SECTIONS:
-            raise ConfigError(f"{where}unknown section '{section}'{_suggest(section)}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{where}section '{section}' must be a mapping, got {values!r}")
-        for key, value in values.items():
-            dotted = f"{section}.{key}"
-            kwhere = f"{source}:{lines.get(dotted, '?')}: " if source else ""
-            _set(cfg, dotted, value, kwhere)
-
-
-def _set(cfg: Config, dotted: str, value: Any, where: str = "", raw: str | None = None) -> None:
-    """Set ``section.key`` (or ``section.key.sub...`` inside a mapping-valued key). Mappings
-    merge into the current mapping key by key, so a recipe refines its base's options."""
-    section, _, rest = dotted.partition(".")
-    key, _, sub = rest.partition(".")
-    if section not in SECTIONS or not key:
-        raise ConfigError(f"{where}unknown key '{dotted}'{_suggest(dotted)}")
-    obj = getattr(cfg, section)
-    hints = _hints(type(obj))
-    if key not in hints:
-        raise ConfigError(f"{where}unknown key '{dotted}'{_suggest(dotted)}")
-    tp = hints[key]
-    if sub:
-        if not _accepts_dict(tp):
-            raise ConfigError(f"{where}key '{section}.{key}' is not a mapping; cannot set '{dotted}'")
-        value = _nested({}, sub.split("."), value)
-    elif raw is not None and _accepts_str(tp):  # overrides of string keys keep their text verbatim
-        value = None if raw.lower() in ("null", "none", "~") and _accepts_none(tp) else raw
-    current = getattr(obj, key)
-    if isinstance(value, dict) and isinstance(current, dict):
-        value = _merge(current, value)
-    setattr(obj, key, _coerce(f"{section}.{key}", value, tp, where))
-
-
-def _nested(target: dict, keys: list[str], value: Any) -> dict:
-    node = target
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-    node[keys[-1]] = value
-    return target
-
-
-def _merge(base: dict, update: dict) -> dict:
-    merged = dict(base)
-    for k, v in update.items():
-        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        if section in SECTIONS and not isinstance(values, dict):
+            raise ConfigError(f"{where(section)}section '{section}' must be a mapping, got {values!r}")
+    try:
+        merged = OmegaConf.merge(cfg, data)
+        OmegaConf.to_object(merged)  # builds the nested options objects, which check themselves
+    except (OmegaConfBaseException, ATMOptionError) as e:
+        raise _config_error(e, data, where, section_words) from None
     return merged
 
 
-def _accepts_dict(tp: Any) -> bool:
-    return tp is dict or typing.get_origin(tp) is dict or dict in typing.get_args(tp)
+# ---------------------------------------------------------------- loading: recipe chain, data, overrides
 
-
-def _accepts_str(tp: Any) -> bool:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Literal:
-        return all(isinstance(a, str) for a in args)
-    return tp is str or (origin in (Union, types.UnionType) and any(_accepts_str(a) for a in args))
-
-
-def _accepts_none(tp: Any) -> bool:
-    return type(None) in typing.get_args(tp)
-
-
-def parse_override(text: str) -> tuple[str, Any, str]:
-    """``"section.key=value"`` -> (key, YAML-parsed value, raw value)."""
+def _dotlist(text: str) -> dict:
+    """``"section.key=value"`` as a nested mapping, the value read as YAML (OmegaConf's dotlist)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
         raise ConfigError(f"override '{text}' must look like section.key=value")
+    if _takes_text(_annotation(key)) and raw.strip().lower() not in ("null", "none", "~"):
+        # a string key keeps the override's text: YAML would read no as false and 007 as 7
+        return functools.reduce(lambda inner, part: {part: inner}, reversed(key.split(".")), raw)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key, value, raw
+        return OmegaConf.to_container(OmegaConf.from_dotlist([text]))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"override '{text}': {str(e).splitlines()[0]}") from None
+
+
+def _with_overrides(cfg: DictConfig, overrides: typing.Iterable[str]) -> DictConfig:
+    for text in overrides:
+        cfg = _merged(cfg, _dotlist(text), lambda key, text=text: f"override '{text}': ")
+    return cfg
+
+
+def _build(cfg: DictConfig) -> Config:
+    built = OmegaConf.to_object(cfg)
+    check_values(built)
+    return built
 
 
 def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
-    for text in overrides:
-        key, value, raw = parse_override(text)
-        _set(cfg, key, value, where=f"override '{text}': ", raw=raw)
-    return cfg
+    """A copy of ``cfg`` with ``section.key=value`` overrides applied."""
+    return _build(_with_overrides(_structured(cfg), overrides))
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = (),
                 data: dict | None = None) -> Config:
     """Defaults <- recipe chain of ``path`` <- ``data`` (a nested dict) <- ``overrides``."""
-    cfg = Config()
+    cfg = OmegaConf.structured(Config)
     if path is not None:
-        for mapping, source, lines in _read_recipe(Path(path)):
-            _apply_mapping(cfg, mapping, str(source), lines)
+        for mapping, source, lines in read_chain(Path(path)):
+            cfg = _merged(cfg, mapping, _located(source, lines), section_words=True)
     if data is not None:
-        _apply_mapping(cfg, data, "", {})
-    apply_overrides(cfg, overrides)
-    check_values(cfg)
-    return cfg
+        cfg = _merged(cfg, data, section_words=True)
+    return _build(_with_overrides(cfg, overrides))
+
+
+def load_run_config(path: str | Path) -> Config:
+    """The ``config.yaml`` a training run wrote, also one written before ATM's settings became the
+    ``model.atm`` section and the trackers ``train.log_with``: a record of what ran, read as the
+    same settings under their new keys (a recipe with the old keys is refused instead)."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    model, train = data.get("model") or {}, data.get("train") or {}
+    old = {k.removeprefix("atm_"): model.pop(k) for k in list(model)
+           if k.startswith("atm_") and k.removeprefix("atm_") in ATMOptions.__dataclass_fields__}
+    if old:
+        model["atm"] = {**old, **(model.get("atm") or {})}
+    if "tensorboard" in train:
+        train["log_with"] = ["tensorboard"] if train.pop("tensorboard") else []
+    return load_config(data=data)
+
+
+def _located(source: Path, lines: dict[str, int]) -> Callable[[str], str]:
+    """``key -> "file:line: "``, the line of the key or of the nearest enclosing one."""
+    def where(key: str) -> str:
+        parts = re.sub(r"\[\d+\]", "", key).split(".")
+        found = next((lines[".".join(parts[:n])] for n in range(len(parts), 0, -1)
+                      if ".".join(parts[:n]) in lines), "?")
+        return f"{source}:{found}: "
+    return where
+
+
+def _structured(cfg: Config) -> DictConfig:
+    """A Config built or edited in Python, type-checked as a recipe would be."""
+    try:
+        return OmegaConf.structured(cfg)
+    except OmegaConfBaseException as e:
+        raise _config_error(e, cfg.to_dict(), lambda key: "", False) from None
 
 
 def as_config(cfg: Config | str | Path | dict) -> Config:
     if isinstance(cfg, Config):
-        check_values(cfg)
-        return cfg
+        return _build(_structured(cfg))
     if isinstance(cfg, dict):
         return load_config(data=cfg)
     return load_config(cfg)
@@ -396,17 +357,11 @@ def as_config(cfg: Config | str | Path | dict) -> Config:
 
 def check_values(cfg: Config) -> None:
     """Value checks that need no files: ranges and keys that depend on each other."""
-    for section, cls in SECTIONS.items():  # re-check types (a Config may have been edited in Python)
-        obj = getattr(cfg, section)
-        for key, tp in _hints(cls).items():
-            setattr(obj, key, _coerce(f"{section}.{key}", getattr(obj, key), tp, ""))
-
     def positive(key: str, value: float, allow_zero: bool = False) -> None:
         if value < 0 or (value == 0 and not allow_zero):
             raise ConfigError(f"key '{key}' must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
-    for key in ("model.img_size", "model.atm_hidden",
-                "model.atm_width", "model.atm_context", "data.num_frames",
+    for key in ("model.img_size", "data.num_frames",
                 "data.num_sample", "train.batch_size", "train.grad_accum", "optim.epochs", "optim.atm_lr_scale",
                 "eval.num_clips", "eval.num_crops", "eval.batch_size", "train.eval_every",
                 "train.keep_last", "train.log_every"):
@@ -417,7 +372,7 @@ def check_values(cfg: Config) -> None:
     for key in ("optim.lr", "optim.warmup_lr", "optim.min_lr", "optim.weight_decay",
                 "optim.warmup_epochs", "loss.label_smoothing", "loss.mixup", "loss.cutmix",
                 "data.num_workers", "train.save_every_steps", "train.save_every_minutes", "train.threads",
-                "model.dropout", "model.drop_path_rate", "model.atm_after_blocks"):
+                "model.dropout", "model.drop_path_rate"):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value is not None:
@@ -429,15 +384,6 @@ def check_values(cfg: Config) -> None:
                           f"than 'optim.epochs' ({cfg.optim.epochs})")
     if len(cfg.optim.betas) != 2:
         raise ConfigError(f"key 'optim.betas' needs two values, got {list(cfg.optim.betas)}")
-    try:
-        check_op_names(cfg.model.atm_ops)
-    except ValueError as e:
-        raise ConfigError(f"key 'model.atm_ops': {e}") from None
-    if cfg.model.atm_context % 2 == 0:
-        raise ConfigError(f"key 'model.atm_context' must be odd (the frame and as many neighbours "
-                          f"before as after it), got {cfg.model.atm_context}")
-    if cfg.model.temporal not in TEMPORAL_MODULES:
-        raise ConfigError(f"key 'model.temporal' must be one of {list(TEMPORAL_MODULES)}")
     if cfg.train.save_every_steps % cfg.train.grad_accum:
         raise ConfigError(f"key 'train.save_every_steps' ({cfg.train.save_every_steps}) must be a "
                           f"multiple of 'train.grad_accum' ({cfg.train.grad_accum}): a checkpoint "

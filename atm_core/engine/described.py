@@ -25,6 +25,7 @@ from pathlib import Path
 
 from torch import nn
 
+from . import builders
 from .config import Config, ConfigError, apply_overrides, load_config
 
 RECIPE_FILE = "recipe.yaml"
@@ -42,12 +43,13 @@ def checkpoint_dir(checkpoint: str | Path) -> Path:
 
 def model_card(cfg: Config, classes: Sequence[str], input_size: int, measured: dict | None = None) -> dict:
     """The card of a model trained with ``cfg`` on data with ``classes`` at ``input_size`` px."""
+    atm = builders.atm_options(cfg)
     return {
         "format": CARD_FORMAT,
         "model": cfg.model.name,
         "temporal": cfg.model.temporal,
-        "atm_ops": list(cfg.model.atm_ops),
-        "atm_residual": cfg.model.atm_residual,
+        "atm_ops": list(atm.ops),
+        "atm_residual": atm.residual,
         "num_frames": cfg.data.num_frames,
         "input_size": input_size,
         "num_classes": len(classes),
@@ -121,26 +123,11 @@ def checkpoint_recipe(checkpoint: str | Path, recipe: Config | str | Path | None
 
 
 def checkpoint_classes(checkpoint: str | Path, cfg: Config) -> list[str]:
-    """The class names of a checkpoint: its card's, else those of ``cfg``'s data (the built-in
-    benchmark's track, or the validation split of other data, which must then be on disk)."""
+    """The class names of a checkpoint: its card's, else those of ``cfg``'s data."""
     card = read_card(checkpoint)
     if card is not None:
         return list(card["classes"])
-    from .builders import build_split, synthetic_track
-
-    if cfg.data.dataset == "synthetic":
-        from ..data.synthetic import benchmark_track
-
-        return list(benchmark_track(synthetic_track(cfg)).classes)
-    return build_split(cfg, "val").classes
-
-
-def eval_input_size(cfg: Config) -> int:
-    """The clip size ``cfg``'s data preset evaluates at."""
-    from ..data.presets import resolve_recipe
-    from .builders import dataset_options
-
-    return resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val")).input_size
+    return builders.class_names(cfg)
 
 
 @dataclass
@@ -160,7 +147,6 @@ def load_model(checkpoint: str | Path, recipe: Config | str | Path | None = None
     the recipe and class names from the checkpoint, or from ``recipe`` and its data for a
     checkpoint without them. ``use_ema`` (default: the recipe's ``eval.use_ema``) loads the EMA
     weights."""
-    from .builders import build_model
     from .checkpoint import load_weights
 
     path = Path(checkpoint)
@@ -169,7 +155,7 @@ def load_model(checkpoint: str | Path, recipe: Config | str | Path | None = None
     cfg = checkpoint_recipe(path, recipe, overrides)
     card = read_card(path)
     classes = checkpoint_classes(path, cfg)
-    size = card["input_size"] if card is not None else eval_input_size(cfg)
-    model = build_model(apply_overrides(copy.deepcopy(cfg), NO_PRETRAINED), len(classes), size)
+    size = card["input_size"] if card is not None else builders.input_size(cfg)
+    model = builders.build_model(apply_overrides(copy.deepcopy(cfg), NO_PRETRAINED), len(classes), size)
     load_weights(model, path, use_ema=cfg.eval.use_ema if use_ema is None else use_ema)
     return LoadedModel(model.eval(), cfg, classes, path, card)

@@ -12,8 +12,8 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
 from ..data.errors import DataError
-from .builders import build_model, build_split, check_sample
-from ..models.weights import load_video_weights
+from . import builders
+from .builders import check_sample
 from .checkpoint import resolve_checkpoint
 from .config import Config, ConfigError, as_config
 from .inference import IndexedDataset, predict
@@ -81,14 +81,9 @@ def run_evaluation(accelerator: Accelerator, cfg: Config, checkpoint: str | Path
     spec = str(checkpoint) if checkpoint is not None else cfg.eval.checkpoint
     path = resolve_checkpoint(spec, cfg.train.output_dir)
     check_built_for(path, cfg)
-    dataset = build_split(cfg, "test")
+    dataset = builders.dataset(cfg, "test")
     check_sample(cfg, dataset, "test")
-    model = build_model(cfg, len(dataset.classes), dataset.transform.input_size)
-    try:
-        load_video_weights(model, path, use_ema=cfg.eval.use_ema, strict=True)
-    except ValueError as e:
-        raise ConfigError(f"checkpoint {path} does not fit the model of this configuration "
-                          f"({cfg.model.name}, {len(dataset.classes)} classes): {e}") from e
+    model = builders.load_model(cfg, path)
     out_dir = Path(cfg.eval.out_dir) if cfg.eval.out_dir else Path(cfg.train.output_dir) / "eval"
     extra = {"checkpoint": str(path), "ema": cfg.eval.use_ema, "num_frames": cfg.data.num_frames,
              "views": dataset.num_views, "num_clips": dataset.test_num_segment,

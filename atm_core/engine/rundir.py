@@ -33,10 +33,12 @@ IDENTITY, CONFIG, CHANGES = "identity.json", "config.yaml", "changes.jsonl"
 # what a fresh start (train.overwrite=true) removes: everything a run writes but the preflight cache
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "tensorboard", "eval", IDENTITY, CONFIG, CHANGES)
 # settings that decide what the weights are and what data they fit: a resume may not change them
-IDENTITY_KEYS = ("model.name", "model.img_size", "model.temporal", "model.atm_ops",
-                 "model.atm_after_blocks", "model.atm_residual", "model.atm_hidden", "model.atm_width",
-                 "model.atm_context", "model.atm_downsample", "model.conv_stem", "model.kwargs",
-                 "data.dataset", "data.num_frames", "data.num_sample")
+IDENTITY_KEYS = ("model.name", "model.img_size", "model.temporal", "model.atm.ops",
+                 "model.atm.after_blocks", "model.atm.residual", "model.atm.hidden", "model.atm.width",
+                 "model.atm.context", "model.atm.window", "model.atm.downsample", "model.conv_stem",
+                 "model.kwargs", "data.dataset", "data.num_frames", "data.num_sample")
+# sections flattened key by key, so that a change names the setting (model.atm.ops, not model.atm)
+NESTED = ("model.atm",)
 # settings that say nothing about the run itself
 NOT_RECORDED = ("train.resume", "train.overwrite")
 
@@ -46,7 +48,14 @@ class RunDirError(ConfigError):
 
 
 def _flat(mapping: dict, prefix: str = "") -> dict:
-    return {f"{prefix}{key}": value for key, value in mapping.items()}
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if name in NESTED and isinstance(value, dict):
+            flat.update(_flat(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
 
 
 def flat_config(cfg: Config) -> dict:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import ProjectConfiguration
 from accelerate.state import AcceleratorState, GradientState
 
 from .config import Config, ConfigError
@@ -36,20 +38,26 @@ def relaunch_with_tuned_malloc(cpu_only: bool = True) -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], tuned_malloc_env())
 
 
-def make_accelerator(cfg: Config) -> Accelerator:
+def make_accelerator(cfg: Config, trackers: bool = False) -> Accelerator:
     """Mixed precision and gradient accumulation from the config. Batches are split across
     processes (``split_batches``): the loaders hold the global batch, so a run on N processes
     sees exactly the batches of a single-process run at N times the per-device batch.
 
     Without a GPU the Accelerator is told so (``cpu=True``): only then does Accelerate join the
-    processes started by ``accelerate launch`` into a gloo (multi-CPU) group."""
+    processes started by ``accelerate launch`` into a gloo (multi-CPU) group. With ``trackers``, it
+    runs the experiment trackers ``train.log_with`` names, TensorBoard's under
+    ``<train.output_dir>/tensorboard``."""
     if cfg.train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    out = Path(cfg.train.output_dir)
     return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
                        gradient_accumulation_steps=cfg.train.grad_accum,
-                       dataloader_config=DataLoaderConfiguration(split_batches=True))
+                       dataloader_config=DataLoaderConfiguration(split_batches=True),
+                       log_with=list(cfg.train.log_with) if trackers and cfg.train.log_with else None,
+                       project_config=ProjectConfiguration(project_dir=str(out),
+                                                           logging_dir=str(out / "tensorboard")))
 
 
 def release_accelerator() -> None:

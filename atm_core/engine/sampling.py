@@ -9,24 +9,17 @@ single-process run.
 """
 from __future__ import annotations
 
-import random
 from typing import Iterator
 
 import numpy as np
 import torch
+from accelerate.utils import set_seed
 from torch.utils.data import Dataset, Sampler
 
 
 def derive_seed(*parts: int) -> int:
     """A well-mixed 32-bit seed from integer parts (NumPy's SeedSequence hashing)."""
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators (what augmentations draw from)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class EpochSampler(Sampler):
@@ -66,5 +59,5 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
-        seed_everything(seed)
+        set_seed(seed)  # Python's, NumPy's and torch's global generators: what augmentations draw from
         return self.dataset[index]

@@ -6,7 +6,7 @@ Run directory (``train.output_dir``), held by one training at a time (:mod:`.run
                      settings go to changes.jsonl, with the step they apply from)
     identity.json    the model and data the weights are of; a resume must match it
     metrics.jsonl    one line per epoch (lr, train_loss, val_*, epoch_time, samples_per_s)
-    tensorboard/     the same scalars, when tensorboard is installed
+    tensorboard/     the same scalars for TensorBoard (train.log_with; MLflow, W&B where named)
     checkpoints/     step_<batches>/ (full state, last ``keep_last``) and best/ (weights)
     eval/            multi-view evaluation of best/ (``eval.after_train``)
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import broadcast
+from accelerate.utils import broadcast, set_seed
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -38,8 +38,8 @@ from tqdm.auto import tqdm
 from ..data.dataset import VideoDataset
 from ..data.errors import DataError, error_message
 from ..data.preflight import preflight
-from . import rundir
-from .builders import build_model, build_split, check_sample, write_benchmark_if_asked
+from . import builders, rundir
+from .builders import build_model, check_sample
 from .checkpoint import (
     abandon,
     clear,
@@ -60,7 +60,7 @@ from .inference import IndexedDataset, predict
 from .metrics import classification_metrics
 from .optim import build_loss, build_optimizer, build_scheduler, build_video_mixup, scaled_lrs
 from .runtime import make_accelerator, release_accelerator
-from .sampling import EpochSampler, SeededDataset, derive_seed, seed_everything
+from .sampling import EpochSampler, SeededDataset, derive_seed
 from .stopping import Interrupted, StopRequest
 from .tracking import MetricsLog, read_metrics
 
@@ -134,7 +134,7 @@ def train(cfg: Config | str | Path | dict) -> dict:
     "padded" (short videos sampled with repeated frames, per split), "eval" (the evaluation
     summary or None)}``."""
     cfg = as_config(cfg)
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, trackers=True)
     try:
         with rundir.owned(accelerator, Path(cfg.train.output_dir)):
             return _train(accelerator, cfg)
@@ -163,6 +163,8 @@ class Run:
     last_save: float = field(default_factory=time.monotonic)
     last_saved: Path | None = None
     stop: StopRequest = field(default_factory=StopRequest)
+    # the epoch's loss sum on the device since it was last read (no host sync per step)
+    loss_total: torch.Tensor | None = None
 
     @property
     def ckpt_root(self) -> Path:
@@ -172,7 +174,21 @@ class Run:
     def global_batch(self) -> int:
         return self.cfg.train.batch_size * self.accelerator.num_processes
 
+    def add_loss(self, loss: torch.Tensor) -> None:
+        if self.loss_total is None:
+            self.loss_total = torch.tensor(self.state.loss_sum, dtype=torch.float64, device=loss.device)
+        self.loss_total += loss.detach()
+        self.state.loss_count += 1
+
+    def train_loss(self) -> float:
+        """The mean training loss of the epoch so far, read to the host (over all processes)."""
+        if self.loss_total is not None:
+            self.state.loss_sum = float(self.accelerator.reduce(self.loss_total, "mean"))
+            self.loss_total = None
+        return self.state.loss_sum / max(self.state.loss_count, 1)
+
     def save(self) -> Path:
+        self.train_loss()  # the checkpoint holds the loss so far
         path = save_checkpoint(self.accelerator, self.ckpt_root, self.state, self.ema,
                                self.cfg.train.keep_last)
         self.last_save, self.last_saved = time.monotonic(), path
@@ -202,15 +218,15 @@ def _prepare_data(accelerator: Accelerator, cfg: Config) -> tuple[VideoDataset, 
     """The benchmark where asked for, then both splits, checked against the model's input.
     Everything that can be wrong with the configuration or the lists fails here."""
     if accelerator.is_main_process:
-        write_benchmark_if_asked(cfg)
+        builders.prepare_dataset(cfg)
     accelerator.wait_for_everyone()
-    train_set, val_set = build_split(cfg, "train"), build_split(cfg, "val")
+    train_set, val_set = builders.dataset(cfg, "train"), builders.dataset(cfg, "val")
     if cfg.data.preflight:
         preflight((train_set, val_set), cfg.data.on_error, Path(cfg.train.output_dir), cfg.train.progress)
     check_sample(cfg, train_set, "train")
     check_sample(cfg, val_set, "val")
     if cfg.eval.after_train:
-        build_split(cfg, "test")  # the final evaluation's list (data.test_list) is checked now too
+        builders.dataset(cfg, "test")  # the final evaluation's list (data.test_list) is checked now too
     global_batch = cfg.train.batch_size * accelerator.num_processes
     if len(train_set) < global_batch:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} x {accelerator.num_processes} "
@@ -235,7 +251,7 @@ def _build_run(accelerator: Accelerator, cfg: Config, train_set: VideoDataset,
                val_set: VideoDataset) -> Run:
     """Model, optimizer, schedule and loaders, prepared by the Accelerator."""
     num_classes = len(train_set.classes)
-    seed_everything(cfg.train.seed)  # identical initial weights on every process
+    set_seed(cfg.train.seed)  # identical initial weights on every process
     model = build_model(cfg, num_classes, train_set.transform.input_size)
     global_batch = cfg.train.batch_size * accelerator.num_processes
     lrs = scaled_lrs(cfg.optim, global_batch * cfg.train.grad_accum)
@@ -302,7 +318,7 @@ def _checkpoint_due(run: Run, batches_per_epoch: int) -> bool:
 
 def _train_step(run: Run, clips: torch.Tensor, labels: torch.Tensor, epoch: int) -> None:
     cfg, accelerator, state = run.cfg, run.accelerator, run.state
-    seed_everything(derive_seed(cfg.train.seed, epoch, state.batch, accelerator.process_index, 1))
+    set_seed(derive_seed(cfg.train.seed, epoch, state.batch, accelerator.process_index, 1))
     targets = labels
     if run.mixup is not None:
         clips, targets = run.mixup(clips, labels)
@@ -316,8 +332,7 @@ def _train_step(run: Run, clips: torch.Tensor, labels: torch.Tensor, epoch: int)
         run.optimizer.zero_grad(set_to_none=True)
     state.batch += 1
     state.batches_total += 1
-    state.loss_sum += float(accelerator.reduce(loss.detach(), "mean"))
-    state.loss_count += 1
+    run.add_loss(loss)
     if accelerator.sync_gradients:
         state.global_step += 1
         run.scheduler.step_update(num_updates=state.global_step)
@@ -342,7 +357,7 @@ def _train_epoch(run: Run, epoch: int) -> dict:
             _train_step(run, clips, labels, epoch)
             bar.update(1)
             if state.batch % cfg.train.log_every == 0:
-                bar.set_postfix(loss=f"{state.loss_sum / state.loss_count:.4f}",
+                bar.set_postfix(loss=f"{run.train_loss():.4f}",
                                 lr=f"{run.optimizer.param_groups[0]['lr']:.2e}")
             state.train_time = time.perf_counter() - started
             due = _checkpoint_due(run, batches)
@@ -357,7 +372,7 @@ def _train_epoch(run: Run, epoch: int) -> dict:
     train_time = time.perf_counter() - started
     return {"epoch": epoch, "global_step": state.global_step,
             "lr": max(g["lr"] for g in run.optimizer.param_groups),
-            "train_loss": state.loss_sum / max(state.loss_count, 1), "train_time": train_time,
+            "train_loss": run.train_loss(), "train_time": train_time,
             "samples_per_s": batches * run.global_batch * run.train_set.num_sample / train_time}
 
 
@@ -428,7 +443,7 @@ def _train(accelerator: Accelerator, cfg: Config) -> dict:
     _restore(run, resume_from)
     if resume_from is not None:
         rundir.report_changes(accelerator, cfg, run.state.batches_total, run.state.epoch)
-    log = MetricsLog(out, cfg.train.tensorboard) if accelerator.is_main_process else None
+    log = MetricsLog(out, accelerator, cfg.to_dict()) if accelerator.is_main_process else None
     if log is not None:
         log.truncate(run.state.epoch)
 

@@ -6,28 +6,21 @@ Three differences from ``ATMBlock.branch``, each giving its result to float roun
   correlation, the BatchNorms and the convs; a ViT's token grid already is);
 * ``mul`` runs ``clip_correlation`` and ``encode_patches`` instead of ``ops.mul`` and the encoder's
   Conv2d layers, and eval-mode BatchNorms are folded into their convs (``folding``);
-* an element-wise op is ``combine(g(a), g(b))`` with ``combine`` linear (``SEPARABLE_OPS``), so
-  the domain transfer's first conv, linear too, runs on ``g`` of the T frames and the pairs are
-  combined after it: a K-th of that conv's work. The cue itself is never materialised.
+* an element-wise op with a separable form (``Op.separable`` in :mod:`atm_core.ops`) is
+  ``combine(g(a), g(b))`` with ``combine`` linear, so the domain transfer's first conv, linear too,
+  runs on ``g`` of the T frames and the pairs are combined after it: a K-th of that conv's work.
+  The cue itself is never materialised. An op without a fast form computes its cue as the plain
+  path does; the rest of the block still runs on these kernels.
 """
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..ops import add, log_magnitude, pair_frames, sub
+from ..ops import OPS, pair_frames
 from .correlation import clip_correlation
 from .encoder import encode_patches
 from .folding import activate, conv_bn_relu, convolve, run_layers
-
-# ``frame_map`` per frame (zero at zero, so time padding stays zero) and a linear ``combine``
-SEPARABLE_OPS: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor] | None, Callable[..., torch.Tensor]]] = {
-    "add": (None, add),
-    "sub": (None, sub),
-    "div": (log_magnitude, sub),
-}
 
 
 def transfer_cue(block: nn.Module, reduced: torch.Tensor) -> torch.Tensor:
@@ -39,7 +32,12 @@ def transfer_cue(block: nn.Module, reduced: torch.Tensor) -> torch.Tensor:
         encoded = encode_patches(block.encoder, patches, blocked=block.impl != "cpu_fast")
         features = encoded.view(b, t, k, h, w, -1).permute(0, 1, 2, 5, 3, 4)  # channels-last
         return run_layers(block.transfer, features.reshape(b * t * k, -1, h, w))
-    frame_map, combine = SEPARABLE_OPS[block.op]
+    separable = OPS[block.op].separable
+    if separable is None:
+        cue = block.cue(reduced)
+        cue = cue if block.encoder is None else block.encode(cue)
+        return run_layers(block.transfer, cue.flatten(0, 2))
+    frame_map, combine = separable.frame_map, separable.combine
     first, rest = block.transfer[0], block.transfer[1:]
     frames = convolve(first, reduced if frame_map is None else frame_map(reduced))
     pairs = combine(*pair_frames(frames, block.num_frames, block.context))

@@ -3,16 +3,12 @@
 After ``import atm_core.models``::
 
     timm.create_model("atm_vit_base_patch16_clip_224", num_frames=8, num_classes=174,
-                      temporal="tokent1d", atm_ops=("mul", "sub"), atm_after_blocks=7)
+                      temporal="tokent1d", atm=ATMOptions(ops=("mul", "sub"), after_blocks=7))
 
-Keyword arguments: ``num_frames``, ``num_classes``, ``temporal``, ``atm_after_blocks`` (the
-number of backbone blocks (ViT) or stages (ResNet) that run before ATM; 0 = ATM before the
-first; the reference's ViT-B/16 runs it after 7 of 12 blocks, its 24-block models after 14),
-ATM's options either as one :class:`ATMOptions` (``atm=``) or field by field as ``atm_<field>``
-keywords: ``atm_ops`` (``()`` = no ATM), ``atm_residual``, ``atm_hidden`` / ``atm_width`` (ATM's
-reduced and transfer widths, 64 / 64 as published), ``atm_context`` (temporal context K, 5 as
-published), ``atm_downsample`` (stride-2 reduction: on for ResNets, off for the published ViTs),
-``atm_impl``; ``conv_stem`` (ViTs trained from scratch: widths of a stride-2 conv stem in place of the linear
+Keyword arguments: ``num_frames``, ``num_classes``, ``temporal``, ``atm`` (ATM's options, one
+:class:`atm_core.atm.ATMOptions` or a mapping of its fields; unset fields are the model's
+defaults: the reference's ViT-B/16 runs ATM after 7 of 12 blocks, its 24-block models after 14,
+ResNets downsample; ``ops=()`` = no ATM); ``conv_stem`` (ViTs trained from scratch: widths of a stride-2 conv stem in place of the linear
 patch embedding, ``()`` for none; the tiny ViT's default is ``(16, 32, 64)``),
 ``dropout`` (before the classifier), ``proj_dim`` (CLIP projection width, ViTs),
 ``pretrained`` (timm hub weights of the backbone), ``pretrained_file`` (a local checkpoint,
@@ -24,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import timm
 import torch.nn as nn
@@ -36,7 +32,7 @@ from timm.models.vision_transformer_hybrid import ConvStem
 from .classifier import VideoClassifier
 from .resnet import VideoResNet
 from .vit import VideoViT
-from .options import ATMOptions
+from ..atm import PUBLISHED, ATMOptions
 from .weights import LoadReport, load_video_weights
 
 _logger = logging.getLogger(__name__)
@@ -49,13 +45,12 @@ class BackboneSpec:
     arch: str  # timm architecture of the image backbone
     weights: Optional[str]  # timm pretrained tag used by pretrained=True (None: none exist)
     family: str  # "vit" (VisionTransformer / Eva) or "resnet"
-    atm_after_blocks: int  # blocks (ViT) / stages (ResNet) that run before ATM
+    atm: ATMOptions  # this model's ATM defaults over the paper's, placement (after_blocks) included
     temporal: str
     num_classes: int
     img_size: int
     proj_dim: Optional[int] = None  # CLIP image projection after the class token
     proj_bias: bool = False
-    atm: ATMOptions = ATMOptions()
     head_init: str = "pytorch"  # nn.Linear's default, as the reference's classifier
     # ViTs: widths of stride-2 3x3 conv+BN+ReLU layers that, with a 1x1 conv to the embedding
     # width, replace the linear patch embedding (patch_size must be 2 ** their number); () = none
@@ -69,28 +64,28 @@ SPECS: dict[str, BackboneSpec] = {
     # OpenAI CLIP ViT-B/16 (QuickGELU), the reference configuration
     "atm_vit_base_patch16_clip_224": BackboneSpec(
         "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_clip_quickgelu_224.openai", "vit",
-        atm_after_blocks=7, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=512),
+        atm=ATMOptions(after_blocks=7), temporal="tokent1d", num_classes=174, img_size=224, proj_dim=512),
     "atm_vit_large_patch14_clip_224": BackboneSpec(
         "vit_large_patch14_clip_quickgelu_224", "vit_large_patch14_clip_quickgelu_224.openai", "vit",
-        atm_after_blocks=14, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768),
+        atm=ATMOptions(after_blocks=14), temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768),
     # EVA02-CLIP-L/14: its projection has a bias
     "atm_eva02_large_patch14_clip_224": BackboneSpec(
         "eva02_large_patch14_clip_224", "eva02_large_patch14_clip_224.merged2b", "vit",
-        atm_after_blocks=14, temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768, proj_bias=True),
+        atm=ATMOptions(after_blocks=14), temporal="tokent1d", num_classes=174, img_size=224, proj_dim=768, proj_bias=True),
     "atm_eva02_large_patch14_clip_336": BackboneSpec(
         "eva02_large_patch14_clip_336", "eva02_large_patch14_clip_336.merged2b", "vit",
-        atm_after_blocks=14, temporal="tokent1d", num_classes=174, img_size=336, proj_dim=768, proj_bias=True),
+        atm=ATMOptions(after_blocks=14), temporal="tokent1d", num_classes=174, img_size=336, proj_dim=768, proj_bias=True),
     # ImageNet ResNet-50: ATM after stage 2 (28x28 map reduced to 14x14), TSM in the residual branches
     "atm_resnet50": BackboneSpec(
-        "resnet50", "resnet50.a1_in1k", "resnet", atm_after_blocks=2, temporal="tsm", num_classes=174,
-        img_size=224, atm=ATMOptions(downsample=True), mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
+        "resnet50", "resnet50.a1_in1k", "resnet", atm=ATMOptions(after_blocks=2, downsample=True),
+        temporal="tsm", num_classes=174, img_size=224, mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD),
     # tiny ResNet for CPU runs on the built-in benchmark, trained from scratch: timm's plain stem
     # (7x7 conv, 64 wide, and max-pool), one BasicBlock per stage with widths 32-256, 64x64 input;
     # ATM after the first stage, on its 16x16 map reduced to 8x8 (downsample, as for ResNet-50),
     # with the tiny ViT's ATM widths.
     "atm_resnet_tiny_64": BackboneSpec(
-        "resnet18", None, "resnet", atm_after_blocks=1, temporal="tsn", num_classes=12, img_size=64,
-        atm=ATMOptions(hidden=32, width=32, downsample=True),
+        "resnet18", None, "resnet", atm=ATMOptions(after_blocks=1, hidden=32, width=32, downsample=True),
+        temporal="tsn", num_classes=12, img_size=64,
         backbone_args=dict(layers=(1, 1, 1, 1), channels=(32, 64, 128, 256))),
     # tiny ViT for CPU runs on the built-in benchmark, trained from scratch. ATM sits before the
     # first block (the motion cue reaches every block) at half the published widths: at 8x8 tokens
@@ -100,8 +95,8 @@ SPECS: dict[str, BackboneSpec] = {
     # Its classifier keeps the truncated-normal initialisation the committed results were trained
     # with (PyTorch's default, the reference's choice, has not been measured on this model).
     "atm_vit_tiny_patch8_64": BackboneSpec(
-        "vit_tiny_patch16_224", None, "vit", atm_after_blocks=0, temporal="tokent1d", num_classes=12,
-        img_size=64, atm=ATMOptions(hidden=32, width=32), head_init="trunc_normal", conv_stem=(16, 32, 64),
+        "vit_tiny_patch16_224", None, "vit", atm=ATMOptions(after_blocks=0, hidden=32, width=32),
+        temporal="tokent1d", num_classes=12, img_size=64, head_init="trunc_normal", conv_stem=(16, 32, 64),
         backbone_args=dict(patch_size=8, embed_dim=64, depth=4, num_heads=2)),
 }
 
@@ -145,6 +140,11 @@ def _backbone(spec: BackboneSpec, name: str, pretrained: bool, proj_dim: Optiona
                              num_classes=proj_dim if keep_head else 0, **kwargs)
 
 
+def resolved_atm(name: str, atm: ATMOptions) -> ATMOptions:
+    """``atm`` with its unset fields filled by the registered model ``name``'s defaults."""
+    return atm.over(SPECS[name].atm.over(PUBLISHED))
+
+
 def build_video_model(
     name: str,
     pretrained: bool = False,
@@ -152,8 +152,7 @@ def build_video_model(
     num_frames: int = 8,
     num_classes: Optional[int] = None,
     temporal: Optional[str] = None,
-    atm: Optional[ATMOptions] = None,
-    atm_after_blocks: Optional[int] = None,
+    atm: ATMOptions | Mapping[str, Any] = ATMOptions(),
     conv_stem: Optional[Sequence[int]] = None,
     dropout: float = 0.0,
     proj_dim: Optional[int] = None,
@@ -163,14 +162,14 @@ def build_video_model(
 ) -> VideoClassifier:
     """Build the registered video model ``name`` (see the module docstring for the arguments)."""
     spec = SPECS[name]
-    atm_keywords = {k: timm_kwargs.pop(k) for k in ATMOptions.keyword_names() if k in timm_kwargs}
-    if atm is not None and atm_keywords:
-        raise ValueError(f"give ATM's options either as atm=ATMOptions(...) or as keywords, not both "
-                         f"(got atm= and {', '.join(sorted(atm_keywords))})")
-    atm = spec.atm.updated(atm_keywords) if atm is None else atm
+    old = sorted(k for k in timm_kwargs if k.startswith("atm_"))
+    if old:
+        fields = ", ".join(f"{k.removeprefix('atm_')}=..." for k in old)
+        raise ValueError(f"ATM's options are one argument now: atm=ATMOptions({fields}) "
+                         f"instead of {', '.join(old)}")
+    atm = resolved_atm(name, atm if isinstance(atm, ATMOptions) else ATMOptions(**atm))
     num_classes = spec.num_classes if num_classes is None else num_classes
     temporal = spec.temporal if temporal is None else temporal
-    atm_after_blocks = spec.atm_after_blocks if atm_after_blocks is None else atm_after_blocks
     conv_stem = spec.conv_stem if conv_stem is None else tuple(conv_stem)
     proj_dim = spec.proj_dim if proj_dim is None else proj_dim
     if pretrained and pretrained_file:
@@ -182,7 +181,7 @@ def build_video_model(
     backbone = _backbone(spec, name, pretrained, proj_dim, conv_stem, timm_kwargs)
 
     common = dict(num_frames=num_frames, num_classes=num_classes, temporal=temporal, atm=atm,
-                  atm_after_blocks=atm_after_blocks, dropout=dropout, head_init=spec.head_init)
+                  dropout=dropout, head_init=spec.head_init)
     if spec.family == "resnet":
         model: VideoClassifier = VideoResNet(backbone, **common)
     else:

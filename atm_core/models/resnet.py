@@ -1,7 +1,7 @@
 """Video ResNet over timm's ResNet: TSM in the residual branches, ATM between two stages.
 
 The paper states ATM works in CNNs; the reference ships only the ViT path. Here ATM runs
-on the output of the first ``atm_after_blocks`` stages (0: on the stem's output) with
+on the output of the first ``atm.after_blocks`` stages (0: on the stem's output) with
 ``downsample=True`` (the reduce conv halves the map, the transposed projection restores it). TSM shifts the input of every
 bottleneck's first convolution, the residual-branch placement of TSM ("blockres"), through
 forward pre-hooks on this backbone's own ``conv1`` modules: timm's classes stay untouched
@@ -19,7 +19,7 @@ from timm.models.resnet import ResNet
 
 from ..temporal import shift_frames
 from .classifier import VideoClassifier
-from .options import ATMOptions
+from ..atm import ATM, PUBLISHED, ATMOptions
 
 CNN_TEMPORAL = ("tsn", "tsm")
 
@@ -46,7 +46,7 @@ class ResidualShift(nn.Module):
 
 
 class VideoResNet(VideoClassifier):
-    """A timm ResNet run on every frame, with TSM and ATM after ``atm_after_blocks`` stages (0..3)."""
+    """A timm ResNet run on every frame, with TSM and ATM after ``atm.after_blocks`` stages (0..3)."""
 
     def __init__(
         self,
@@ -54,8 +54,7 @@ class VideoResNet(VideoClassifier):
         num_frames: int,
         num_classes: int,
         temporal: str = "tsm",
-        atm: ATMOptions = ATMOptions(downsample=True),
-        atm_after_blocks: int = 2,
+        atm: ATMOptions = ATMOptions(after_blocks=2, downsample=True),
         dropout: float = 0.0,
         head_init: str = "pytorch",
     ):
@@ -66,8 +65,10 @@ class VideoResNet(VideoClassifier):
             raise ValueError(f"unknown temporal module {temporal!r} for a ResNet; choose from "
                              f"{', '.join(CNN_TEMPORAL)} (TokenShift / TokenT1D act on ViT class tokens)")
         stages = self.stages_of(backbone)
-        if atm.ops and not 0 <= atm_after_blocks < len(stages):
-            raise ValueError(f"atm_after_blocks={atm_after_blocks} is out of range for a {len(stages)}-stage "
+        atm = atm.over(PUBLISHED)
+        atm_after_blocks = atm.after_blocks
+        if atm.ops and (atm_after_blocks is None or not 0 <= atm_after_blocks < len(stages)):
+            raise ValueError(f"atm.after_blocks={atm_after_blocks} is out of range for a {len(stages)}-stage "
                              f"ResNet: choose 0..{len(stages) - 1} (the number of stages before ATM)")
         self.temporal_name, self.atm_after_blocks = temporal, atm_after_blocks
         self.backbone = backbone
@@ -75,7 +76,9 @@ class VideoResNet(VideoClassifier):
         if temporal == "tsm":
             self.temporal = ResidualShift(num_frames)
             self.temporal.attach([block.conv1 for stage in stages for block in stage])
-        self.atm = atm.build(stages[atm_after_blocks][0].conv1.in_channels, num_frames)
+        self.atm = None
+        if atm.ops:
+            self.atm = ATM(stages[atm_after_blocks][0].conv1.in_channels, num_frames, atm)
 
     @staticmethod
     def stages_of(backbone: ResNet) -> list[nn.Sequential]:

@@ -5,14 +5,14 @@ drives its modules frame-batch by frame-batch so that temporal modules and ATM c
 between them without touching timm's classes. Per transformer block ``i`` (0-based):
 
     ATM (only when ``i == atm_after_blocks``: it receives the output of the first
-         ``atm_after_blocks`` blocks, patch tokens as an (H, W) map)
+         ``atm.after_blocks`` blocks, patch tokens as an (H, W) map)
     -> temporal ``pre`` (TSM / TokenShift / TokenT1D) on the residual stream
     -> attention half of the block
     -> temporal ``mid`` (TokenT1D only) on the residual stream
     -> MLP half of the block
 
 as in the reference, whose blocks carry hooks before attention and before the MLP and
-run ``control_point_c`` (ATM) first: ``resblocks[7]`` there is ``atm_after_blocks=7`` here.
+run ``control_point_c`` (ATM) first: ``resblocks[7]`` there is ``atm.after_blocks=7`` here.
 ATM and the temporal modules live in ``model.atm`` and ``model.temporal``, so the
 backbone's parameter names are the same in every variant and one checkpoint loads into all.
 """
@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..temporal import TSM, TEMPORAL_MODULES, TokenShift, TokenT1D
 from .classifier import VideoClassifier
-from .options import ATMOptions
+from ..atm import ATM, PUBLISHED, ATMOptions
 
 
 class BlockTemporal(nn.Module):
@@ -97,9 +97,9 @@ class VideoViT(VideoClassifier):
         num_frames: frames per clip ``T``.
         num_classes: classifier outputs (0: return the clip embedding).
         temporal: one of ``TEMPORAL_MODULES``.
-        atm: ATM's options; ``ops=()`` builds no ATM (``model.atm is None``).
-        atm_after_blocks: the number of transformer blocks that run before ATM (0: ATM before the
-            first block); the reference's ViT-B/16 uses 7 of 12, its 24-block models 14.
+        atm: ATM's options; ``ops=()`` builds no ATM (``model.atm is None``); ``after_blocks`` is
+            the number of transformer blocks that run before ATM (0: ATM before the first block);
+            the reference's ViT-B/16 uses 7 of 12, its 24-block models 14.
         proj_dim: width of the CLIP image projection after the class token; None for no projection.
         proj_bias: OpenAI CLIP's projection has no bias, EVA-CLIP's has one.
         dropout: dropout before the classifier.
@@ -112,8 +112,7 @@ class VideoViT(VideoClassifier):
         num_frames: int,
         num_classes: int,
         temporal: str = "tokent1d",
-        atm: ATMOptions = ATMOptions(),
-        atm_after_blocks: int = 7,
+        atm: ATMOptions = ATMOptions(after_blocks=7),
         proj_dim: Optional[int] = None,
         proj_bias: bool = False,
         dropout: float = 0.0,
@@ -127,8 +126,10 @@ class VideoViT(VideoClassifier):
             raise TypeError(f"VideoViT drives timm Block / EvaBlock layers, this backbone has {kinds}")
         depth, embed_dim = len(blocks), backbone.embed_dim
         super().__init__(num_frames, num_classes, proj_dim or embed_dim, dropout, head_init)
-        if atm.ops and not 0 <= atm_after_blocks < depth:
-            raise ValueError(f"atm_after_blocks={atm_after_blocks} is out of range for a {depth}-block "
+        atm = atm.over(PUBLISHED)
+        atm_after_blocks = atm.after_blocks
+        if atm.ops and (atm_after_blocks is None or not 0 <= atm_after_blocks < depth):
+            raise ValueError(f"atm.after_blocks={atm_after_blocks} is out of range for a {depth}-block "
                              f"backbone: choose 0..{depth - 1} (the number of blocks before ATM)")
         self.grid = tuple(backbone.patch_embed.grid_size)
         if atm.ops and self.grid[0] != self.grid[1]:
@@ -142,7 +143,7 @@ class VideoViT(VideoClassifier):
         self.backbone = backbone
         self.proj = nn.Linear(embed_dim, proj_dim, bias=proj_bias) if proj_dim else nn.Identity()
         self.temporal = token_temporal(temporal, embed_dim, num_frames, depth)
-        self.atm = atm.build(embed_dim, num_frames)
+        self.atm = ATM(embed_dim, num_frames, atm) if atm.ops else None
 
     @property
     def is_eva(self) -> bool:

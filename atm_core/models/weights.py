@@ -24,6 +24,8 @@ import torch
 import torch.nn as nn
 from timm.models import clean_state_dict
 
+from ..ops import OPS
+
 _logger = logging.getLogger(__name__)
 
 # the official script saves DeepSpeed's model as "module" beside its EMA in "model_ema"
@@ -173,10 +175,8 @@ _HEAD_NAMES = (("head.", "fc."),)
 # T1D twice per block; {block} is the official block prefix
 _TEMPORAL_NAMES = (("temporal.{i}.pre.conv.weight", "{block}control_point1.conv.weight"),
                    ("temporal.{i}.mid.conv.weight", "{block}control_point2.conv.weight"))
-# the official ATMBlock (modules/ATM.py) names one layer per op and runs them in this order
-# (its add and div layers are commented out there, under these names)
-_ATM_LAYERS = {"mul": ("corrlayer", "sim2vis"), "sub": ("difflayer", "diff2vis"),
-               "add": ("intelayer", "inte2vis"), "div": ("divlayer", "div2vis")}
+# the official ATMBlock (modules/ATM.py) names one layer per op (``Op.official`` in atm_core.ops)
+# and runs them in a fixed order (its add and div layers are commented out there)
 _ATM_PARTS = (("reduce.", "{reduce}"), ("encoder.{i}.", "uv2c.conv{i}."),
               ("transfer.0.", "{transfer}.conv1."), ("transfer.1.", "{transfer}.conv2."),
               ("fuse.0.", "{transfer}.conv3_fuse.1."), ("fuse.1.", "{transfer}.conv3_fuse.2."),
@@ -205,21 +205,22 @@ def _atm_prefix(model: nn.Module) -> str:
 def _check_official_ops(model: nn.Module) -> None:
     if model.atm is None:
         return
-    order = [op for op in _ATM_LAYERS if op in model.atm.ops]
+    official = sorted((op for op in OPS.values() if op.official), key=lambda op: op.official.position)
+    order = [op.name for op in official if op.name in model.atm.ops]
     if list(model.atm.ops) != order:
-        raise ValueError(f"the official ATMBlock runs its ops in the order {', '.join(_ATM_LAYERS)}, each "
-                         f"at most once; this model's ATM runs {', '.join(model.atm.ops)}, which it cannot hold")
+        raise ValueError(f"the official ATMBlock runs its ops in the order {', '.join(op.name for op in official)}, "
+                         f"each at most once; this model's ATM runs {', '.join(model.atm.ops)}, which it cannot hold")
 
 
 def official_name(model: nn.Module, key: str) -> Optional[str]:
     """The official code's name of the video model's tensor ``key`` (None: it has none)."""
     if key.startswith("atm."):
         index, rest = key.split(".", 2)[1:]
-        op = model.atm[int(index)].op
-        layer, transfer = _ATM_LAYERS[op]
-        reduce = "sim.downsample." if op == "mul" else "downsample."
-        name = _rename(rest, _ATM_PARTS, reduce=reduce, transfer=transfer)
-        return None if name is None else f"{_atm_prefix(model)}{layer}.{name}"
+        official = OPS[model.atm[int(index)].op].official
+        if official is None:
+            return None
+        name = _rename(rest, _ATM_PARTS, reduce=official.reduce, transfer=official.transfer)
+        return None if name is None else f"{_atm_prefix(model)}{official.layer}.{name}"
     if key.startswith("temporal."):
         index = key.split(".")[1]
         block = "visual.blocks" if model.is_eva else "visual.transformer.resblocks"
@@ -287,7 +288,7 @@ def from_official(state: Mapping[str, torch.Tensor], model: nn.Module,
     if unknown:
         raise ValueError(f"{source}: {len(unknown)} key(s) of the official checkpoint have no place in this "
                          f"model: {_shorten(unknown, _SHOWN)} (is it another architecture, ATM position "
-                         f"(atm_after_blocks={model.atm_after_blocks}) or set of ops?)")
+                         f"(atm.after_blocks={model.atm_after_blocks}) or set of ops?)")
     out, misfit = {}, []
     for official, value in state.items():
         if official in derived:

@@ -18,8 +18,8 @@ model card (:func:`export_checkpoint`), which the evaluate and
 visualise notebooks load when no run of their own is there. Notebooks use the names below as
 ``workbook.<name>``.
 """
+from ..engine.builders import class_names
 from .analysis import (
-    class_names,
     direction_report,
     find_clip,
     flip_labels,

@@ -14,12 +14,6 @@ def read_predictions(eval_dir: str | Path) -> pd.DataFrame:
     return pd.read_csv(Path(eval_dir) / "predictions.csv")
 
 
-def class_names(cfg: Config) -> list[str]:
-    from ..data import read_labels
-
-    return read_labels(Path(cfg.data.root) / "labels.csv")
-
-
 def find_clip(dataset, class_name: str, number: int = 0) -> int:
     """Index of the ``number``-th validation video of ``class_name``."""
     if class_name not in dataset.classes:

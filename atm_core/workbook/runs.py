@@ -8,8 +8,9 @@ import shutil
 from pathlib import Path
 
 from ..data import read_labels
-from ..engine import load_config
-from ..engine.described import add_measurement, describe, eval_input_size, read_card
+from ..engine.builders import input_size
+from ..engine.described import add_measurement, describe, read_card
+from ..engine.config import load_run_config
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "eval/summary.json", "eval/predictions.csv",
              "eval/confusion.npy", "eval/confusion.png")
@@ -39,7 +40,7 @@ def export_run(run_dir: str | Path, dest: str | Path) -> Path:
     if missing:
         raise MissingMetrics(f"run {run_dir} has no {', '.join(missing)}: did training or its "
                              "evaluation (eval.after_train) fail?")
-    labels = label_file(load_config(run_dir / "config.yaml"))
+    labels = label_file(load_run_config(run_dir / "config.yaml"))
     if not labels.is_file():
         raise MissingMetrics(f"run {run_dir}: its data's label file {labels} does not exist")
     if dest.exists():
@@ -65,8 +66,8 @@ def export_checkpoint(run_dir: str | Path, dest: str | Path) -> Path:
         shutil.rmtree(dest)
     shutil.copytree(best, dest, ignore=shutil.ignore_patterns("ema.safetensors"))
     if read_card(dest) is None:
-        cfg = load_config(run_dir / "config.yaml")
-        describe(dest, cfg, read_labels(label_file(cfg)), eval_input_size(cfg))
+        cfg = load_run_config(run_dir / "config.yaml")
+        describe(dest, cfg, read_labels(label_file(cfg)), input_size(cfg))
     summary = run_dir / "eval" / "summary.json"
     if summary.is_file():
         test = json.loads(summary.read_text())
@@ -99,4 +100,4 @@ def read_run(run_dir: str | Path) -> dict:
     for key in ("top1", "top5", "num_videos", "eval_time"):
         if not isinstance(summary.get(key), (int, float)):
             raise MissingMetrics(f"run {run_dir}: eval/summary.json has no number '{key}'")
-    return {"config": load_config(run_dir / "config.yaml"), "metrics": records, "summary": summary}
+    return {"config": load_run_config(run_dir / "config.yaml"), "metrics": records, "summary": summary}

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.presets import PRESETS
 from ..engine import Config
+from ..engine.builders import atm_options
+from ..data.presets import PRESETS
 from .runs import MissingMetrics, read_run
 from .variants import TRACK_TITLES, config_label, config_track
 
@@ -21,9 +22,9 @@ TABLE_COLUMNS = ("variant", "model", "temporal", "atm_ops", "top1", "top5", "mea
 def model_stats(cfg: Config, num_classes: int) -> tuple[int, float]:
     """Parameters and G(MAC) per clip of the model a run config describes."""
     from ..card import count_macs
-    from ..engine.builders import build_model
+    from ..engine.builders import build_model, input_size
 
-    img_size = cfg.model.img_size or cfg.data.options.get("input_size", PRESETS[cfg.data.dataset].input_size)
+    img_size = input_size(cfg)
     model = build_model(cfg, num_classes, img_size).eval()
     params = sum(p.numel() for p in model.parameters())
     return params, count_macs(model, (1, cfg.data.num_frames, 3, img_size, img_size)) / 1e9
@@ -49,7 +50,7 @@ def build_table(runs: Mapping[str, str | Path]) -> pd.DataFrame:
         params, gmacs = model_stats(cfg, num_classes)
         rows.append({
             "variant": key, "model": config_label(cfg),
-            "temporal": cfg.model.temporal, "atm_ops": ", ".join(cfg.model.atm_ops) or "-",
+            "temporal": cfg.model.temporal, "atm_ops": ", ".join(atm_options(cfg).ops) or "-",
             "top1": round(summary["top1"], 2), "top5": round(summary["top5"], 2),
             "mean_class_acc": round(summary.get("mean_class_acc", float("nan")), 2),
             "params_M": round(params / 1e6, 4), "gmacs": round(gmacs, 4),

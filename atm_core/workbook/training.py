@@ -3,7 +3,6 @@ loaded back."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,11 +19,11 @@ def prepare_data(cfg: Config) -> dict:
     """Write the benchmark to ``data.root`` as ``data.generate`` describes, unless the folder
     already holds exactly that (its ``benchmark.json`` records the generator's settings); a
     benchmark generated otherwise is replaced. Returns ``data.generate``."""
-    from ..data.synthetic import ensure_benchmark
+    from ..engine.builders import prepare_dataset
 
-    if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
-        raise ValueError(f"{cfg.data.root}: the main job needs data.dataset=synthetic with data.generate")
-    ensure_benchmark(cfg.data.root, cfg.data.generate, create=True, replace=True, workers=os.cpu_count() or 1)
+    if cfg.data.generate is None:
+        raise ValueError(f"{cfg.data.root}: the main job needs a generated dataset (data.generate)")
+    prepare_dataset(cfg, replace=True)
     return json.loads(json.dumps(cfg.data.generate))
 
 
@@ -89,10 +88,6 @@ def ensure_trained(cfg: Config, key: str, results_dir: str | Path = RESULTS_DIR,
 def load_trained(cfg: Config, checkpoint: str | Path) -> tuple[torch.nn.Module, torch.utils.data.Dataset]:
     """The model ``cfg`` describes with the weights of ``checkpoint``, in eval mode, and the
     validation dataset it was evaluated on."""
-    from ..engine.builders import build_model, build_split
-    from ..models.weights import load_video_weights
+    from ..engine import builders
 
-    dataset = build_split(cfg, "val")
-    model = build_model(cfg, len(dataset.classes), dataset.transform.input_size)
-    load_video_weights(model, checkpoint, strict=True)
-    return model.eval(), dataset
+    return builders.load_model(cfg, checkpoint), builders.dataset(cfg, "val")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine import Config, load_config
+from ..engine.builders import atm_options
 from .project import WORK_DIR, project_root
 
 VARIANT_KEYS = ("tsn", "tsm", "tokenshift", "tokent1d", "atm_add", "atm_sub", "atm_mul", "atm_div",
@@ -23,7 +24,7 @@ TEMPORAL_LABELS = {"tsn": "TSN", "tsm": "TSM", "tokenshift": "TokenShift", "toke
 QUICK_DATA = {"train_per_class": 1, "val_per_class": 1, "test_per_class": 1, "size": 64, "num_frames": 24}
 QUICK_OVERRIDES = (
     "optim.epochs=1", "optim.warmup_epochs=0", "train.batch_size=6", "eval.batch_size=12",
-    "data.num_workers=0", "eval.num_clips=1", "eval.num_crops=1", "train.tensorboard=false",
+    "data.num_workers=0", "eval.num_clips=1", "eval.num_crops=1", "train.log_with=[]",
 )
 
 
@@ -36,7 +37,7 @@ def model_label(temporal: str, ops: Sequence[str], model_name: str = "") -> str:
 
 def config_label(cfg: Config) -> str:
     """:func:`model_label` of the model a run configuration describes."""
-    return model_label(cfg.model.temporal, cfg.model.atm_ops, cfg.model.name)
+    return model_label(cfg.model.temporal, atm_options(cfg).ops, cfg.model.name)
 
 
 def run_label(cfg: Config) -> str:
@@ -69,7 +70,7 @@ class Variant:
 
     @property
     def ops(self) -> tuple[str, ...]:
-        return tuple(self.recipe_config().model.atm_ops)
+        return tuple(atm_options(self.recipe_config()).ops)
 
     @property
     def label(self) -> str:
