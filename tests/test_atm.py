@@ -124,7 +124,7 @@ def test_clear_errors():
         ATM(8, 4, ATMOptions(ops=()))
     with pytest.raises(ValueError, match="got the string 'mul'"):
         ATM(8, 4, ATMOptions(ops="mul"))
-    with pytest.raises(ValueError, match=r"ATM option 'impl': must be one of \['auto', 'plain', 'cpu_fast'\], got 'cuda'"):
+    with pytest.raises(ValueError, match=r"ATM option 'impl': must be one of \['auto', 'plain', 'cpu_fast', 'cpu_fused'\], got 'cuda'"):
         ATM(8, 4, ATMOptions(ops=("sub",), impl="cuda"))
     with pytest.raises(ValueError, match="context must be a positive odd number of frames, got 4"):
         ATM(8, 4, ATMOptions(ops=("sub",), context=4))

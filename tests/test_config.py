@@ -125,7 +125,7 @@ def test_circular_base(tmp_path):
     ("model.atm.opz=[mul]", "unknown key 'model.atm.opz'; did you mean 'model.atm.ops'"),
     ("model.atm_ops=[mul]", "unknown key 'model.atm_ops'; it is now 'model.atm.ops'"),
     ("model.atm.residual=gelu", r"key 'model.atm.residual' must be one of \['relu', 'identity'\], got 'gelu'"),
-    ("model.atm.impl=cuda", r"key 'model.atm.impl' must be one of \['auto', 'plain', 'cpu_fast'\], got 'cuda'"),
+    ("model.atm.impl=cuda", r"key 'model.atm.impl' must be one of \['auto', 'plain', 'cpu_fast', 'cpu_fused'\], got 'cuda'"),
     ("model.atm=3", "key 'model.atm' expects a mapping of ops, after_blocks"),
     ("model.kwargs=3", "key 'model.kwargs' expects a mapping"),
     ("optim.layer_decay=1.5", "optim.layer_decay"),

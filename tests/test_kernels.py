@@ -222,6 +222,6 @@ def test_impl_picks_the_encoder_batch_norm_kernel(impl, blocked, monkeypatch):
     for function in NORM_FUNCTIONS:
         monkeypatch.setattr(function, "apply", lambda *a, _f=function, _apply=function.apply: (
             used.append(_f), _apply(*a))[1])
-    block = ATMBlock(12, num_frames=3, op="mul", hidden=8, width=16, context=3, impl=impl)
+    block = ATMBlock(12, 3, "mul", ATMOptions(hidden=8, width=16, context=3, impl=impl))
     block(torch.randn(2 * 3, 12, 5, 5)).sum().backward()
     assert used and set(used) == {_BlockedBatchNormReLU if blocked else _GroupedBatchNormReLU}

@@ -47,6 +47,15 @@ class RunDirError(ConfigError):
     """The run directory is held by another training or holds another run."""
 
 
+def _as_read_back(value):
+    """``value`` as YAML and JSON read it back: tuples as lists."""
+    if isinstance(value, (list, tuple)):
+        return [_as_read_back(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_read_back(v) for k, v in value.items()}
+    return value
+
+
 def _flat(mapping: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in mapping.items():
@@ -54,7 +63,7 @@ def _flat(mapping: dict, prefix: str = "") -> dict:
         if name in NESTED and isinstance(value, dict):
             flat.update(_flat(value, name + "."))
         else:
-            flat[name] = value
+            flat[name] = _as_read_back(value)
     return flat
 
 
