@@ -164,13 +164,13 @@ def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list
     """Notebooks that read the trained runs: the table, evaluations, feature maps (independent of
     each other), then the summary, which shows the table and the feature maps."""
     jobs = [Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False,
-                                         "seeds": seeds})]
+                                         "seeds": seeds, "save_tables": True})]
     for key in ("tsn", "atm_mul_sub"):
         if key in trained:
             jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key, "save_figures": True}))
     atm = [key for key in trained if variant(key).ops]
     if atm:
-        jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**common, "variants": atm}))
+        jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**common, "variants": atm, "save_figures": True}))
     jobs.append(Job("results", "results", {**common, "variants": list(trained), "save_figures": True}))
     return jobs
 
@@ -186,6 +186,8 @@ def write_model_card(results_dir: Path, quick: bool) -> Failure | None:
     """``python -m atm_core.card`` into ``results_dir`` (quick: the benchmark's model only)."""
     out = results_dir / "model_card.md"
     command = [sys.executable, "-m", "atm_core.card", "--out", str(out)]
+    benchmark = variant_config("atm_mul_sub").model  # the card's benchmark row as the table's recipe builds it
+    command += ["--set", f"{benchmark.name}:atm_context={benchmark.atm_context}"] if benchmark.atm_context else []
     if quick:
         command += ["--models", variant_config(VARIANT_KEYS[0]).model.name]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -243,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clean_outputs(results)
     for track, group in by_track(keys).items():
         tic = time.perf_counter()
-        data = prepare_data(variant_config(group[0], args.work, args.quick, args.data))
+        data = prepare_data(variant_config(group[0], work_dir=args.work, quick=args.quick, data_root=args.data))
         timings[f"data_{track}"] = time.perf_counter() - tic
         print(f"benchmark data of the {track} track ready ({data}) in {timings[f'data_{track}']:.0f} s", flush=True)
 

@@ -28,7 +28,7 @@ def prepare_data(cfg: Config) -> dict:
     return json.loads(json.dumps(cfg.data.generate))
 
 
-def run_variant(key: str, work_dir: str | Path = WORK_DIR, results_dir: str | Path = RESULTS_DIR,
+def run_variant(key: str, *, work_dir: str | Path = WORK_DIR, results_dir: str | Path = RESULTS_DIR,
                 quick: bool = False, data_root: str | Path | None = None,
                 overrides: Iterable[str] = (), progress: bool = True, seed: int = 0) -> dict:
     """Train and evaluate one variant with ``train.seed = seed``, then export its artefacts to
@@ -36,9 +36,8 @@ def run_variant(key: str, work_dir: str | Path = WORK_DIR, results_dir: str | Pa
     from ..engine import train
 
     name = seed_run_name(key, seed)
-    cfg = variant_config(key, work_dir, quick, data_root,
-                         [f"train.output_dir={Path(work_dir) / name}", f"train.seed={seed}", *overrides],
-                         progress)
+    cfg = variant_config(key, work_dir=work_dir, quick=quick, data_root=data_root, progress=progress,
+                         overrides=[f"train.output_dir={Path(work_dir) / name}", f"train.seed={seed}", *overrides])
     prepare_data(cfg)
     result = train(cfg)
     export_run(cfg.train.output_dir, Path(results_dir) / "runs" / name)
@@ -50,7 +49,7 @@ def committed_checkpoint(key: str, results_dir: str | Path = RESULTS_DIR) -> Pat
     return Path(results_dir) / "checkpoints" / key
 
 
-def ensure_trained(cfg: Config, key: str, results_dir: str | Path = RESULTS_DIR,
+def ensure_trained(cfg: Config, *, key: str, results_dir: str | Path = RESULTS_DIR,
                    train_if_missing: bool = False) -> Path:
     """The checkpoint to load for ``cfg``'s run: its ``best/`` checkpoint, else the committed
     weights of variant ``key`` (:func:`committed_checkpoint`), else -- only with

@@ -1,0 +1,88 @@
+"""One recipe's model and one of its clips, loaded for the figures: the small loaders the
+feature-map notebook calls (each a thin call of the engine's builders, so that they can follow them)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..engine import Config
+
+VideoSource = str | Path | tuple[str | Path, int]
+
+
+def _eval_preset(cfg: Config):
+    from ..data.presets import resolve_preset
+    from ..engine.builders import dataset_options
+
+    return resolve_preset(cfg.data.dataset, dataset_options(cfg, "val"))
+
+
+def load_clip(cfg: Config, *, video: VideoSource) -> tuple[torch.Tensor, int | None]:
+    """One clip of ``video`` as the recipe ``cfg`` evaluates it: ``(T, 3, S, S)`` normalised, and
+    its label (``None`` for a bare path).
+
+    ``video`` is a video file or frame folder, or a list-file entry ``(list_file, line)`` (line
+    1-based; a relative list file is under ``data.root``, as are the paths inside it). Frames are
+    read by the data layer's readers, sampled as validation clips (centre of each segment) and
+    transformed by the recipe's evaluation transform -- the view the model was validated on.
+    """
+    from ..data.dataset import ValClips
+    from ..data.lists import ClipRecord, read_list
+    from ..data.transforms import ViewTransform
+
+    root = Path(cfg.data.root)
+    if isinstance(video, (str, Path)):
+        record = ClipRecord(str(Path(video).resolve()), None, 0, str(video))
+    else:
+        list_file, line = video
+        list_path = root / list_file
+        records, _ = read_list(list_path)
+        matches = [r for r in records if r.source == f"{list_path}:{line}"]
+        if not matches:
+            raise ValueError(f"{list_path}:{line}: no clip on that line (blank, a comment or past the end)")
+        record = matches[0]
+    preset = _eval_preset(cfg)
+    transform = ViewTransform(preset.input_size, preset.scale, 1, preset.mean, preset.std)
+    dataset = ValClips([record], root, num_frames=cfg.data.num_frames, transform=transform,
+                       sampling=preset.sampling, dense_stride=preset.dense_stride, reader=preset.reader,
+                       frame_template=preset.frame_template, frame_start=preset.frame_start)
+    clip, label = dataset[0]
+    return clip, (None if isinstance(video, (str, Path)) else label)
+
+
+def clip_stats(cfg: Config) -> tuple[Sequence[float], Sequence[float]]:
+    """The ``(mean, std)`` the recipe normalises frames with (to draw its clips)."""
+    preset = _eval_preset(cfg)
+    return preset.mean, preset.std
+
+
+def clip_classes(cfg: Config, *, run_dir: str | Path | None = None) -> list[str]:
+    """Class names of the recipe's data: its label file under ``data.root`` when present, else the
+    ``labels.csv`` an exported run ``run_dir`` carries, else the preset's class ids."""
+    from ..data import read_labels
+    from .runs import LABELS, label_file
+
+    labels = label_file(cfg)
+    if labels.is_file():
+        return read_labels(labels)
+    if run_dir is not None and (Path(run_dir) / LABELS).is_file():
+        return read_labels(Path(run_dir) / LABELS)
+    num_classes = _eval_preset(cfg).num_classes
+    if num_classes is None:
+        raise ValueError(f"data.dataset={cfg.data.dataset!r}: no label file at {labels}, no exported "
+                         "run's labels and no data.options.num_classes")
+    return [str(i) for i in range(num_classes)]
+
+
+def load_model(cfg: Config, *, checkpoint: str | Path | None, num_classes: int) -> nn.Module:
+    """The model ``cfg`` describes with the weights of ``checkpoint`` (``None``: as built), in eval mode."""
+    from ..engine.builders import build_model
+    from ..engine.checkpoint import load_weights
+
+    model = build_model(cfg, num_classes, _eval_preset(cfg).input_size)
+    if checkpoint is not None:
+        load_weights(model, checkpoint)
+    return model.eval()
