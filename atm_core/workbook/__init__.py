@@ -29,7 +29,7 @@ from .analysis import (
     predict_clip,
     read_predictions,
 )
-from .clips import clip_classes, clip_stats, load_clip, load_model
+from .clips import benchmark_clip, clip_classes, clip_stats, load_clip, load_model
 from .paper import PAPER_RESULTS
 from .plots import feature_map_captions, plot_ablation, plot_confusions, plot_training_curves
 from .project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
@@ -66,7 +66,7 @@ from .variants import (
 )
 
 __all__ = [
-    "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "TRACK_TITLES",
+    "PAPER_RESULTS", "benchmark_clip", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "TRACK_TITLES",
     "VARIANTS", "VARIANT_KEYS", "WORK_DIR", "MissingMetrics", "Variant", "build_seed_table", "build_table",
     "by_track", "config_label", "config_track",
     "class_names", "clip_classes", "clip_stats", "committed_checkpoint", "describe_setup", "direction_report", "ensure_trained",

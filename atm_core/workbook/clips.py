@@ -2,7 +2,7 @@
 feature-map notebook calls (each a thin call of the engine's builders, so that they can follow them)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -86,3 +86,16 @@ def load_model(cfg: Config, *, checkpoint: str | Path | None, num_classes: int) 
     if checkpoint is not None:
         load_weights(model, checkpoint)
     return model.eval()
+
+
+def benchmark_clip(cfg: Config, *, clip_class: Mapping[str, str], seed: int, folder: str | Path) -> tuple[Path, str]:
+    """A clip of the benchmark track ``cfg`` trains on, of class ``clip_class[track]``, drawn with
+    ``seed`` and written under ``folder``; returns its path and that class (the clip's true class)."""
+    from ..data.synthetic import write_class_video
+    from .variants import config_track
+
+    track = config_track(cfg)
+    if track not in clip_class:
+        raise ValueError(f"clip_class names no class for the {track} track: {dict(clip_class)}")
+    path = Path(folder) / f"{track}_{clip_class[track]}_{seed}.mp4"
+    return write_class_video(track, clip_class[track], path, seed), clip_class[track]
