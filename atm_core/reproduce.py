@@ -1,7 +1,7 @@
 """The main job: regenerate ``results/`` on the built-in benchmark by executing the notebooks.
 
-    python -m atm_core.reproduce            # everything, about 30 min on 2 CPU cores (make reproduce)
-    python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path (~2 min)
+    python -m atm_core.reproduce            # everything (make reproduce); its time: results/runs/timings.json
+    python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path
     python -m atm_core.reproduce --seeds 3  # every variant with 3 training seeds: mean ± spread
 
 Steps: write the benchmark data, then with papermill execute ``notebooks/train.ipynb`` once per
@@ -128,7 +128,7 @@ def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1, threads:
             for key in keys for seed in range(seeds)]
 
 
-THREADS_PER_RUN = 1  # two 1-thread runs on 2 cores: 1.10-1.17x faster than one 2-thread run after the other
+THREADS_PER_RUN = 1  # two 1-thread runs on 2 cores beat one 2-thread run after the other (benchmarks/side_by_side.py)
 
 
 def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int]:
@@ -141,7 +141,7 @@ def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int]:
     return runs, max(1, cores // runs)
 
 
-MUL_COST = 2.5  # a mul run's time over its track's non-mul run of the same epochs (measured 2.3-2.8x)
+MUL_COST = 2.5  # a mul run's time over its track's non-mul run of the same epochs (docs/log-2026-12-07.md)
 
 
 def training_cost(job: Job) -> float:
