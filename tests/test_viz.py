@@ -510,3 +510,43 @@ def test_notebook_runs_on_a_checkpoint_and_a_video(tmp_path, tiny_video_model):
               for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 5  # the frames and the four figures
     assert not (tmp_path / "results").exists()  # a recipe's figures stay out of results/
+
+
+def test_feature_map_report_titles_every_figure_with_model_track_truth_and_prediction(tmp_path, synthetic_cfg):
+    from atm_core.workbook import benchmark_clip, feature_map_report
+
+    cfg = load_config(SYNTHETIC, [f"data.root={tmp_path}", "data.num_frames=4"])
+    video, truth = benchmark_clip(cfg, clip_class={"shapes": "moving_right", "textures": "zooming_in"}, seed=1,
+                                  folder=tmp_path / "clips")
+    assert truth == "moving_right" and video.name == "shapes_moving_right_1.mp4"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "labels.csv").write_text("id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(CLASSES)))
+    torch.manual_seed(0)
+    heading, frames, figures = feature_map_report(cfg, name="atm_mul_sub", checkpoint=None, video=video,
+                                                  truth=truth, run_dir=run_dir)
+    prefix = "ATM(mul, sub) [atm_mul_sub], shapes track: clip of moving_right, predicted "
+    assert heading.startswith(prefix) and heading[len(prefix):] in CLASSES
+    assert frames.get_suptitle().startswith(heading)
+    assert set(figures) == {"mul_cue", "mul_patches", "sub_cue", "residuals"}
+    assert all(fig.get_suptitle().startswith(heading + "\n") for fig in figures.values())
+    with pytest.raises(ValueError, match="clip_class names no class for the shapes track"):
+        benchmark_clip(cfg, clip_class={"textures": "zooming_in"}, seed=1, folder=tmp_path)
+
+
+def test_feature_map_captions_match_each_file_to_its_variant(tmp_path):
+    from atm_core.workbook import feature_map_captions
+
+    names = ["atm_mul_sub_mul_cue", "atm_mul_sub_mul_patches", "atm_mul_sub_residuals", "atm_mul_mul_cue",
+             "textures_atm_sub_sub_cue", "atm_mul_stray_notes"]
+    for name in names:
+        (tmp_path / f"{name}.png").write_bytes(b"png")
+    captions = feature_map_captions(tmp_path, {"atm_mul": "ATM(mul)", "atm_mul_sub": "ATM(mul, sub)",
+                                               "textures_atm_sub": "ATM(sub) (real textures)"})
+    assert [(p.stem, c) for p, c in captions] == [
+        ("atm_mul_mul_cue", "ATM(mul): the cue of its mul block per offset and frame"),
+        ("atm_mul_sub_mul_cue", "ATM(mul, sub): the cue of its mul block per offset and frame"),
+        ("atm_mul_sub_mul_patches", "ATM(mul, sub): raw similarity patches of its mul block at points on the moving content"),
+        ("atm_mul_sub_residuals", "ATM(mul, sub): what each ATM block adds back to the features"),
+        ("textures_atm_sub_sub_cue", "ATM(sub) (real textures): the cue of its sub block per offset and frame"),
+    ]

@@ -29,7 +29,7 @@ from .analysis import (
     predict_clip,
     read_predictions,
 )
-from .clips import benchmark_clip, clip_classes, clip_stats, load_clip, load_model
+from .clips import benchmark_clip, clip_classes, clip_stats, feature_map_report, load_clip, load_model
 from .paper import PAPER_RESULTS
 from .plots import feature_map_captions, plot_ablation, plot_confusions, plot_training_curves
 from .project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
@@ -70,7 +70,7 @@ __all__ = [
     "VARIANTS", "VARIANT_KEYS", "WORK_DIR", "MissingMetrics", "Variant", "build_seed_table", "build_table",
     "by_track", "config_label", "config_track",
     "class_names", "clip_classes", "clip_stats", "committed_checkpoint", "describe_setup", "direction_report", "ensure_trained",
-    "enter_project_root", "evaluate_views", "export_checkpoint", "export_run", "feature_map_captions", "find_clip",
+    "enter_project_root", "evaluate_views", "export_checkpoint", "export_run", "feature_map_captions", "feature_map_report", "find_clip",
     "flip_labels", "load_clip", "load_model", "load_trained", "markdown_table", "model_label", "model_stats", "pair_report", "plot_ablation", "plot_confusions", "plot_training_curves",
     "per_class_accuracy", "predict_clip", "prepare_data", "project_root", "read_predictions",
     "read_run", "report_time", "run_classes", "run_label", "run_config", "run_name", "run_variant", "seed_run_name",

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 from torch import nn
 
 from ..engine import Config
@@ -99,3 +100,23 @@ def benchmark_clip(cfg: Config, *, clip_class: Mapping[str, str], seed: int, fol
         raise ValueError(f"clip_class names no class for the {track} track: {dict(clip_class)}")
     path = Path(folder) / f"{track}_{clip_class[track]}_{seed}.mp4"
     return write_class_video(track, clip_class[track], path, seed), clip_class[track]
+
+
+def feature_map_report(cfg: Config, *, name: str, checkpoint: str | Path | None, video: VideoSource,
+                       truth: str | None = None, run_dir: str | Path | None = None) -> tuple[str, Figure, dict[str, Figure]]:
+    """The feature-map figures of run ``name`` (its model ``cfg`` with ``checkpoint``) on ``video``:
+    the heading that titles them (model, run, track, the clip's true class -- from its list entry,
+    else ``truth`` -- and the model's prediction), the clip's frames and :func:`viz.feature_map_figures`."""
+    from .. import viz
+    from .analysis import predict_clip
+    from .variants import TRACK_TITLES, config_label, config_track
+
+    clip, label = load_clip(cfg, video=video)
+    classes = clip_classes(cfg, run_dir=run_dir)
+    model = load_model(cfg, checkpoint=checkpoint, num_classes=len(classes))
+    truth = classes[label] if label is not None else truth
+    heading = (f"{config_label(cfg)} [{name}], {TRACK_TITLES[config_track(cfg)]}: clip of "
+               f"{truth or 'an unknown class'}, predicted {predict_clip(model, clip, classes)}")
+    mean, std = clip_stats(cfg)
+    frames = viz.plot_frames(viz.denormalize(clip, mean, std), f"{heading}\n{video}")
+    return heading, frames, viz.feature_map_figures(model, clip, mean, std, heading=heading)
