@@ -22,8 +22,8 @@ def prepare_data(cfg: Config) -> dict:
     benchmark generated otherwise is replaced. Returns ``data.generate``."""
     from ..data.synthetic import ensure_benchmark
 
-    if cfg.data.dataset != "synthetic" or cfg.data.generate is None:
-        raise ValueError(f"{cfg.data.root}: the main job needs data.dataset=synthetic with data.generate")
+    if cfg.data.generate is None:
+        raise ValueError(f"{cfg.data.root}: nothing to write without data.generate (the built-in benchmark's settings)")
     ensure_benchmark(cfg.data.root, cfg.data.generate, create=True, replace=True, workers=os.cpu_count() or 1)
     return json.loads(json.dumps(cfg.data.generate))
 
