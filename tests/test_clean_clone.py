@@ -1,6 +1,5 @@
 """Every notebook run with its defaults in a fresh clone leaves the clone as git checked it out:
 reports read results/, a training notebook writes to a scratch folder that git ignores."""
-import os
 import subprocess
 from pathlib import Path
 
