@@ -23,6 +23,7 @@ import argparse
 import fnmatch
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from math import prod
@@ -32,8 +33,12 @@ from typing import Any, Iterator, Sequence
 import timm
 import torch
 import torch.nn as nn
-from fvcore.nn import FlopCountAnalysis
-from fvcore.nn.jit_handles import get_shape
+import yaml
+
+with warnings.catch_warnings():  # fvcore runs torch.jit.script at import, which torch deprecates
+    warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+    from fvcore.nn import FlopCountAnalysis
+    from fvcore.nn.jit_handles import get_shape
 
 from .atm import ATMBlock
 from .models import SPECS
@@ -148,15 +153,16 @@ def count_macs(model: nn.Module, inputs: torch.Tensor | Sequence[int], attention
 
 # ---------------------------------------------------------------- the card
 
-def card_row(name: str) -> dict[str, Any]:
-    """Parameters and G(MAC) per clip of model ``name`` at its default frames, size and modules."""
-    model = timm.create_model(name)
+def card_row(name: str, **settings: Any) -> dict[str, Any]:
+    """Parameters and G(MAC) per clip of model ``name`` at its default frames, size and modules, or
+    with ``settings`` (keyword arguments of its constructor, named in the row's model column)."""
+    model = timm.create_model(name, **settings)
     frames, size = model.num_frames, model.pretrained_cfg["input_size"]
     count = mac_count(model, (1, frames, *size))
     params = sum(p.numel() for p in model.parameters())
     atm_params = sum(p.numel() for p in model.atm.parameters()) if model.atm is not None else 0
     return dict(
-        model=name, backbone=SPECS[name].arch, temporal=model.temporal_name,
+        model=name + "".join(f" ({key}={value})" for key, value in settings.items()), backbone=SPECS[name].arch, temporal=model.temporal_name,
         atm="+".join(model.atm.ops) if model.atm is not None else "-", atm_after_blocks=model.atm_after_blocks,
         frames=frames, size=f"{size[1]}x{size[2]}", classes=model.num_classes,
         params=params, params_no_atm=params - atm_params, atm_params=atm_params,
@@ -174,7 +180,7 @@ def render(rows: list[dict[str, Any]]) -> str:
     lines = [
         "# Model card",
         "",
-        "Registered video models at their defaults (`timm.create_model(name)`): frames, input size, "
+        "Registered video models at their defaults (`timm.create_model(name)`; a setting in brackets after the name replaces its default): frames, input size, "
         "temporal module, ATM ops and position, classes. Parameters and fvcore G(MAC) per clip "
         "(one clip of `frames` frames; 1 MAC = one multiply-add). \"attn\" = the `QK^T` and `AV` "
         "products of attention, which fvcore skips unless given a handle. \"no ATM\" = the same model "
@@ -233,14 +239,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=["*"],
                         help="registered model names or shell patterns (default: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file to write")
+    parser.add_argument("--set", nargs="+", default=[], metavar="MODEL:KEY=VALUE",
+                        help="build MODEL with a constructor setting other than its default, such as a "
+                             "recipe's atm_context=3 (the row names it)")
     args = parser.parse_args(argv)
+    settings: dict[str, dict[str, Any]] = {}
+    for item in args.set:
+        model, sep, assignment = item.partition(":")
+        key, eq, value = assignment.partition("=")
+        if not (sep and eq and key):
+            parser.error(f"--set {item!r}: expected MODEL:KEY=VALUE, such as atm_vit_tiny_patch8_64:atm_context=3")
+        settings.setdefault(model, {})[key] = yaml.safe_load(value)
     names = [n for n in SPECS if any(fnmatch.fnmatch(n, p) for p in args.models)]
     if not names:
         parser.error(f"no registered model matches {args.models}; known: {', '.join(SPECS)}")
     rows = []
     for name in names:
         tic = time.perf_counter()
-        rows.append(card_row(name))
+        rows.append(card_row(name, **settings.get(name, {})))
         print(f"{name}: {time.perf_counter() - tic:.0f} s", file=sys.stderr)
     text = render(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -117,11 +117,11 @@ def views_dataset(cfg, videos: Sequence[Path], views: tuple[int, int] | None):
     recipe's), every bad video raising its :class:`~atm_core.data.DataError`."""
     from .data.dataset import TestViews
     from .data.lists import ClipRecord
-    from .data.presets import resolve_recipe
+    from .data.presets import resolve_preset
     from .data.transforms import ViewTransform
     from .engine.builders import dataset_options
 
-    recipe = resolve_recipe(cfg.data.dataset, dataset_options(cfg, "test"))
+    recipe = resolve_preset(cfg.data.dataset, dataset_options(cfg, "test"))
     clips, crops = views or (recipe.test_num_segment, recipe.test_num_crop)
     scale = recipe.test_scale if recipe.test_scale is not None else recipe.scale
     transform = ViewTransform(recipe.input_size, scale, crops, recipe.mean, recipe.std)
@@ -189,13 +189,10 @@ def check_drawable(model: torch.nn.Module) -> None:
 def feature_figures(model: torch.nn.Module, clip: torch.Tensor, mean, std, out_dir: str | Path,
                     video: Path) -> list[str]:
     """The ATM feature-map figures of one clip, saved as ``<out_dir>/<video stem>_<figure>.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from . import viz
 
-    figures = viz.feature_map_figures(model, clip, mean, std, out_dir, prefix=f"{video.stem}_")
-    return [str(Path(out_dir) / f"{video.stem}_{name}.png") for name in figures]
+    figures = viz.feature_map_figures(model, clip, mean, std, heading=video.name)
+    return [str(path) for path in viz.save_figures(figures, out_dir, prefix=f"{video.stem}_")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The main job: regenerate ``results/`` on the built-in benchmark by executing the notebooks.
 
-    python -m atm_core.reproduce            # everything, about 30 min on 2 CPU cores (make reproduce)
-    python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path (~2 min)
+    python -m atm_core.reproduce            # everything (make reproduce); its time: results/runs/timings.json
+    python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path
     python -m atm_core.reproduce --seeds 3  # every variant with 3 training seeds: mean ± spread
 
 Steps: write the benchmark data, then with papermill execute ``notebooks/train.ipynb`` once per
@@ -141,7 +141,7 @@ def seed_jobs(runs: Sequence[tuple[str, int]], common: Mapping, threads: int | N
             for key, seed in runs]
 
 
-THREADS_PER_RUN = 1  # two 1-thread runs on 2 cores: 1.10-1.17x faster than one 2-thread run after the other
+THREADS_PER_RUN = 1  # two 1-thread runs on 2 cores beat one 2-thread run after the other (benchmarks/side_by_side.py)
 
 
 def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int]:
@@ -154,7 +154,7 @@ def side_by_side(runs: int = 0, cores: int | None = None) -> tuple[int, int]:
     return runs, max(1, cores // runs)
 
 
-MUL_COST = 2.5  # a mul run's time over its track's non-mul run of the same epochs (measured 2.3-2.8x)
+MUL_COST = 2.5  # a mul run's time over its track's non-mul run of the same epochs (docs/log-2026-12-07.md)
 
 
 def training_cost(job: Job) -> float:
@@ -177,13 +177,13 @@ def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list
     """Notebooks that read the trained runs: the table, evaluations, feature maps (independent of
     each other), then the summary, which shows the table and the feature maps."""
     jobs = [Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False,
-                                         "seeds": seeds})]
+                                         "seeds": seeds, "save_tables": True})]
     for key in ("tsn", "atm_mul_sub", "textures_atm_mul_sub"):  # the last two: what each ATM part carries
         if key in trained:
             jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key, "save_figures": True}))
     atm = [key for key in trained if variant(key).ops]
     if atm:
-        jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**common, "variants": atm}))
+        jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**common, "variants": atm, "save_figures": True}))
     jobs.append(Job("results", "results", {**common, "variants": list(trained), "save_figures": True}))
     return jobs
 
@@ -199,6 +199,8 @@ def write_model_card(results_dir: Path, quick: bool) -> Failure | None:
     """``python -m atm_core.card`` into ``results_dir`` (quick: the benchmark's model only)."""
     out = results_dir / "model_card.md"
     command = [sys.executable, "-m", "atm_core.card", "--out", str(out)]
+    benchmark = variant_config("atm_mul_sub").model  # the card's benchmark row as the table's recipe builds it
+    command += ["--set", f"{benchmark.name}:atm_context={benchmark.atm_context}"] if benchmark.atm_context else []
     if quick:
         command += ["--models", variant_config(VARIANT_KEYS[0]).model.name]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -268,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     clean_outputs(results)
     for track, group in by_track(keys).items():
         tic = time.perf_counter()
-        data = prepare_data(variant_config(group[0], args.work, args.quick, args.data))
+        data = prepare_data(variant_config(group[0], work_dir=args.work, quick=args.quick, data_root=args.data))
         timings[f"data_{track}"] = time.perf_counter() - tic
         print(f"benchmark data of the {track} track ready ({data}) in {timings[f'data_{track}']:.0f} s", flush=True)
 

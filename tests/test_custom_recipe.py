@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from atm_core.data.synthetic import generate_benchmark
-from atm_core.data.textures import CLASSES
+from atm_core.data.synthetic.textures import CLASSES
 from atm_core.engine import train
 from atm_core.engine import builders
 from atm_core.engine.config import ConfigError, load_config

@@ -10,7 +10,7 @@ import torch
 
 from atm_core.data import SYNTHETIC_CLASSES, build_dataset, read_labels, read_list, render_clip
 from atm_core.data.readers import FrameFolder, PyAVVideo
-from atm_core.data import synthetic
+from atm_core.data.synthetic import writer
 from atm_core.data.synthetic import FLIP_LABELS, MOTIONS, Difficulty, generate_benchmark, main
 
 EASY = Difficulty(distractors=(0, 0), noise=(0.0, 0.0), texture=(0.0, 0.0), backgrounds=("flat",))
@@ -69,7 +69,7 @@ def test_worker_processes_write_the_same_bytes(tmp_path, monkeypatch, track):
     kwargs = {"track": track, "train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "size": 32,
               "num_frames": 8, "frames": True}
     generate_benchmark(tmp_path / "one", seed=2, **kwargs)
-    monkeypatch.setattr(synthetic, "MIN_CLIPS_PER_WORKER", 1)  # else so few clips stay in-process
+    monkeypatch.setattr(writer, "MIN_CLIPS_PER_WORKER", 1)  # else so few clips stay in-process
     spawned = []
     real_pool = concurrent.futures.ProcessPoolExecutor
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor",
@@ -198,3 +198,39 @@ def test_a_benchmark_generated_otherwise_is_named_and_replaced_only_on_request(t
         prepare_dataset(cfg)
     with pytest.raises(ValueError, match=r"difficulty has unknown field\(s\) \['polarty'\]"):
         ensure_benchmark(root, {**small, "difficulty": {"polarty": "any"}})
+
+
+def test_cli_defaults_are_the_writer_defaults(tmp_path, monkeypatch):
+    import functools
+    import inspect
+
+    from atm_core.data.synthetic import cli
+
+    seen = {}
+
+    @functools.wraps(writer.generate_benchmark)  # the CLI reads the defaults from the signature
+    def fake(out, seed, **kwargs):
+        seen.update(out=out, seed=seed, **kwargs)
+        return {"train": 0, "val": 0, "test": 0, "out": out, "seconds": 0}
+
+    monkeypatch.setattr(cli, "generate_benchmark", fake)
+    main(["--out", str(tmp_path)])
+    defaults = inspect.signature(writer.generate_benchmark).parameters
+    compared = [name for name in seen if name not in ("out", "workers")]
+    assert {"seed", "track", "train_per_class", "val_per_class", "test_per_class", "size", "num_frames",
+            "frames"} <= set(compared)
+    assert {name: seen[name] for name in compared} == {name: defaults[name].default for name in compared}
+
+
+@pytest.mark.parametrize("track", ["shapes", "textures"])
+def test_pair_clips_make_the_second_class_the_first_played_backwards(track):
+    from atm_core.data.synthetic import benchmark_track, class_clip, pair_clips
+
+    (first, clip), (second, backwards) = pair_clips(track, 2, np.random.default_rng(7), size=32, num_frames=6)
+    assert (first, second) == (4, 5)
+    np.testing.assert_array_equal(backwards, clip[::-1])
+    classes = benchmark_track(track).classes
+    np.testing.assert_array_equal(class_clip(track, classes[5], seed=7, size=32, num_frames=6)[::-1],
+                                  class_clip(track, classes[4], seed=7, size=32, num_frames=6))
+    with pytest.raises(ValueError, match=f"track '{track}' has pairs 0..5, got 6"):
+        pair_clips(track, 6, np.random.default_rng(0))

@@ -11,7 +11,7 @@ import torch
 from atm_core.data import read_labels, read_list
 from atm_core.data.readers import PyAVVideo
 from atm_core.data.synthetic import benchmark_spec, ensure_benchmark, generate_benchmark
-from atm_core.data.textures import (
+from atm_core.data.synthetic.textures import (
     CLASSES,
     FLIP_LABELS,
     MOTIONS,

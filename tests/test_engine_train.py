@@ -2,7 +2,6 @@
 two, the full-size recipe's training step, and configuration errors caught before training."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from atm_core import predict, viz
+from atm_core import predict, workbook
 from atm_core.data import read_labels
+from atm_core.data.synthetic import write_class_video
 from atm_core.engine import ConfigError, builders, load_config, read_metrics, train
 from atm_core.engine.checkpoint import load_weights
 from atm_core.engine.described import CARD_FILE, RECIPE_FILE, load_model, read_card
@@ -40,7 +41,7 @@ def run(tmp_path_factory) -> Path:
 def clips(run: Path, tmp_path_factory) -> dict[str, Path]:
     """One mp4 per class of two time-reversal pairs, written with the benchmark's generator."""
     out = tmp_path_factory.mktemp("clips")
-    return {name: viz.benchmark_video(name, out / f"{name}.mp4", seed=3)
+    return {name: write_class_video("shapes", name, out / f"{name}.mp4", seed=3)
             for name in read_labels(run.parents[0] / "bench" / "labels.csv")[:4]}
 
 
@@ -51,7 +52,7 @@ def independent_probs(run: Path, clip: Path) -> torch.Tensor:
     model = builders.load_model(cfg)
     load_weights(model, run / "checkpoints" / "best" / "model.safetensors")
     with torch.no_grad():
-        return model(viz.load_clip(clip, cfg)[0][None]).softmax(-1)[0]
+        return model(workbook.load_clip(cfg, video=clip)[0][None]).softmax(-1)[0]
 
 
 def test_best_checkpoint_carries_recipe_classes_and_card(run):
@@ -70,7 +71,7 @@ def test_best_checkpoint_carries_recipe_classes_and_card(run):
 def test_load_model_needs_only_the_checkpoint_path(run, clips):
     loaded = load_model(run / "checkpoints" / "best")
     assert loaded.classes == read_labels(run.parent / "bench" / "labels.csv") and not loaded.model.training
-    clip = viz.load_clip(clips["moving_left"], loaded.cfg)[0]
+    clip = workbook.load_clip(loaded.cfg, video=clips["moving_left"])[0]
     with torch.no_grad():
         assert torch.allclose(loaded.model(clip[None]).softmax(-1)[0],
                               independent_probs(run, clips["moving_left"]), atol=1e-5)
@@ -159,7 +160,7 @@ def test_committed_checkpoint_classifies_clips_written_here(tmp_path, capsys):
     assert checkpoint is not None
     from atm_core.data.synthetic import CLASSES
 
-    videos = [viz.benchmark_video(name, tmp_path / f"{i:02d}.mp4", seed=7) for i, name in enumerate(CLASSES)]
+    videos = [write_class_video("shapes", name, tmp_path / f"{i:02d}.mp4", seed=7) for i, name in enumerate(CLASSES)]
     extra = [] if read_card(checkpoint) else ["--config", str(ROOT / "params" / "synthetic_atm_mul_sub.yaml")]
     assert predict.main([str(tmp_path), "--checkpoint", str(checkpoint), "--topk", "1", "--json", *extra]) == 0
     found = [p["top"][0]["class"] for p in json.loads(capsys.readouterr().out)["predictions"]]

@@ -110,9 +110,10 @@ def test_notes_say_where_the_numbers_come_from():
                                      "models": ["atm_vit_tiny_patch8_64", "atm_resnet_tiny_64"]})
     assert "real-texture track" in textures and "photographs" in textures and "brighter" not in textures
     assert "(the -ResNet rows: `atm_resnet_tiny_64`)" in textures
-    # each track states the seed spread measured on it, not the other track's
-    assert "89.0 / 94.3 / 95.3" in textures and "90.7 / 91.3" not in textures
-    assert "90.7 / 91.3 / 90.3" in notes and "89.0 / 94.3" not in notes
+    # no spread typed in: without a seeds run the note says none was measured, with one it quotes it
+    assert "No spread over training seeds has been measured" in notes and "%" not in notes.split("seeds")[-1]
+    quoted = workbook.table_notes(setup, spreads=["ATM(mul, sub): 1.0 / 2.0 % over training seeds 0..1"])
+    assert "Measured spread over training seeds: ATM(mul, sub): 1.0 / 2.0 %" in quoted
     assert "50 %" in notes and "Quick mode" not in notes
     assert "on 300 validation videos, of the checkpoint chosen as best on those same videos" in notes
     assert "One training seed per row" in notes and "--seeds N" in notes
@@ -120,6 +121,24 @@ def test_notes_say_where_the_numbers_come_from():
     held_out = workbook.table_notes({**setup, "held_out": True}, seeds=3)
     assert "300 held-out test videos" in held_out and "best validation top-1" in held_out
     assert "over 3 training seeds" in held_out and "One training seed" not in held_out
+
+
+def test_seed_spreads_are_read_from_a_seeds_run_and_name_a_different_recipe(tmp_path):
+    row = fake_run(tmp_path / "results" / "runs" / "atm_mul_sub", "atm_mul_sub", 80.0)
+    seeds = tmp_path / "seeds"
+    for seed, top1 in enumerate((89.0, 94.25, 95.5)):
+        fake_run(seeds / "runs" / workbook.seed_run_name("atm_mul_sub", seed), "atm_mul_sub", top1)
+    fake_run(seeds / "runs" / "tsn", "tsn", 40.0)  # one seed: no spread to quote
+    sentences = workbook.seed_spreads(seeds, {"atm_mul_sub": row, "tsn": tmp_path / "results" / "runs" / "tsn"})
+    assert len(sentences) == 1
+    spread = np.std([89.0, 94.25, 95.5], ddof=1)
+    assert sentences[0].startswith("ATM(mul, sub): 89.0 / 94.2 / 95.5 % over training seeds 0..2")
+    assert f"(mean 92.9 ± {spread:.1f}" in sentences[0] and "same recipe and data as this row" in sentences[0]
+    other = fake_run(tmp_path / "other", "atm_mul_sub", 80.0)
+    cfg = load_config(other / "config.yaml", ["optim.epochs=9"])
+    cfg.to_yaml(other / "config.yaml")
+    assert "differ from this row's in optim.epochs" in workbook.seed_spreads(seeds, {"atm_mul_sub": other})[0]
+    assert workbook.seed_spreads(tmp_path / "nowhere", {"atm_mul_sub": row}) == []
 
 
 def test_export_copies_artefacts_and_class_names_without_checkpoints(tmp_path):
@@ -421,7 +440,8 @@ def test_reports_run_in_a_fresh_clone_without_training(quick_job, tmp_path):
 
     nb = execute_in(copy, "evaluate", {"variant": "atm_mul_sub", "quick": True, "data_root": str(tmp / "data")})
     text = json.dumps([c.outputs for c in nb.cells if c.cell_type == "code"])
-    assert "test_views" in text and "single_view" in text and "results/checkpoints/synthetic_atm_mul_sub" in text
+    assert "test_views" in text and "results/checkpoints/synthetic_atm_mul_sub" in text
+    assert "single_view" not in text  # quick mode tests one view: the clips are scored once
     assert "taken_for_reversed_twin" in text and "taken_for_mirror" in text
     assert not list((copy / "runs").rglob("checkpoints"))  # nothing was trained
     assert snapshot(copy / "results") == before  # nor any committed result overwritten

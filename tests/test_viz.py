@@ -1,5 +1,5 @@
-"""Feature-map capture and figures (atm_core.viz): values against direct computations, figure sizes
-and content for every op."""
+"""Feature-map capture and figures (atm_core.viz), the workbook's loaders and run-summary plots:
+values against direct computations, figure sizes and content for every op."""
 import itertools
 from pathlib import Path
 
@@ -9,35 +9,38 @@ import torch
 
 from atm_core import ATM
 from atm_core.data import DataError
-from atm_core.data.synthetic import CLASSES, write_mp4
+from atm_core.data.synthetic import CLASSES, write_class_video, write_mp4
 from atm_core.atm import ATMOptions
 from atm_core.engine import load_config
-from atm_core.engine.builders import class_names, load_model
 from atm_core.ops import OP_NAMES, mul, pair_frames
 from atm_core.viz import (
     atm_blocks,
-    benchmark_video,
     capture_atm,
     cue_norms,
     displacement_colours,
     displacement_field,
     feature_map_figures,
     figure_to_rgb,
-    load_clip,
     motion_gain,
     moving_points,
-    plot_ablation,
     plot_block,
-    plot_confusions,
     plot_cue,
     plot_displacement,
     plot_residuals,
     plot_similarity_patches,
-    plot_training_curves,
     residual_norms,
     run_capture,
     save_figure,
+    save_figures,
     similarity_patch,
+)
+from atm_core.workbook import (
+    clip_classes,
+    load_clip,
+    load_model,
+    plot_ablation,
+    plot_confusions,
+    plot_training_curves,
 )
 
 T, C, H = 4, 8, 8
@@ -59,7 +62,7 @@ def synthetic_cfg(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_video_model(synthetic_cfg):
     torch.manual_seed(0)
-    return with_visible_branches(load_model(synthetic_cfg))
+    return with_visible_branches(load_model(synthetic_cfg, checkpoint=None))
 
 
 def moving_features(shift=(0, 1), frames=T, size=H, channels=C):
@@ -349,11 +352,15 @@ def test_feature_map_figures_saves_every_figure(tmp_path):
         def forward(self, clips):
             return self.atm(self.embed(clips.flatten(0, 1)))
 
-    figs = feature_map_figures(FrameEncoder(), clip, (0.5,) * 3, (0.25,) * 3, tmp_path, prefix="m_")
+    heading = "ATM(mul, sub) (atm_mul_sub), shapes track: clip of moving_right, predicted moving_left"
+    plain = feature_map_figures(FrameEncoder(), clip, (0.5,) * 3, (0.25,) * 3)
+    figs = feature_map_figures(FrameEncoder(), clip, (0.5,) * 3, (0.25,) * 3, heading=heading)
     assert set(figs) == {"mul_cue", "mul_patches", "sub_cue", "residuals"}
+    assert sorted(p.name for p in save_figures(figs, tmp_path, prefix="m_")) == sorted(f"m_{n}.png" for n in figs)
     for name, fig in figs.items():
         saved = tmp_path / f"m_{name}.png"
         assert saved.is_file() and saved.stat().st_size > 10_000
+        assert fig.get_suptitle() == f"{heading}\n{plain[name].get_suptitle()}"  # what and on which clip
         check_image(fig)
 
 
@@ -366,6 +373,22 @@ def test_summary_plots():
     with pytest.raises(ValueError, match="does not match 12 class names"):
         plot_confusions({"a": cm[:3, :3]}, names)
     check_image(plot_ablation(["TSN", "ATM(mul, sub)"], [48.0, 95.0], chance=100 / 12, order_blind=50.0))
+
+
+def test_training_curves_give_every_run_its_own_colour_and_keep_the_legend_outside():
+    records = [{"epoch": e, "train_loss": 2.0 - e * 0.1, "val_top1": 10.0 + 5 * e} for e in range(6)]
+    for runs in (3, 15, 24):
+        fig = plot_training_curves({f"run {i}": records for i in range(runs)}, title="shapes track")
+        figure_to_rgb(fig)  # lays the figure out
+        loss_ax, acc_ax = fig.axes
+        colours = [tuple(line.get_color()) if not isinstance(line.get_color(), str) else line.get_color()
+                   for line in loss_ax.lines]
+        assert len(set(colours)) == runs
+        assert [tuple(a.get_color()) for a in acc_ax.lines] == [tuple(c) for c in colours]
+        legend = fig.legends[0].get_window_extent(fig.canvas.get_renderer())
+        for ax in (loss_ax, acc_ax):
+            assert not legend.overlaps(ax.get_window_extent(fig.canvas.get_renderer()))
+        assert fig.get_suptitle() == "shapes track"
 
 
 def test_save_figure_writes_png(tmp_path):
@@ -404,30 +427,38 @@ def test_confusion_ticks_are_readable_class_names():
 
 
 def test_load_clip_from_a_video_and_from_a_list_entry(tmp_path, synthetic_cfg):
-    video = benchmark_video("moving_right", tmp_path / "clips" / "right.mp4")
+    video = write_class_video("shapes", "moving_right", tmp_path / "clips" / "right.mp4")
     (tmp_path / "val.txt").write_text("# comment\nclips/right.mp4 24 1\n")
     cfg = load_config(SYNTHETIC, [f"data.root={tmp_path}", "data.num_frames=4"])
-    clip, label = load_clip(video, cfg)
+    clip, label = load_clip(cfg, video=video)
     assert clip.shape == (4, 3, 64, 64) and label is None  # scale 72, centre crop 64
-    listed, label = load_clip(("val.txt", 2), cfg)
+    listed, label = load_clip(cfg, video=("val.txt", 2))
     assert label == 1 and torch.equal(listed, clip)
     with pytest.raises(ValueError, match=r"val.txt:1: no clip on that line"):
-        load_clip(("val.txt", 1), cfg)
+        load_clip(cfg, video=("val.txt", 1))
     with pytest.raises(DataError, match="missing.mp4: video file not found"):
-        load_clip(tmp_path / "missing.mp4", cfg)
-    assert class_names(cfg) == list(CLASSES)  # no label file there: the benchmark's names
+        load_clip(cfg, video=tmp_path / "missing.mp4")
+    assert clip_classes(cfg) == list(CLASSES)  # no label file anywhere: the benchmark's own names
+    run_dir = tmp_path / "exported_run"
+    run_dir.mkdir()
+    (run_dir / "labels.csv").write_text("id,name\n" + "".join(f"{i},r{i}\n" for i in range(12)))
+    assert clip_classes(cfg, run_dir=run_dir)[:2] == ["r0", "r1"]  # an exported run's names
+    (tmp_path / "labels.csv").write_text("id,name\n" + "".join(f"{i},c{i}\n" for i in range(12)))
+    assert clip_classes(cfg, run_dir=run_dir)[:2] == ["c0", "c1"]  # the data's own label file first
 
 
-def test_benchmark_video_plays_the_reversed_class_backwards(tmp_path):
+@pytest.mark.parametrize("track, first, second", [("shapes", "moving_left", "moving_right"),
+                                                 ("textures", "panning_left", "panning_right")])
+def test_class_video_plays_the_reversed_class_backwards(tmp_path, track, first, second):
     from atm_core.data import open_video
 
-    forward = open_video(benchmark_video("moving_left", tmp_path / "l.mp4", seed=3))
-    backward = open_video(benchmark_video("moving_right", tmp_path / "r.mp4", seed=3))
+    forward = open_video(write_class_video(track, first, tmp_path / "l.mp4", seed=3))
+    backward = open_video(write_class_video(track, second, tmp_path / "r.mp4", seed=3))
     frames = forward.read(range(len(forward))).astype(float)
     reversed_frames = backward.read(range(len(backward))).astype(float)[::-1]
     assert np.abs(frames - reversed_frames).mean() < 2.0  # equal up to H.264 coding
-    with pytest.raises(ValueError, match="unknown benchmark class 'sideways'"):
-        benchmark_video("sideways", tmp_path / "x.mp4")
+    with pytest.raises(ValueError, match=f"unknown class 'sideways' of the {track} track"):
+        write_class_video(track, "sideways", tmp_path / "x.mp4")
 
 
 def test_vit_b16_at_224_gives_readable_14x14_figures(synthetic_cfg):
@@ -435,7 +466,7 @@ def test_vit_b16_at_224_gives_readable_14x14_figures(synthetic_cfg):
                                   "data.num_frames=2", "model.atm.ops=[mul,sub]", "data.options={input_size: 224}", "model.img_size=224",
                                   "model.atm.context=5"])
     torch.manual_seed(0)
-    model = with_visible_branches(load_model(cfg), std=0.01)
+    model = with_visible_branches(load_model(cfg, checkpoint=None), std=0.01)
     clip = square_clip(frames=2, size=224, side=64, step=16, top=80, left=64)
     caps = run_capture(model, clip)  # one forward
     assert [c.op for c in caps] == ["mul", "sub"] and caps[0].cue.shape == (1, 2, 5, 81, 14, 14)
@@ -472,10 +503,51 @@ def test_notebook_runs_on_a_checkpoint_and_a_video(tmp_path, tiny_video_model):
         str(root / "notebooks" / "visualize_arithmetic.ipynb"), str(out), cwd=str(root), progress_bar=False,
         parameters={"recipe": SYNTHETIC, "checkpoint": str(tmp_path / "model.safetensors"), "video": str(video),
                     "overrides": ["data.num_frames=4"],
-                    "work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "results")})
+                    "work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "results"),
+                    "save_figures": True})
     saved = sorted(p.name for p in (tmp_path / "work" / "feature_maps").glob("*.png"))
     assert saved == ["mul_cue.png", "mul_patches.png", "residuals.png", "sub_cue.png"]
     images = [o for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code"
               for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) == 5  # the frames and the four figures
     assert not (tmp_path / "results").exists()  # a recipe's figures stay out of results/
+
+
+def test_feature_map_report_titles_every_figure_with_model_track_truth_and_prediction(tmp_path, synthetic_cfg):
+    from atm_core.workbook import benchmark_clip, feature_map_report
+
+    cfg = load_config(SYNTHETIC, [f"data.root={tmp_path}", "data.num_frames=4"])
+    video, truth = benchmark_clip(cfg, clip_class={"shapes": "moving_right", "textures": "zooming_in"}, seed=1,
+                                  folder=tmp_path / "clips")
+    assert truth == "moving_right" and video.name == "shapes_moving_right_1.mp4"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "labels.csv").write_text("id,name\n" + "".join(f"{i},{n}\n" for i, n in enumerate(CLASSES)))
+    torch.manual_seed(0)
+    heading, frames, figures = feature_map_report(cfg, name="atm_mul_sub", checkpoint=None, video=video,
+                                                  truth=truth, run_dir=run_dir)
+    prefix = "ATM(mul, sub) [atm_mul_sub], shapes track: clip of moving_right, predicted "
+    assert heading.startswith(prefix) and heading[len(prefix):] in CLASSES
+    assert frames.get_suptitle().startswith(heading)
+    assert set(figures) == {"mul_cue", "mul_patches", "sub_cue", "residuals"}
+    assert all(fig.get_suptitle().startswith(heading + "\n") for fig in figures.values())
+    with pytest.raises(ValueError, match="clip_class names no class for the shapes track"):
+        benchmark_clip(cfg, clip_class={"textures": "zooming_in"}, seed=1, folder=tmp_path)
+
+
+def test_feature_map_captions_match_each_file_to_its_variant(tmp_path):
+    from atm_core.workbook import feature_map_captions
+
+    names = ["atm_mul_sub_mul_cue", "atm_mul_sub_mul_patches", "atm_mul_sub_residuals", "atm_mul_mul_cue",
+             "textures_atm_sub_sub_cue", "atm_mul_stray_notes"]
+    for name in names:
+        (tmp_path / f"{name}.png").write_bytes(b"png")
+    captions = feature_map_captions(tmp_path, {"atm_mul": "ATM(mul)", "atm_mul_sub": "ATM(mul, sub)",
+                                               "textures_atm_sub": "ATM(sub) (real textures)"})
+    assert [(p.stem, c) for p, c in captions] == [
+        ("atm_mul_mul_cue", "ATM(mul): the cue of its mul block per offset and frame"),
+        ("atm_mul_sub_mul_cue", "ATM(mul, sub): the cue of its mul block per offset and frame"),
+        ("atm_mul_sub_mul_patches", "ATM(mul, sub): raw similarity patches of its mul block at points on the moving content"),
+        ("atm_mul_sub_residuals", "ATM(mul, sub): what each ATM block adds back to the features"),
+        ("textures_atm_sub_sub_cue", "ATM(sub) (real textures): the cue of its sub block per offset and frame"),
+    ]

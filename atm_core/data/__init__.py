@@ -9,7 +9,7 @@ from .dataset import LEFT_OUT, TestViews, TrainClips, ValClips, VideoDataset, co
 from .errors import DataError
 from .lists import ClipRecord, read_labels, read_list
 from .mixup import VideoMixup, build_mixup
-from .presets import PRESETS, Recipe, build_dataset
+from .presets import PRESETS, DatasetPreset, build_dataset
 from .readers import open_source, open_video
 from .sampling import sample_indices
 from .synthetic import CLASSES as SYNTHETIC_CLASSES
@@ -18,7 +18,7 @@ from .transforms import CLIP_MEAN, CLIP_STD, SS_FLIP_LABELS, TrainTransform, Vie
 
 __all__ = [
     "CLIP_MEAN", "CLIP_STD", "LEFT_OUT", "PRESETS", "SS_FLIP_LABELS", "SYNTHETIC_CLASSES", "ClipRecord",
-    "DataError", "Recipe", "TestViews", "TrainClips", "TrainTransform", "ValClips", "VideoDataset", "VideoMixup", "ViewTransform",
+    "DataError", "DatasetPreset", "TestViews", "TrainClips", "TrainTransform", "ValClips", "VideoDataset", "VideoMixup", "ViewTransform",
     "build_dataset", "build_mixup", "collate_repeated", "generate_benchmark", "open_source",
     "open_video", "read_labels", "read_list", "render_clip", "sample_indices",
 ]

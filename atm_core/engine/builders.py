@@ -11,7 +11,7 @@ import torch.nn as nn
 from ..data import build_dataset
 from ..data.dataset import VideoDataset
 from ..data.errors import DataError
-from ..data.presets import HOOKS, preset_classes, resolve_recipe
+from ..data.presets import HOOKS, preset_classes, resolve_preset
 from ..atm import ATMOptions
 from ..models import resolved_atm
 from ..models.weights import load_video_weights
@@ -67,7 +67,7 @@ def dataset(cfg: Config, split: str) -> VideoDataset:
 def input_size(cfg: Config) -> int:
     """The side of the square frames the model of ``cfg`` takes: ``model.img_size``, else the
     dataset preset's ``input_size`` (with ``data.options``)."""
-    return cfg.model.img_size or resolve_recipe(cfg.data.dataset, dataset_options(cfg, "val")).input_size
+    return cfg.model.img_size or resolve_preset(cfg.data.dataset, dataset_options(cfg, "val")).input_size
 
 
 def class_names(cfg: Config) -> list[str]:

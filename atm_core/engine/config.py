@@ -63,7 +63,7 @@ class DataConfig:
     # (frames repeat; every padded clip is counted per split)
     short_clips: Literal["error", "pad"] = "error"
     preflight: bool = True  # before training, open every listed video once (atm_core.data.preflight)
-    options: dict = field(default_factory=dict)  # dataset preset overrides (atm_core.data Recipe fields)
+    options: dict = field(default_factory=dict)  # dataset preset overrides (atm_core.data DatasetPreset fields)
     generate: Optional[dict] = None  # synthetic only: generator kwargs, used to create root if absent
     create_root: bool = False  # let data.generate write to a data.root other than data/synthetic
 

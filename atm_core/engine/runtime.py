@@ -16,10 +16,9 @@ from .config import Config, ConfigError
 
 # glibc gives every block above its mmap threshold (at most 32 MB unless set) back to the OS when
 # it is freed, and trims free memory above 128 KB off the top of the heap once the threshold is
-# fixed, so a CPU training step page-faults its large activations in afresh: about half of an
-# ATM(mul) step on the tiny model. Higher thresholds keep them in the heap for reuse (tiny ViT
-# ATM(mul, sub) step on 2 cores: 2.2 s with glibc's defaults, 1.12 s with the mmap threshold
-# raised, 0.98 s with the trim threshold raised too).
+# fixed, so a CPU training step page-faults its large activations in afresh: a large share of an
+# ATM(mul) step on the tiny model. Higher thresholds keep them in the heap for reuse (the step
+# times with and without: docs/log-2026-12-07.md).
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
 
 

@@ -281,7 +281,8 @@ def _build_run(accelerator: Accelerator, cfg: Config, train_set: VideoDataset,
     accelerator.print(f"{cfg.model.name}: {sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f} M "
                       f"parameters; {len(train_set)} train / {len(val_set)} val videos, {num_classes} "
                       f"classes; total batch {global_batch * cfg.train.grad_accum} "
-                      f"({accelerator.num_processes} process(es)); lr {lrs['lr']:.3g}")
+                      f"({accelerator.num_processes} process(es)); lr {lrs['lr']:.2e}"
+                      + (f", ATM parameters x{cfg.optim.atm_lr_scale:g}" if cfg.optim.atm_lr_scale != 1 else ""))
     return run
 
 
@@ -429,7 +430,7 @@ def _end_epoch(run: Run, epoch: int, record: dict, improved: bool, log: MetricsL
     if run.cfg.data.short_clips == "pad":
         skip_text += f"padded train {record['train_padded']} val {record['val_padded']}  "
     accelerator.print(f"epoch {epoch + 1}/{run.cfg.optim.epochs}  loss {record['train_loss']:.4f}  "
-                      f"lr {record['lr']:.2e}  {val_text}best {state.best_top1:.2f}  {skip_text}"
+                      f"lr (largest group) {record['lr']:.2e}  {val_text}best {state.best_top1:.2f}  {skip_text}"
                       f"({record['epoch_time']:.1f} s, {record['samples_per_s']:.1f} clips/s)")
 
 

@@ -7,6 +7,8 @@
     training   a variant's data, training and trained model
     tables     the ablation table and its notes
     analysis   per-class accuracy, time-reversal and left/right pairs, single predictions
+    clips      a recipe's model and one of its clips, loaded for the feature-map figures
+    plots      run-summary figures: training curves, confusion matrices, ablation bars
     testing    a checkpoint tested with the recipe's views and with one view
     paper      the paper's published numbers
 
@@ -28,10 +30,27 @@ from .analysis import (
     predict_clip,
     read_predictions,
 )
+from .clips import (
+    benchmark_clip,
+    clip_classes,
+    clip_stats,
+    feature_map_report,
+    load_clip,
+    load_model,
+)
 from .paper import PAPER_RESULTS
+from .plots import feature_map_captions, plot_ablation, plot_confusions, plot_training_curves
 from .project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
 from .recipes import run_config, run_name
-from .runs import RUN_FILES, MissingMetrics, export_checkpoint, export_run, read_run, run_classes
+from .runs import (
+    RUN_FILES,
+    MissingMetrics,
+    export_checkpoint,
+    export_run,
+    read_run,
+    report_time,
+    run_classes,
+)
 from .tables import (
     build_seed_table,
     build_table,
@@ -39,7 +58,9 @@ from .tables import (
     markdown_table,
     model_stats,
     seed_run_name,
+    seed_spreads,
     table_notes,
+    tables_markdown,
     write_tables,
 )
 from .testing import evaluate_views
@@ -61,13 +82,65 @@ from .variants import (
 )
 
 __all__ = [
-    "PAPER_RESULTS", "QUICK_DATA", "QUICK_OVERRIDES", "RESULTS_DIR", "RUN_FILES", "TRACK_TITLES",
-    "VARIANTS", "VARIANT_KEYS", "WORK_DIR", "MissingMetrics", "Variant", "build_seed_table", "build_table",
-    "by_track", "config_label", "config_track",
-    "class_names", "committed_checkpoint", "describe_setup", "direction_report", "ensure_trained",
-    "enter_project_root", "evaluate_views", "export_checkpoint", "export_run", "find_clip",
-    "flip_labels", "load_trained", "markdown_table", "model_label", "model_stats", "pair_report",
-    "per_class_accuracy", "predict_clip", "prepare_data", "project_root", "read_predictions",
-    "read_run", "run_classes", "run_label", "run_config", "run_name", "run_variant", "seed_run_name",
-    "table_notes", "variant", "variant_config", "write_tables",
+    "PAPER_RESULTS",
+    "QUICK_DATA",
+    "QUICK_OVERRIDES",
+    "RESULTS_DIR",
+    "RUN_FILES",
+    "TRACK_TITLES",
+    "VARIANTS",
+    "VARIANT_KEYS",
+    "WORK_DIR",
+    "MissingMetrics",
+    "Variant",
+    "benchmark_clip",
+    "build_seed_table",
+    "build_table",
+    "by_track",
+    "class_names",
+    "clip_classes",
+    "clip_stats",
+    "committed_checkpoint",
+    "config_label",
+    "config_track",
+    "describe_setup",
+    "direction_report",
+    "ensure_trained",
+    "enter_project_root",
+    "evaluate_views",
+    "export_checkpoint",
+    "export_run",
+    "feature_map_captions",
+    "feature_map_report",
+    "find_clip",
+    "flip_labels",
+    "load_clip",
+    "load_model",
+    "load_trained",
+    "markdown_table",
+    "model_label",
+    "model_stats",
+    "pair_report",
+    "per_class_accuracy",
+    "plot_ablation",
+    "plot_confusions",
+    "plot_training_curves",
+    "predict_clip",
+    "prepare_data",
+    "project_root",
+    "read_predictions",
+    "read_run",
+    "report_time",
+    "run_classes",
+    "run_config",
+    "run_label",
+    "run_name",
+    "run_variant",
+    "seed_run_name",
+    "seed_spreads",
+    "table_notes",
+    "tables_markdown",
+    "variant",
+    "variant_config",
+    "write_tables",
 ]

@@ -10,7 +10,7 @@ from .project import WORK_DIR, project_root
 from .variants import variant_config
 
 
-def run_name(variant: str | None, recipe: str | Path | None, name: str | None = None) -> str:
+def run_name(*, variant: str | None, recipe: str | Path | None, name: str | None = None) -> str:
     """The run's folder name: ``name``, else the variant's key, else the recipe's file stem."""
     if (variant is None) == (recipe is None):
         raise ValueError(f"give a variant or a recipe, not both nor neither (variant={variant!r}, "
@@ -18,17 +18,17 @@ def run_name(variant: str | None, recipe: str | Path | None, name: str | None = 
     return name or (variant if variant is not None else Path(recipe).stem)
 
 
-def run_config(variant: str | None = None, recipe: str | Path | None = None,
+def run_config(*, variant: str | None = None, recipe: str | Path | None = None,
                overrides: Iterable[str] = (), data_root: str | Path | None = None,
                work_dir: str | Path = WORK_DIR, quick: bool = False, progress: bool = True,
                name: str | None = None) -> Config:
     """The configuration of one run, output in ``work_dir/<run_name>``: the variant's recipe
     (with ``quick``'s tiny data, see :func:`variant_config`), or ``recipe`` (relative paths
     from the project folder) with ``data.root`` set to ``data_root`` and then ``overrides``."""
-    name = run_name(variant, recipe, name)
+    name = run_name(variant=variant, recipe=recipe, name=name)
     if variant is not None:
-        return variant_config(variant, work_dir, quick, data_root,
-                              [f"train.output_dir={Path(work_dir) / name}", *overrides], progress)
+        return variant_config(variant, work_dir=work_dir, quick=quick, data_root=data_root, progress=progress,
+                              overrides=[f"train.output_dir={Path(work_dir) / name}", *overrides])
     if quick:
         raise ValueError("quick applies to the benchmark's variants; give a recipe CPU-sized "
                          "overrides instead")

@@ -101,3 +101,16 @@ def read_run(run_dir: str | Path) -> dict:
         if not isinstance(summary.get(key), (int, float)):
             raise MissingMetrics(f"run {run_dir}: eval/summary.json has no number '{key}'")
     return {"config": load_run_config(run_dir / "config.yaml"), "metrics": records, "summary": summary}
+
+
+TIMINGS = "runs/timings.json"  # under the results folder: seconds per step of the main job
+
+
+def report_time(step: str, *, results_dir: str | Path) -> str:
+    """One sentence: how long the main job's step ``step`` (a notebook run: ``results``,
+    ``train_<variant>``, ...) took, read from its timings under ``results_dir``."""
+    path = Path(results_dir) / TIMINGS
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    if step not in timings:
+        return f"_No timing of `{step}` in `{path}` yet (the main job writes it)._"
+    return f"_The main job ran `{step}` in {timings[step]:.0f} s (`{path}`)._"

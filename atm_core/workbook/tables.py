@@ -3,7 +3,7 @@ over its training seeds (mean and spread), and the prose that says what its numb
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -120,29 +120,53 @@ def markdown_table(df: pd.DataFrame) -> str:
 
 TRACK_DESCRIPTIONS = {
     "shapes": ("Its default difficulty: one or two objects, brighter than a darker flat, gradient or "
-               "textured background, with up to two static distractors and mild noise (see the "
-               "module's docstring for sizes and speeds)."),
+               "textured background, with up to two static distractors and mild noise (sizes and speeds: "
+               "`atm_core.data.synthetic.shapes`)."),
     "textures": ("Its clips are cut from ten public-domain and CC0 photographs and textures that ship "
                  "with scikit-image: camera pans in four directions, zoom, camera roll, a photo "
                  "cut-out travelling over another photo and a photo sliding in to cover the view, "
                  "with motion blur, hand-held shake, sensor noise and H.264 at quantiser 28 "
-                 "(`atm_core.data.textures`); no brightness or flat-background cue separates what "
+                 "(`atm_core.data.synthetic.textures`); no brightness or flat-background cue separates what "
                  "moves from what does not."),
 }
 
-# What one seed is worth on each track, measured with the runner's --seeds option.
-SEED_SPREADS = {
-    "shapes": ("Measured spread over training seeds 0 / 1 / 2 (same data, earlier benchmark version, "
-               "validation split): ATM(mul, sub) 90.7 / 91.3 / 90.3 %; the same code and seed gave TSM "
-               "34.7 % on one host and 46.7 % on another."),
-    "textures": ("Measured spread over training seeds 0 / 1 / 2 (same data, test split): ATM(mul, sub) "
-                 "89.0 / 94.3 / 95.3 % (`results/seeds/`); before the recipe dropped the position "
-                 "embedding (10 epochs) it was 98.3 / 40.7 / 33.7 %."),
-}
+RUN_SPECIFIC = ("train.seed", "train.output_dir", "train.progress", "train.threads", "eval.out_dir")
 
 
-def table_notes(setup: Mapping, quick: bool = False, seeds: int = 1) -> str:
-    """What the table is, in words: data, budget, chance level, which split, seed spread."""
+def _flat_config(run_dir: Path) -> dict:
+    import yaml
+
+    data = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    return {f"{section}.{key}": value for section, values in data.items() if isinstance(values, dict)
+            for key, value in values.items() if f"{section}.{key}" not in RUN_SPECIFIC}
+
+
+def seed_spreads(seeds_dir: str | Path, rows: Mapping[str, str | Path]) -> list[str]:
+    """What a seeds run (``python -m atm_core.reproduce --seeds N --results <seeds_dir>``) measured
+    for the table's rows ``key -> run directory``: one sentence per row with runs of two or more
+    training seeds there, every seed's top-1 read from its run, and the recipe keys in which those
+    runs differ from the row's own run (so that a spread of another recipe is not taken for this one)."""
+    sentences = []
+    for key, row_dir in rows.items():
+        seed_dirs = []
+        while (Path(seeds_dir) / "runs" / seed_run_name(key, len(seed_dirs)) / "eval" / "summary.json").is_file():
+            seed_dirs.append(Path(seeds_dir) / "runs" / seed_run_name(key, len(seed_dirs)))
+        if len(seed_dirs) < 2:
+            continue
+        top1 = [read_run(d)["summary"]["top1"] for d in seed_dirs]
+        ours, theirs = _flat_config(Path(row_dir)), _flat_config(seed_dirs[0])
+        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        recipe = (f"; those runs differ from this row's in {', '.join(differ)}" if differ
+                  else "; same recipe and data as this row")
+        sentences.append(f"{config_label(read_run(seed_dirs[0])['config'])}: "
+                         f"{' / '.join(f'{v:.1f}' for v in top1)} % over training seeds 0..{len(top1) - 1} "
+                         f"(mean {np.mean(top1):.1f} ± {np.std(top1, ddof=1):.1f}, `{seeds_dir}`){recipe}")
+    return sentences
+
+
+def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads: Sequence[str] = ()) -> str:
+    """What the table is, in words: data, budget, chance level, which split, and the seed spread:
+    over the table's own ``seeds``, else the sentences of :func:`seed_spreads`."""
     if setup.get("held_out"):
         split = (f"top-1 / top-5 on {setup['videos']} held-out test videos (clips of their own, "
                  "never seen in training nor in checkpoint selection), of the checkpoint with the "
@@ -155,8 +179,10 @@ def table_notes(setup: Mapping, quick: bool = False, seeds: int = 1) -> str:
         spread = (f"Each row: mean ± sample standard deviation over {seeds} training seeds "
                   f"(train.seed 0..{seeds - 1}; same data), every seed's top-1 in brackets.")
     else:
-        spread = ("One training seed per row: rows a few points apart are not ranked by it. "
-                  + SEED_SPREADS[track] + " `python -m atm_core.reproduce --seeds N` reports mean ± spread.")
+        measured = ("Measured spread over training seeds: " + "; ".join(spreads) + "." if spreads else
+                    "No spread over training seeds has been measured for these rows.")
+        spread = ("One training seed per row: rows a few points apart are not ranked by it. " + measured
+                  + " `python -m atm_core.reproduce --seeds N` reports mean ± spread.")
     others = [m for m in setup.get("models", [setup["model"]]) if m != setup["model"]]
     backbones = f"`{setup['model']}`" + "".join(f" (the -ResNet rows: `{m}`)" for m in others)
     text = (
@@ -187,8 +213,12 @@ def write_tables(tables: Mapping[str, tuple[pd.DataFrame, str]], out_dir: str | 
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / "ablation.csv", out_dir / "ablation.md"
     pd.concat([df.assign(track=track) for track, (df, _) in tables.items()]).to_csv(csv_path, index=False)
+    md_path.write_text(tables_markdown(tables))
+    return csv_path, md_path
+
+
+def tables_markdown(tables: Mapping[str, tuple[pd.DataFrame, str]]) -> str:
+    """``ablation.md``: the title, then per track a section with its notes and table."""
     sections = [f"## {TRACK_TITLES[track].capitalize()}\n\n{notes}\n\n{markdown_table(df)}\n"
                 for track, (df, notes) in tables.items()]
-    md_path.write_text("# Temporal modules and ATM operations on the built-in CPU benchmark\n\n"
-                       + "\n".join(sections))
-    return csv_path, md_path
+    return "# Temporal modules and ATM operations on the built-in CPU benchmark\n\n" + "\n".join(sections)

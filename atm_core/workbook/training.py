@@ -22,12 +22,12 @@ def prepare_data(cfg: Config) -> dict:
     from ..engine.builders import prepare_dataset
 
     if cfg.data.generate is None:
-        raise ValueError(f"{cfg.data.root}: the main job needs a generated dataset (data.generate)")
+        raise ValueError(f"{cfg.data.root}: nothing to write without data.generate (the built-in benchmark's settings)")
     prepare_dataset(cfg, replace=True)
     return json.loads(json.dumps(cfg.data.generate))
 
 
-def run_variant(key: str, work_dir: str | Path = WORK_DIR, results_dir: str | Path = RESULTS_DIR,
+def run_variant(key: str, *, work_dir: str | Path = WORK_DIR, results_dir: str | Path = RESULTS_DIR,
                 quick: bool = False, data_root: str | Path | None = None,
                 overrides: Iterable[str] = (), progress: bool = True, seed: int = 0) -> dict:
     """Train and evaluate one variant with ``train.seed = seed``, then export its artefacts to
@@ -35,9 +35,8 @@ def run_variant(key: str, work_dir: str | Path = WORK_DIR, results_dir: str | Pa
     from ..engine import train
 
     name = seed_run_name(key, seed)
-    cfg = variant_config(key, work_dir, quick, data_root,
-                         [f"train.output_dir={Path(work_dir) / name}", f"train.seed={seed}", *overrides],
-                         progress)
+    cfg = variant_config(key, work_dir=work_dir, quick=quick, data_root=data_root, progress=progress,
+                         overrides=[f"train.output_dir={Path(work_dir) / name}", f"train.seed={seed}", *overrides])
     prepare_data(cfg)
     result = train(cfg)
     export_run(cfg.train.output_dir, Path(results_dir) / "runs" / name)
@@ -61,7 +60,7 @@ def find_committed(key: str, results_dir: str | Path = RESULTS_DIR) -> Path | No
     return None
 
 
-def ensure_trained(cfg: Config, key: str, results_dir: str | Path = RESULTS_DIR,
+def ensure_trained(cfg: Config, *, key: str, results_dir: str | Path = RESULTS_DIR,
                    train_if_missing: bool = False) -> Path:
     """The checkpoint to load for ``cfg``'s run: its ``best/`` checkpoint, else the committed
     weights of variant ``key`` (:func:`committed_checkpoint`), else -- only with

@@ -1,5 +1,5 @@
-"""The benchmark's variants: one CPU recipe ``params/synthetic_<key>.yaml`` each, all inheriting
-``synthetic_base.yaml`` (the texture track's through ``synthetic_textures_base.yaml``). A
+"""The benchmark's variants: one CPU recipe ``params/synthetic_<key>.yaml`` each, inheriting its
+track's base recipe (:attr:`Variant.bases` names them). A
 variant's model, temporal module, ATM ops and benchmark track are read from its recipe; its
 display label follows from them."""
 from __future__ import annotations
@@ -80,6 +80,24 @@ class Variant:
     def track(self) -> str:
         return config_track(self.recipe_config())
 
+    @property
+    def bases(self) -> list[str]:
+        """The recipes this variant's recipe inherits from, nearest first (file names)."""
+        return [path.name for path in recipe_chain(project_root() / self.recipe)[1:]]
+
+
+def recipe_chain(path: str | Path) -> list[Path]:
+    """``path`` and the recipes its ``base:`` keys name, one after the other (each relative to
+    the file that names it)."""
+    import yaml
+
+    chain = [Path(path)]
+    while (base := (yaml.safe_load(chain[-1].read_text()) or {}).get("base")) is not None:
+        chain.append(chain[-1].parent / base)
+        if chain[-1] in chain[:-1]:
+            raise ValueError(f"{chain[0]}: circular 'base' chain: {' -> '.join(map(str, chain))}")
+    return chain
+
 
 VARIANTS: tuple[Variant, ...] = tuple(Variant(key) for key in VARIANT_KEYS)
 
@@ -108,7 +126,7 @@ def track_data_root(root: str | Path, track: str) -> str:
     return str(root) if track == "shapes" else f"{Path(root)}_{track}"
 
 
-def variant_config(key: str, work_dir: str | Path = WORK_DIR, quick: bool = False,
+def variant_config(key: str, *, work_dir: str | Path = WORK_DIR, quick: bool = False,
                    data_root: str | Path | None = None, overrides: Iterable[str] = (),
                    progress: bool = True) -> Config:
     """The configuration of one variant: its CPU recipe with the output in ``work_dir/<key>``.
