@@ -52,16 +52,22 @@ REFERENCE_MODEL = "atm_vit_base_patch16_clip_224"
 REFERENCE = {"params": 87_884_346, "atm_gmac": 4.48, "gmac_no_attention": 139.4, "gmac": 145.1}
 
 
-def sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
-    """fvcore handle for ``aten::scaled_dot_product_attention``: ``QK^T`` plus ``AV``."""
-    q, k, v = (get_shape(i) for i in inputs[:3])
+def _attention_macs(q: Sequence[int], k: Sequence[int], v: Sequence[int]) -> int:
+    """``QK^T`` plus ``AV`` for query, key and value shapes ``(..., tokens, width)``."""
     rows = prod(q[:-1])  # batch * heads * queries
     return rows * k[-2] * q[-1] + rows * k[-2] * v[-1]
 
 
-def _einsum_macs(equation: str, *operands: torch.Tensor) -> float:
+def sdpa_macs(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore handle for ``aten::scaled_dot_product_attention``: ``QK^T`` plus ``AV``."""
+    return _attention_macs(*(get_shape(i) for i in inputs[:3]))
+
+
+def _einsum_macs(equation: str, *operands: torch.Tensor | Sequence[torch.Tensor]) -> float:
     """fvcore's einsum convention: two batched-matmul equations exactly, any other one as half the
     FLOPs of numpy's optimal contraction path (floored)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):  # einsum(eq, [a, b])
+        operands = tuple(operands[0])
     equation = equation.replace(" ", "")
     letters = dict.fromkeys(c for c in equation if c.isalpha())
     equation = equation.translate({ord(c): 97 + i for i, c in enumerate(letters)})
@@ -84,7 +90,7 @@ def _norm_macs(x: torch.Tensor, affine: bool) -> int:
     return prod(x.shape) * (5 if affine else 4)
 
 
-def _matmul_macs(a: torch.Tensor, b: torch.Tensor) -> int:
+def _matmul_macs(a: torch.Tensor, b: torch.Tensor, *_, **__) -> int:
     return prod(a.shape) * b.shape[-1]
 
 
@@ -103,21 +109,18 @@ def _group_norm_macs(x, num_groups=None, weight=None, *_, **__) -> int:
 
 
 def _sdpa_macs(q, k, v, *_, **__) -> int:
-    rows = prod(q.shape[:-1])
-    return rows * k.shape[-2] * q.shape[-1] + rows * k.shape[-2] * v.shape[-1]
+    return _attention_macs(q.shape, k.shape, v.shape)
 
 
 # torch function -> (operator name as fvcore reports it, MACs from the call's arguments);
 # convolutions need the output and are handled apart
 _MAC_RULES: dict[Any, tuple[str, Any]] = {
     F.linear: ("linear", lambda x, w, *_, **__: prod(x.shape) * w.shape[0]),
-    torch.einsum: ("einsum", lambda eq, *ops: _einsum_macs(eq, *(ops[0] if len(ops) == 1 and isinstance(ops[0], (list, tuple)) else ops))),
-    torch.matmul: ("matmul", lambda a, b, **__: _matmul_macs(a, b)),
-    torch.Tensor.matmul: ("matmul", lambda a, b, **__: _matmul_macs(a, b)),
-    torch.Tensor.__matmul__: ("matmul", lambda a, b, **__: _matmul_macs(a, b)),
-    torch.mm: ("matmul", lambda a, b, **__: _matmul_macs(a, b)),
-    torch.bmm: ("bmm", lambda a, b, **__: _matmul_macs(a, b)),
-    torch.addmm: ("addmm", lambda _c, a, b, **__: _matmul_macs(a, b)),
+    torch.einsum: ("einsum", _einsum_macs),
+    **{f: ("matmul", _matmul_macs) for f in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__,
+                                             torch.mm, torch.Tensor.mm)},
+    **{f: ("bmm", _matmul_macs) for f in (torch.bmm, torch.Tensor.bmm)},
+    torch.addmm: ("addmm", lambda _bias, a, b, *_, **__: _matmul_macs(a, b)),
     F.batch_norm: ("batch_norm", _batch_norm_macs),
     F.layer_norm: ("layer_norm", _layer_norm_macs),
     F.group_norm: ("group_norm", _group_norm_macs),
