@@ -96,7 +96,9 @@ class Failure:
 def execute(notebook: str | Path, output: str | Path, parameters: Mapping, cwd: str | Path = ".",
             log_output: bool = True) -> Failure | None:
     """Run ``notebook`` with papermill into ``output``; a :class:`Failure` instead of raising.
-    Papermill keeps the partly executed copy at ``output`` when a cell fails."""
+    Papermill keeps the partly executed copy at ``output`` when a cell fails. The kernel is
+    stopped as soon as the last cell ends, without its exit handlers: a notebook finishes its
+    files in its cells."""
     import nbformat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -104,8 +106,11 @@ def execute(notebook: str | Path, output: str | Path, parameters: Mapping, cwd: 
     notebook, output = Path(notebook), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # every output is in once the last cell ends; a graceful shutdown would then wait seconds
+        # for the kernel's interpreter to tear down thousands of modules (torch, timm, ...)
         pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=KERNEL,
-                            cwd=str(cwd), progress_bar=False, log_output=log_output)
+                            cwd=str(cwd), progress_bar=False, log_output=log_output,
+                            shutdown_kernel="immediate")
     except PapermillExecutionError as e:
         cells = nbformat.read(notebook, as_version=4).cells
         index = next((i for i, c in enumerate(cells) if c.source == e.source), None)
