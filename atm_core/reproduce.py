@@ -96,7 +96,9 @@ class Failure:
 def execute(notebook: str | Path, output: str | Path, parameters: Mapping, cwd: str | Path = ".",
             log_output: bool = True) -> Failure | None:
     """Run ``notebook`` with papermill into ``output``; a :class:`Failure` instead of raising.
-    Papermill keeps the partly executed copy at ``output`` when a cell fails."""
+    Papermill keeps the partly executed copy at ``output`` when a cell fails. The kernel is
+    stopped as soon as the last cell ends, without its exit handlers: a notebook finishes its
+    files in its cells."""
     import nbformat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -104,8 +106,11 @@ def execute(notebook: str | Path, output: str | Path, parameters: Mapping, cwd: 
     notebook, output = Path(notebook), Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
+        # every output is in once the last cell ends; a graceful shutdown would then wait seconds
+        # for the kernel's interpreter to tear down thousands of modules (torch, timm, ...)
         pm.execute_notebook(str(notebook), str(output), parameters=dict(parameters), kernel_name=KERNEL,
-                            cwd=str(cwd), progress_bar=False, log_output=log_output)
+                            cwd=str(cwd), progress_bar=False, log_output=log_output,
+                            shutdown_kernel="immediate")
     except PapermillExecutionError as e:
         cells = nbformat.read(notebook, as_version=4).cells
         index = next((i for i, c in enumerate(cells) if c.source == e.source), None)
@@ -200,7 +205,7 @@ def write_model_card(results_dir: Path, quick: bool) -> Failure | None:
     out = results_dir / "model_card.md"
     command = [sys.executable, "-m", "atm_core.card", "--out", str(out)]
     benchmark = variant_config("atm_mul_sub").model  # the card's benchmark row as the table's recipe builds it
-    command += ["--set", f"{benchmark.name}:atm_context={benchmark.atm_context}"] if benchmark.atm_context else []
+    command += ["--set", f"{benchmark.name}:atm.context={benchmark.atm.context}"] if benchmark.atm.context else []
     if quick:
         command += ["--models", variant_config(VARIANT_KEYS[0]).model.name]
     done = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -2,6 +2,7 @@
 plain path against the reference's fvcore figure, and the reference configuration within 1 %."""
 import pytest
 import timm
+import torch
 
 import atm_core  # registers the models; atm_core.ATM is used below
 from atm_core import ATMBlock, ATMOptions
@@ -54,3 +55,25 @@ def test_reference_configuration_card_within_one_percent():
     assert row["gmac"] == pytest.approx(REFERENCE["gmac"], rel=0.01)
     text = render([row])
     assert "87,884,346" in text and "## Reference configuration" in text
+
+
+@pytest.mark.parametrize("name", [TINY, "atm_resnet_tiny_64"])
+def test_shape_counter_on_the_meta_device_equals_fvcore(name):
+    """The card counts on a model built on the meta device; every figure must be fvcore's on the
+    real model (convolutions, linears, norms, einsum, attention handle, ATM blocks and cues)."""
+    real = timm.create_model(name)
+    with torch.device("meta"):
+        meta = timm.create_model(name)
+    shape = (1, real.num_frames, *real.pretrained_cfg["input_size"])
+    by_shapes = mac_count(meta, torch.empty(shape, device="meta"), counter="shapes")
+    assert by_shapes == mac_count(real, shape, counter="fvcore")
+    assert by_shapes.total > by_shapes.atm > by_shapes.correlation > 0
+
+
+def test_card_row_figures_equal_fvcore_on_the_built_model():
+    row = card_row(TINY)
+    model = timm.create_model(TINY)
+    count = mac_count(model, (1, model.num_frames, 3, 64, 64))
+    assert row["params"] == sum(p.numel() for p in model.parameters())
+    assert (row["gmac"], row["gmac_no_attention"], row["atm_gmac"]) == (
+        count.total / 1e9, count.without_attention / 1e9, count.atm / 1e9)

@@ -80,3 +80,24 @@ def test_an_uninstalled_torchcodec_is_reported_with_the_extra_and_the_ffmpeg_lib
 def test_auto_uses_torchcodec_where_decord_is_missing(video, monkeypatch):
     monkeypatch.setattr(readers, "decord", None)
     assert isinstance(open_video(video[0], "auto"), TorchCodecVideo)
+
+
+@needs_decord
+def test_auto_loads_torchcodec_only_when_decord_cannot_open_a_file(tmp_path, monkeypatch):
+    """Loading torchcodec loads FFmpeg's libraries: a process that reads with decord skips it."""
+    loads = []
+
+    def load():
+        loads.append(1)
+        return None, "not installed"
+
+    monkeypatch.setattr(readers, "load_torchcodec", load)
+    monkeypatch.setattr(readers, "_announced", set())
+    good = write_video(tmp_path / "clip.mp4", clip_frames(0, (32, 64), 6), "libx264")
+    assert isinstance(open_video(good, "auto"), readers.DecordVideo)
+    assert loads == []
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 64)
+    with pytest.raises(DataError, match=rf"{bad}: corrupt or unsupported video"):
+        open_video(bad, "auto")  # decord fails, torchcodec is looked for, PyAV fails last
+    assert loads == [1]

@@ -2,6 +2,7 @@
 the quick main job end to end through papermill."""
 import json
 import os
+import time
 from pathlib import Path
 
 import nbformat
@@ -258,6 +259,25 @@ def test_failed_notebook_is_named_and_kept_partly_executed(tmp_path):
     outputs = {c.source: c.outputs for c in executed.cells if c.cell_type == "code"}
     assert outputs["print('before', x)"][0]["text"] == "before 7\n"
     assert outputs["print('after')"] == []  # execution stopped at the failing cell
+
+
+def test_the_kernel_is_stopped_once_the_last_cell_ends(tmp_path):
+    """The kernel is not left to tear its interpreter down (seconds with torch and timm loaded):
+    its exit handlers never run, while everything its cells wrote is there."""
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    params = new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, new_code_cell("import atexit, pathlib\n"
+                                      "pathlib.Path('in_cell.txt').write_text(str(x))\n"
+                                      "atexit.register(pathlib.Path('at_exit.txt').write_text, 'exit')\n"
+                                      "print('done', x)")]
+    nbformat.write(nb, tmp_path / "exits.ipynb")
+    out = tmp_path / "out" / "exits.ipynb"
+    assert reproduce.execute(tmp_path / "exits.ipynb", out, {"x": 3}, cwd=tmp_path, log_output=False) is None
+    assert (tmp_path / "in_cell.txt").read_text() == "3"
+    assert nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"] == "done 3\n"
+    time.sleep(1)  # a kernel still tearing down would write its file meanwhile
+    assert not (tmp_path / "at_exit.txt").exists()
 
 
 def test_training_runs_side_by_side_share_the_cores():

@@ -47,10 +47,10 @@ def test_a_single_view_recipe_is_scored_once(tmp_path, monkeypatch):
 
 def test_model_card_builds_a_model_with_the_recipes_settings(tmp_path):
     default = card.card_row("atm_vit_tiny_patch8_64")
-    recipe = card.card_row("atm_vit_tiny_patch8_64", atm_context=3)
-    assert recipe["model"] == "atm_vit_tiny_patch8_64 (atm_context=3)" and default["model"] == "atm_vit_tiny_patch8_64"
+    recipe = card.card_row("atm_vit_tiny_patch8_64", **{"atm.context": 3})
+    assert recipe["model"] == "atm_vit_tiny_patch8_64 (atm.context=3)" and default["model"] == "atm_vit_tiny_patch8_64"
     assert recipe["gmac"] < default["gmac"]  # fewer neighbours to compare
     _, table_gmacs = workbook.model_stats(workbook.variant_config("atm_mul_sub"), 12)
     assert recipe["gmac"] == pytest.approx(table_gmacs, rel=1e-3)  # the card's row is the table's model
     with pytest.raises(SystemExit):
-        card.main(["--models", "atm_vit_tiny_patch8_64", "--set", "atm_context=3", "--out", str(tmp_path / "c.md")])
+        card.main(["--models", "atm_vit_tiny_patch8_64", "--set", "atm.context=3", "--out", str(tmp_path / "c.md")])

@@ -258,13 +258,15 @@ Video = DecordVideo | TorchCodecVideo | PyAVVideo
 _VIDEO_CLASSES = {"decord": DecordVideo, "torchcodec": TorchCodecVideo, "pyav": PyAVVideo}
 
 
-def _auto_readers() -> list[str]:
-    """The readers ``auto`` tries, in order: decord (what the published results used), then
-    torchcodec, then PyAV, skipping those that are not installed or cannot load."""
-    names = ["decord"] if decord is not None else []
+def _auto_readers() -> Iterator[str]:
+    """The readers ``auto`` tries before PyAV, in order: decord (what the published results
+    used), then torchcodec, skipping those that are not installed or cannot load. torchcodec is
+    loaded only when decord is missing or fails on a file: loading it loads FFmpeg's libraries,
+    which a process reading its videos with decord never needs."""
+    if decord is not None:
+        yield "decord"
     if load_torchcodec()[0] is not None:
-        names.append("torchcodec")
-    return names + ["pyav"]
+        yield "torchcodec"
 
 
 def open_video(path: str | Path, reader: str = "auto") -> Video:
@@ -279,8 +281,9 @@ def open_video(path: str | Path, reader: str = "auto") -> Video:
         raise DataError(f"{path}: empty video file (0 bytes)")
     if reader != "auto":
         return _VIDEO_CLASSES[reader](path)
-    names = _auto_readers()
-    for name in names[:-1]:
+    tried = []
+    for name in _auto_readers():
+        tried.append(name)
         try:
             video = _VIDEO_CLASSES[name](path)
         except DataError as e:
@@ -289,8 +292,8 @@ def open_video(path: str | Path, reader: str = "auto") -> Video:
             continue
         _log_once(name, f"reading videos with {name}")
         return video
-    missing = [n for n in ("decord", "torchcodec") if n not in names]
-    why = f" ({', '.join(missing)} not available)" if missing and len(names) == 1 else ""
+    missing = [n for n in ("decord", "torchcodec") if n not in tried]
+    why = f" ({', '.join(missing)} not available)" if missing and not tried else ""
     _log_once("pyav", f"reading videos with PyAV{why}")
     return PyAVVideo(path)
 
