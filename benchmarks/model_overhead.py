@@ -36,7 +36,7 @@ def build(atm_ops: tuple[str, ...]) -> torch.nn.Module:
 
 def gmac(model: torch.nn.Module, clip: torch.Tensor) -> float:
     """fvcore count through the model card's counter (attention products and ATM blocks included)."""
-    from atm_core.card import count_macs
+    from atm_core.macs import count_macs
 
     return count_macs(model, clip) / 1e9
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import common
 
-from atm_core.card import mac_count
+from atm_core.macs import mac_count
 from atm_core.engine.builders import build_model
 from atm_core.engine.config import Config, load_config
 from atm_core.engine.optim import build_optimizer

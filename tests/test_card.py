@@ -6,7 +6,8 @@ import torch
 
 import atm_core  # registers the models; atm_core.ATM is used below
 from atm_core import ATMBlock, ATMOptions
-from atm_core.card import REFERENCE, card_row, mac_count, render
+from atm_core.card import REFERENCE, card_row, render
+from atm_core.macs import mac_count
 
 TINY = "atm_vit_tiny_patch8_64"
 

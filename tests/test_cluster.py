@@ -8,7 +8,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from atm_core import reproduce
+from atm_core import jobs, reproduce
 
 
 def project_with(tmp_path: Path, name: str, *sources: str) -> Path:
@@ -23,17 +23,17 @@ def project_with(tmp_path: Path, name: str, *sources: str) -> Path:
 
 @pytest.fixture(autouse=True)
 def kernel():
-    reproduce.check_kernel()
+    jobs.check_kernel()
 
 
 def test_a_failing_notebook_job_keeps_its_partly_executed_copy(tmp_path):
     root = project_with(tmp_path / "project", "boom", "print(f'first cell ran with x={x}')",
                         "raise ValueError('boom')", "print('never')")
-    cluster = reproduce.Cluster("local", tmp_path / "submitit", minutes=5)
-    ok = reproduce.Job("boom", "fine", {"x": 2})
-    jobs = [reproduce.Job("boom", "boom", {"x": 3}), ok]
+    cluster = jobs.Cluster("local", tmp_path / "submitit", minutes=5)
+    ok = jobs.Job("boom", "fine", {"x": 2})
+    jobs = [jobs.Job("boom", "boom", {"x": 3}), ok]
     timings: dict[str, float] = {}
-    failures = reproduce.run_on_cluster(cluster, jobs, tmp_path / "results", root, timings)
+    failures = jobs.run_on_cluster(cluster, jobs, tmp_path / "results", root, timings)
     assert failures[1] is not None and failures[0] is not None  # both run the failing notebook
     failure = failures[0]
     assert (failure.cell, failure.cells, failure.error) == (3, 4, "ValueError: boom")
@@ -47,8 +47,8 @@ def test_a_failing_notebook_job_keeps_its_partly_executed_copy(tmp_path):
 
 def test_a_job_that_dies_is_named_with_its_log(tmp_path):
     root = project_with(tmp_path / "project", "die", "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)")
-    cluster = reproduce.Cluster("local", tmp_path / "submitit", minutes=5)
-    (failure,) = reproduce.run_on_cluster(cluster, [reproduce.Job("die", "die", {})], tmp_path / "results",
+    cluster = jobs.Cluster("local", tmp_path / "submitit", minutes=5)
+    (failure,) = jobs.run_on_cluster(cluster, [jobs.Job("die", "die", {})], tmp_path / "results",
                                           root, {})
     assert failure is not None and failure.cell is None
     assert failure.error.startswith("local job ") and "did not finish" in failure.error
@@ -57,13 +57,13 @@ def test_a_job_that_dies_is_named_with_its_log(tmp_path):
 
 
 def test_executor_options():
-    assert reproduce.make_cluster("local", "w") is None
-    slurm = reproduce.make_cluster("slurm", "w", partition="gpu", gpus=1, cpus=8, minutes=90)
+    assert jobs.make_cluster("local", "w") is None
+    slurm = jobs.make_cluster("slurm", "w", partition="gpu", gpus=1, cpus=8, minutes=90)
     assert (slurm.kind, slurm.folder, slurm.partition, slurm.gpus, slurm.cpus, slurm.minutes) == (
         "slurm", Path("w/submitit"), "gpu", 1, 8, 90)
-    assert reproduce.make_cluster("submitit-local", "w").kind == "local"
+    assert jobs.make_cluster("submitit-local", "w").kind == "local"
     with pytest.raises(ValueError, match="unknown executor 'sge'"):
-        reproduce.make_cluster("sge", "w")
+        jobs.make_cluster("sge", "w")
     with pytest.raises(SystemExit):
         reproduce.main(["--partition", "gpu"])  # a partition without --executor slurm
 
@@ -73,7 +73,7 @@ def test_ablation_trains_missing_runs_as_jobs(tmp_path, monkeypatch):
     """What ablation.ipynb calls with executor="submitit-local": a quick TSN run trained by
     train.ipynb in a job of its own, its data written first, its run exported."""
     monkeypatch.chdir(reproduce.project_root())
-    cluster = reproduce.make_cluster("submitit-local", tmp_path / "work", cpus=1, minutes=10)
+    cluster = jobs.make_cluster("submitit-local", tmp_path / "work", cpus=1, minutes=10)
     common = {"quick": True, "work_dir": str(tmp_path / "work"), "results_dir": str(tmp_path / "results"),
               "data_root": str(tmp_path / "data")}
     assert reproduce.train_runs([("tsn", 1)], common, tmp_path / "results", cluster) == []

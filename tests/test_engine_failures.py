@@ -253,7 +253,7 @@ def saver(tmp_path):
     from timm.utils import ModelEmaV3
 
     from atm_core.engine.runtime import release_accelerator
-    from atm_core.engine.trainer import TrainState, save_checkpoint
+    from atm_core.engine.checkpoint import TrainState, save_checkpoint
 
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(4, 3)

@@ -12,7 +12,7 @@ import pytest
 import timm
 from nbformat.v4 import new_code_cell, new_notebook
 
-from atm_core import reproduce, workbook
+from atm_core import jobs, reproduce, workbook
 from atm_core.data.synthetic import CLASSES as SYNTHETIC_CLASSES
 from atm_core.engine import load_config
 
@@ -249,7 +249,7 @@ def failing_notebook(path: Path) -> Path:
 
 def test_failed_notebook_is_named_and_kept_partly_executed(tmp_path):
     source = failing_notebook(tmp_path / "broken.ipynb")
-    failure = reproduce.execute(source, tmp_path / "out" / "broken.ipynb", {"x": 7}, cwd=tmp_path, log_output=False)
+    failure = jobs.execute(source, tmp_path / "out" / "broken.ipynb", {"x": 7}, cwd=tmp_path, log_output=False)
     assert failure is not None
     assert (failure.cell, failure.cells, failure.source) == (3, 4, "y = 2")
     assert failure.error == "ValueError: boom 7"
@@ -273,7 +273,7 @@ def test_the_kernel_is_stopped_once_the_last_cell_ends(tmp_path):
                                       "print('done', x)")]
     nbformat.write(nb, tmp_path / "exits.ipynb")
     out = tmp_path / "out" / "exits.ipynb"
-    assert reproduce.execute(tmp_path / "exits.ipynb", out, {"x": 3}, cwd=tmp_path, log_output=False) is None
+    assert jobs.execute(tmp_path / "exits.ipynb", out, {"x": 3}, cwd=tmp_path, log_output=False) is None
     assert (tmp_path / "in_cell.txt").read_text() == "3"
     assert nbformat.read(out, as_version=4).cells[-1].outputs[0]["text"] == "done 3\n"
     time.sleep(1)  # a kernel still tearing down would write its file meanwhile
@@ -331,7 +331,7 @@ def test_side_by_side_failures_come_back_in_job_order(tmp_path):
 def test_kernel_runs_this_interpreter():
     import sys
 
-    assert reproduce.check_kernel() == sys.executable
+    assert jobs.check_kernel() == sys.executable
 
 
 # ---------------------------------------------------------------- the quick main job
@@ -434,7 +434,7 @@ def execute_in(copy: Path, notebook: str, parameters: dict) -> nbformat.Notebook
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = str(copy)
     try:
-        failure = reproduce.execute(copy / "notebooks" / f"{notebook}.ipynb", out, parameters, cwd=copy,
+        failure = jobs.execute(copy / "notebooks" / f"{notebook}.ipynb", out, parameters, cwd=copy,
                                     log_output=False)
     finally:
         os.environ.pop("PYTHONPATH") if old is None else os.environ.__setitem__("PYTHONPATH", old)

@@ -13,6 +13,7 @@ fails (a full disk) removes its temporary directory and leaves the previous chec
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import re
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch.nn as nn
+from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from ..models.weights import load_video_weights
@@ -177,3 +179,49 @@ def load_weights(model: nn.Module, checkpoint: str | Path, use_ema: bool = False
     """Load every tensor of ``model`` from a checkpoint directory or file (see
     :func:`atm_core.models.weights.load_video_weights`, which this calls strictly)."""
     load_video_weights(model, checkpoint, use_ema=use_ema, strict=True)
+
+
+@dataclasses.dataclass
+class TrainState:
+    """Progress saved with every checkpoint (registered with the Accelerator)."""
+
+    epoch: int = 0  # the epoch in progress, or the next one to start
+    batch: int = 0  # batches of that epoch already trained
+    global_step: int = 0  # optimizer updates
+    batches_total: int = 0  # batches trained since the start; names the checkpoints
+    best_top1: float = -1.0
+    best_epoch: int = -1
+    loss_sum: float = 0.0  # over the batches of the epoch in progress
+    loss_count: int = 0
+    train_time: float = 0.0  # seconds spent training in the epoch in progress
+
+    def state_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, state: TrainState, ema, keep_last: int) -> Path:
+    """``save_state`` into a temporary directory, then rename it into place; a failed save
+    removes the temporary directory and keeps the previous checkpoints."""
+    final = ckpt_root / f"step_{state.batches_total:08d}"
+    tmp = tmp_path(final)
+    if accelerator.is_main_process:
+        clear(tmp)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()  # every process has written its RNG state into tmp
+        if accelerator.is_main_process:
+            if ema is not None:
+                save_module(ema.module, tmp / "ema.safetensors")
+            write_meta(tmp, state.state_dict())
+    except BaseException as e:  # noqa: BLE001 -- whatever failed (safetensors has its own error type), no tmp stays
+        abandon(tmp, final, e)
+    if accelerator.is_main_process:
+        publish(tmp, final)
+        prune(ckpt_root, keep_last)
+    accelerator.wait_for_everyone()
+    return final

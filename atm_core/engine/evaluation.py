@@ -11,6 +11,7 @@ import torch.nn as nn
 from accelerate import Accelerator
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.dataset import VideoDataset
 from ..data.errors import DataError
 from . import builders
 from .builders import check_sample
@@ -124,3 +125,20 @@ def evaluate(cfg: Config | str | Path | dict, checkpoint: str | Path | None = No
         return run_evaluation(accelerator, cfg, checkpoint)
     finally:
         release_accelerator()
+
+
+def validate(accelerator: Accelerator, model, loader, dataset: VideoDataset, progress: bool) -> dict:
+    """Single-view metrics over the videos of ``dataset`` that could be read (``num_videos``)."""
+    probs, labels, indices = predict(accelerator, model, loader, desc="val", progress=progress)
+    left_out(dataset, indices)  # an error if no video could be read
+    metrics = classification_metrics(probs.numpy(), labels.numpy())
+    nll = -probs[torch.arange(len(labels)), labels].clamp_min(1e-12).log().mean()
+    return {"top1": metrics["top1"], "top5": metrics["top5"],
+            "mean_class_acc": metrics["mean_class_acc"], "loss": float(nll),
+            "num_videos": metrics["num_videos"]}
+
+
+def count_skipped(accelerator: Accelerator, dataset: VideoDataset) -> int:
+    """Videos of ``dataset`` found unreadable so far by any process (each counted once), plus
+    the list lines dropped while loading it."""
+    return count_marked(accelerator, dataset.unreadable()) + dataset.skipped_lines

@@ -2,8 +2,7 @@
 gradient accumulation, gathering and checkpoint state.
 
 Run directory (``train.output_dir``), held by one training at a time (:mod:`.rundir`):
-    config.yaml      the resolved configuration of the start (never rewritten; a resume's changed
-                     settings go to changes.jsonl, with the step they apply from)
+    config.yaml      the start's resolved configuration, never rewritten (changes.jsonl: a resume's)
     identity.json    the model and data the weights are of; a resume must match it
     metrics.jsonl    one line per epoch (lr, train_loss, val_*, epoch_time, samples_per_s)
     tensorboard/     the same scalars for TensorBoard (train.log_with; MLflow, W&B where named)
@@ -22,7 +21,6 @@ replays the uninterrupted run; on the CPU the final metrics are bit-identical.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -40,92 +38,16 @@ from ..data.errors import DataError, error_message
 from ..data.preflight import preflight
 from . import builders, rundir
 from .builders import build_model, check_sample
-from .checkpoint import (
-    abandon,
-    clear,
-    load_weights,
-    prune,
-    publish,
-    resolve_resume,
-    save_module,
-    save_weights,
-    tmp_path,
-    write_atomically,
-    write_meta,
-)
+from .checkpoint import TrainState, load_weights, resolve_resume, save_checkpoint, save_weights, write_atomically
 from .config import Config, ConfigError, as_config
 from .described import describe_best
-from .evaluation import count_marked, left_out, run_evaluation
-from .inference import IndexedDataset, predict
-from .metrics import classification_metrics
+from .evaluation import count_marked, count_skipped, run_evaluation, validate
+from .inference import IndexedDataset
 from .optim import build_loss, build_optimizer, build_scheduler, build_video_mixup, scaled_lrs
 from .runtime import make_accelerator, release_accelerator
 from .sampling import EpochSampler, SeededDataset, derive_seed
 from .stopping import Interrupted, StopRequest
 from .tracking import MetricsLog, read_metrics
-
-
-@dataclass
-class TrainState:
-    """Progress saved with every checkpoint (registered with the Accelerator)."""
-
-    epoch: int = 0  # the epoch in progress, or the next one to start
-    batch: int = 0  # batches of that epoch already trained
-    global_step: int = 0  # optimizer updates
-    batches_total: int = 0  # batches trained since the start; names the checkpoints
-    best_top1: float = -1.0
-    best_epoch: int = -1
-    loss_sum: float = 0.0  # over the batches of the epoch in progress
-    loss_count: int = 0
-    train_time: float = 0.0  # seconds spent training in the epoch in progress
-
-    def state_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def load_state_dict(self, state: dict) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
-
-
-def save_checkpoint(accelerator: Accelerator, ckpt_root: Path, state: TrainState, ema, keep_last: int) -> Path:
-    """``save_state`` into a temporary directory, then rename it into place; a failed save
-    removes the temporary directory and keeps the previous checkpoints."""
-    final = ckpt_root / f"step_{state.batches_total:08d}"
-    tmp = tmp_path(final)
-    if accelerator.is_main_process:
-        clear(tmp)
-    accelerator.wait_for_everyone()
-    try:
-        accelerator.save_state(str(tmp))
-        accelerator.wait_for_everyone()  # every process has written its RNG state into tmp
-        if accelerator.is_main_process:
-            if ema is not None:
-                save_module(ema.module, tmp / "ema.safetensors")
-            write_meta(tmp, state.state_dict())
-    except BaseException as e:  # noqa: BLE001 -- whatever failed (safetensors has its own error type), no tmp stays
-        abandon(tmp, final, e)
-    if accelerator.is_main_process:
-        publish(tmp, final)
-        prune(ckpt_root, keep_last)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def validate(accelerator: Accelerator, model, loader, dataset: VideoDataset, progress: bool) -> dict:
-    """Single-view metrics over the videos of ``dataset`` that could be read (``num_videos``)."""
-    probs, labels, indices = predict(accelerator, model, loader, desc="val", progress=progress)
-    left_out(dataset, indices)  # an error if no video could be read
-    metrics = classification_metrics(probs.numpy(), labels.numpy())
-    nll = -probs[torch.arange(len(labels)), labels].clamp_min(1e-12).log().mean()
-    return {"top1": metrics["top1"], "top5": metrics["top5"],
-            "mean_class_acc": metrics["mean_class_acc"], "loss": float(nll),
-            "num_videos": metrics["num_videos"]}
-
-
-def count_skipped(accelerator: Accelerator, dataset: VideoDataset) -> int:
-    """Videos of ``dataset`` found unreadable so far by any process (each counted once), plus
-    the list lines dropped while loading it."""
-    return count_marked(accelerator, dataset.unreadable()) + dataset.skipped_lines
 
 
 def train(cfg: Config | str | Path | dict) -> dict:

@@ -21,7 +21,7 @@ TABLE_COLUMNS = ("variant", "model", "temporal", "atm_ops", "top1", "top5", "mea
 
 def model_stats(cfg: Config, num_classes: int) -> tuple[int, float]:
     """Parameters and G(MAC) per clip of the model a run config describes."""
-    from ..card import count_macs
+    from ..macs import count_macs
     from ..engine.builders import build_model, input_size
 
     img_size = input_size(cfg)
