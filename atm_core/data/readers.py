@@ -71,7 +71,25 @@ def _check_indices(path: Path, indices: Sequence[int], length: int) -> list[int]
     return indices
 
 
-class DecordVideo:
+class _FrameSource:
+    """What every source shares: a known, non-zero number of frames, and index checks."""
+
+    path: Path
+    _length: int
+
+    def _set_length(self, length: int, kind: str = "video") -> None:
+        if length <= 0:
+            raise DataError(f"{self.path}: {kind} has no frames")
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _indices(self, indices: Sequence[int]) -> list[int]:
+        return _check_indices(self.path, indices, self._length)
+
+
+class DecordVideo(_FrameSource):
     """A video file read with decord; only the requested frames are decoded (``get_batch``)."""
 
     def __init__(self, path: str | Path):
@@ -84,15 +102,10 @@ class DecordVideo:
         except Exception as e:  # decord raises its own DECORDError / RuntimeError types
             raise DataError(f"{self.path}: corrupt or unsupported video, decord cannot open it "
                             f"({e})") from e
-        self._length = len(self._reader)
-        if self._length == 0:
-            raise DataError(f"{self.path}: video has no frames")
-
-    def __len__(self) -> int:
-        return self._length
+        self._set_length(len(self._reader))
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        indices = _check_indices(self.path, indices, self._length)
+        indices = self._indices(indices)
         try:
             frames = self._reader.get_batch(indices).asnumpy()
         except Exception as e:
@@ -120,7 +133,7 @@ def load_torchcodec() -> tuple[Any, str | None]:
     return VideoDecoder, None
 
 
-class TorchCodecVideo:
+class TorchCodecVideo(_FrameSource):
     """A video file read with torchcodec; only the requested frames are decoded
     (``get_frames_at``). The frame count is exact: the packets are scanned when the file opens
     (``seek_mode="exact"``), since .webm stores no count and estimates from the duration can be
@@ -137,15 +150,10 @@ class TorchCodecVideo:
         except (RuntimeError, ValueError) as e:
             raise DataError(f"{self.path}: corrupt or unsupported video, torchcodec cannot open "
                             f"it ({_first_line(e)})") from e
-        self._length = len(self._decoder)
-        if self._length == 0:
-            raise DataError(f"{self.path}: video has no frames")
-
-    def __len__(self) -> int:
-        return self._length
+        self._set_length(len(self._decoder))
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        indices = _check_indices(self.path, indices, self._length)
+        indices = self._indices(indices)
         try:
             frames = self._decoder.get_frames_at(indices).data.numpy()
         except (RuntimeError, IndexError) as e:
@@ -154,7 +162,7 @@ class TorchCodecVideo:
         return frames
 
 
-class PyAVVideo:
+class PyAVVideo(_FrameSource):
     """A video file read with PyAV: frames are decoded in order up to the last one requested."""
 
     def __init__(self, path: str | Path):
@@ -167,20 +175,16 @@ class PyAVVideo:
                     raise DataError(f"{self.path}: video has no frames (no video stream)")
                 stream = container.streams.video[0]
                 # Containers such as .webm do not store a frame count: count the packets instead.
-                self._length = stream.frames or sum(1 for p in container.demux(stream) if p.size)
+                length = stream.frames or sum(1 for p in container.demux(stream) if p.size)
         except av.EOFError as e:
             raise DataError(f"{self.path}: video has no frames (file ends in the header)") from e
         except av.FFmpegError as e:
             raise DataError(f"{self.path}: corrupt or unsupported video, cannot open it "
                             f"({e})") from e
-        if self._length == 0:
-            raise DataError(f"{self.path}: video has no frames")
-
-    def __len__(self) -> int:
-        return self._length
+        self._set_length(length)
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        indices = _check_indices(self.path, indices, self._length)
+        indices = self._indices(indices)
         decoded, count, error = self._decode(set(indices), max(indices))
         if error is not None:
             raise DataError(f"{self.path}: corrupt or truncated video, decoding failed after "
@@ -217,7 +221,7 @@ class PyAVVideo:
         return decoded, count, None
 
 
-class FrameFolder:
+class FrameFolder(_FrameSource):
     """A folder of image files named by ``template.format(start + index)``."""
 
     def __init__(self, path: str | Path, template: str, start: int = 1, length: int | None = None):
@@ -228,12 +232,7 @@ class FrameFolder:
         if length is None:
             suffix = Path(template.format(start)).suffix
             length = sum(1 for p in self.path.iterdir() if p.suffix == suffix)
-        if length <= 0:
-            raise DataError(f"{self.path}: frame folder has no frames")
-        self._length = length
-
-    def __len__(self) -> int:
-        return self._length
+        self._set_length(length, "frame folder")
 
     def _load(self, index: int) -> np.ndarray:
         file = self.path / self.template.format(self.start + index)
@@ -246,7 +245,7 @@ class FrameFolder:
             raise DataError(f"{file}: unreadable image ({e})") from e
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
-        indices = _check_indices(self.path, indices, self._length)
+        indices = self._indices(indices)
         loaded = {i: self._load(i) for i in dict.fromkeys(indices)}
         shapes = {a.shape for a in loaded.values()}
         if len(shapes) > 1:

@@ -42,6 +42,24 @@ def banded_taps(weight: torch.Tensor, width: int, stride: int, padding: int) -> 
     return banded.permute(2, 4, 1, 3, 0).reshape(k, width * in_ch, out_width * out_ch)
 
 
+def _statistics(sums: torch.Tensor, squares: torch.Tensor, shift: torch.Tensor, groups: int,
+                count: int, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel mean, biased variance and ``1 / std`` from the column sums of ``x - shift``
+    and of its squares (``groups`` column groups of one channel set, ``count`` values each)."""
+    offset = sums.view(groups, -1).sum(0) / count
+    var = (squares.view(groups, -1).sum(0) / count - offset.square()).clamp_min(0)
+    mean = shift + offset
+    return mean, var, torch.rsqrt(var + eps)
+
+
+def _saved(ctx, groups: int, x, y, weight, mean, var, invstd) -> tuple[torch.Tensor, ...]:
+    """Keep what the backward pass needs; the forward's outputs ``(y, mean, var)``."""
+    ctx.groups = groups
+    ctx.save_for_backward(x, y, weight, mean, invstd)
+    ctx.mark_non_differentiable(mean, var)
+    return y, mean, var
+
+
 class _GroupedBatchNormReLU(torch.autograd.Function):
     """Training-mode ``ReLU(BatchNorm(x))`` on ``x`` ``(rows, groups * C)``: column ``g * C + c``
     is normalised with the batch statistics of channel ``c`` over every row and group.
@@ -56,24 +74,14 @@ class _GroupedBatchNormReLU(torch.autograd.Function):
     def forward(ctx, x, weight, bias, groups: int, eps: float):
         wide = x.to(torch.promote_types(x.dtype, torch.float32))
         channels = x.shape[1] // groups
-        count = x.shape[0] * groups
-
-        def per_channel(columns: torch.Tensor) -> torch.Tensor:
-            return columns.view(groups, channels).sum(0)
-
         shift = wide[0].view(groups, channels).mean(0)
         shifted = wide - shift.repeat(groups)
-        offset = per_channel(shifted.sum(0)) / count
-        var = (per_channel(shifted.square_().sum(0)) / count - offset.square()).clamp_min(0)
-        mean = shift + offset
-        invstd = torch.rsqrt(var + eps)
+        sums = shifted.sum(0)
+        squares = shifted.square_().sum(0)
+        mean, var, invstd = _statistics(sums, squares, shift, groups, x.shape[0] * groups, eps)
         scale = weight * invstd
         y = torch.addcmul((bias - mean * scale).repeat(groups), wide, scale.repeat(groups)).relu_()
-        y = y.to(x.dtype)
-        ctx.groups = groups
-        ctx.save_for_backward(x, y, weight, mean, invstd)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        return _saved(ctx, groups, x, y.to(x.dtype), weight, mean, var, invstd)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -124,19 +132,13 @@ class _BlockedBatchNormReLU(torch.autograd.Function):
             centred = block.to(wide) - shift
             sums += centred.sum(0)
             squares += centred.square_().sum(0)
-        offset = sums.view(groups, channels).sum(0) / count
-        var = (squares.view(groups, channels).sum(0) / count - offset.square()).clamp_min(0)
-        mean = shift[:channels] + offset
-        invstd = torch.rsqrt(var + eps)
+        mean, var, invstd = _statistics(sums, squares, shift[:channels], groups, count, eps)
         scale = (weight * invstd).repeat(groups)
         shifted_bias = (bias - mean * weight * invstd).repeat(groups)
         y = torch.empty_like(x)
         for block, out in zip(row_blocks(x), row_blocks(y)):
             out.copy_(torch.addcmul(shifted_bias, block.to(wide), scale).relu_())
-        ctx.groups = groups
-        ctx.save_for_backward(x, y, weight, mean, invstd)
-        ctx.mark_non_differentiable(mean, var)
-        return y, mean, var
+        return _saved(ctx, groups, x, y, weight, mean, var, invstd)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
