@@ -192,7 +192,7 @@ def test_evaluate_notebook_reopens_a_checkpoint_alone(run, tmp_path):
     ATM part carries, from the recipe and class names the checkpoint carries."""
     import nbformat
 
-    from atm_core.reproduce import execute
+    from atm_core.jobs import execute
 
     output = tmp_path / "evaluate.ipynb"
     failure = execute(ROOT / "notebooks" / "evaluate.ipynb", output,
@@ -210,6 +210,29 @@ def test_evaluate_notebook_reopens_a_checkpoint_alone(run, tmp_path):
     assert drops.columns.tolist() == ["sub", "sub t-1", "sub t+0", "sub t+1"]
     assert drops.index.tolist() == [*classes, "all"]
     assert (tmp_path / "results" / "figures" / "knockout_best.png").is_file()
+
+
+def test_visualize_notebook_reopens_a_checkpoint_alone(run, tmp_path):
+    """visualize_arithmetic.ipynb with nothing but the checkpoint: the recipe and class names it
+    carries, a clip of its own track, the figures titled with the model's prediction among them."""
+    import nbformat
+
+    from atm_core.jobs import execute
+
+    output = tmp_path / "visualize.ipynb"
+    failure = execute(ROOT / "notebooks" / "visualize_arithmetic.ipynb", output,
+                      {"checkpoint": str(run / "checkpoints" / "best"), "work_dir": str(tmp_path / "work"),
+                       "results_dir": str(tmp_path / "results"), "clip_class": {"shapes": "moving_up"},
+                       "save_figures": True}, cwd=ROOT, log_output=False)
+    assert failure is None, str(failure)
+    text = json.dumps([c.outputs for c in nbformat.read(output, as_version=4).cells if c.cell_type == "code"])
+    classes = read_labels(run.parent / "bench" / "labels.csv")
+    assert "| best | ATM(sub) | shapes | sub |" in text  # the run table, from the checkpoint's recipe
+    assert "clip of moving_up, predicted " in text
+    predicted = text.split("clip of moving_up, predicted ")[1].split("\\n")[0].split("\"")[0]
+    assert predicted in classes
+    assert sorted(p.name for p in (tmp_path / "work" / "feature_maps").glob("*.png")) == ["residuals.png", "sub_cue.png"]
+    assert not (tmp_path / "results" / "figures").exists()  # one run's figures stay out of the results
 
 
 def test_a_folder_of_frames_is_one_video(run, clips, tmp_path, capsys):

@@ -47,16 +47,8 @@ from .figures import (
     save_figures,
     shown_offsets,
 )
-from .maps import (
-    cue_norms,
-    denormalize,
-    displacement_colours,
-    displacement_field,
-    motion_gain,
-    moving_points,
-    residual_norms,
-    similarity_patch,
-)
+from .maps import (cue_norms, denormalize, displacement_colours, displacement_field, motion_gain,
+                   moving_points, residual_norms, similarity_patch)
 
 __all__ = [
     "BlockCapture", "atm_blocks", "capture_atm", "cue_norms", "denormalize", "displacement_colours",

@@ -60,17 +60,22 @@ def clip_stats(cfg: Config) -> tuple[Sequence[float], Sequence[float]]:
     return preset.mean, preset.std
 
 
-def clip_classes(cfg: Config, *, run_dir: str | Path | None = None) -> list[str]:
+def clip_classes(cfg: Config, *, run_dir: str | Path | None = None,
+                 checkpoint: str | Path | None = None) -> list[str]:
     """Class names of the recipe's data: its label file under ``data.root`` when present, else the
-    ``labels.csv`` an exported run ``run_dir`` carries, else the dataset's own names
-    (:func:`atm_core.engine.builders.class_names`)."""
+    ``labels.csv`` an exported run ``run_dir`` carries, else those of ``checkpoint``'s card, else
+    the dataset's own names (:func:`atm_core.engine.builders.class_names`)."""
     from ..data import read_labels
     from ..engine import builders
+    from ..engine.described import read_card
     from .runs import LABELS, label_file
 
-    if not label_file(cfg).is_file() and run_dir is not None and (Path(run_dir) / LABELS).is_file():
+    if label_file(cfg).is_file():
+        return read_labels(label_file(cfg))
+    if run_dir is not None and (Path(run_dir) / LABELS).is_file():
         return read_labels(Path(run_dir) / LABELS)
-    return builders.class_names(cfg)
+    card = read_card(checkpoint) if checkpoint is not None else None
+    return list(card["classes"]) if card is not None else builders.class_names(cfg)
 
 
 def load_model(cfg: Config, *, checkpoint: str | Path | None) -> nn.Module:
@@ -103,7 +108,7 @@ def feature_map_report(cfg: Config, *, name: str, checkpoint: str | Path | None,
     from .variants import TRACK_TITLES, config_label, config_track
 
     clip, label = load_clip(cfg, video=video)
-    classes = clip_classes(cfg, run_dir=run_dir)
+    classes = clip_classes(cfg, run_dir=run_dir, checkpoint=checkpoint)
     model = load_model(cfg, checkpoint=checkpoint)
     truth = classes[label] if label is not None else truth
     heading = (f"{config_label(cfg)} [{name}], {TRACK_TITLES[config_track(cfg)]}: clip of "
