@@ -31,9 +31,9 @@ def test_a_failing_notebook_job_keeps_its_partly_executed_copy(tmp_path):
                         "raise ValueError('boom')", "print('never')")
     cluster = jobs.Cluster("local", tmp_path / "submitit", minutes=5)
     ok = jobs.Job("boom", "fine", {"x": 2})
-    jobs = [jobs.Job("boom", "boom", {"x": 3}), ok]
+    submitted = [jobs.Job("boom", "boom", {"x": 3}), ok]
     timings: dict[str, float] = {}
-    failures = jobs.run_on_cluster(cluster, jobs, tmp_path / "results", root, timings)
+    failures = jobs.run_on_cluster(cluster, submitted, tmp_path / "results", root, timings)
     assert failures[1] is not None and failures[0] is not None  # both run the failing notebook
     failure = failures[0]
     assert (failure.cell, failure.cells, failure.error) == (3, 4, "ValueError: boom")
