@@ -193,6 +193,17 @@ def contributions(model: nn.Module, cfg, split: str = "test", offsets: bool = Tr
     return Contributions(class_accuracy(predictions, classes), top1_drops(predictions, classes), reversal)
 
 
+def summarise_drops(drops: pd.DataFrame) -> str:
+    """One sentence on a :func:`top1_drops` table: the part whose removal costs the most top-1
+    overall and the class it costs most, and the part that costs the least."""
+    overall = drops.loc["all"]
+    worst, least = overall.idxmax(), overall.idxmin()
+    classes = drops.drop(index="all")[worst]
+    return (f"knocking out `{worst}` costs the most, {overall[worst]:.1f} points of top-1 over all "
+            f"classes and {classes.max():.1f} on *{classes.idxmax()}*; `{least}` costs the least "
+            f"({overall[least]:.1f} points).")
+
+
 def plot_top1_drops(drops: pd.DataFrame, title: str = "") -> Figure:
     """Heat map of :func:`top1_drops`: classes x knocked-out part, the drop in top-1 (points),
     red where knocking the part out costs accuracy, blue where it helps."""

@@ -16,6 +16,7 @@ from atm_core.knockout import (
     model_parts,
     plot_top1_drops,
     reversal_confusions,
+    summarise_drops,
     top1_drops,
 )
 
@@ -127,3 +128,12 @@ def test_drops_and_reversal_confusions_from_predictions(clips):
     assert confusions.loc["c4 / c5"].isna().all()
     fig = plot_top1_drops(drops, "ATM(mul, sub)")
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == list(drops.columns)
+
+
+def test_the_summary_names_the_costliest_part_its_worst_class_and_the_cheapest_part():
+    import pandas as pd
+
+    drops = pd.DataFrame({"mul": [0.0, 40.0, 20.0], "sub": [50.0, 10.0, 30.0], "sub t+1": [-2.0, 0.0, -1.0]},
+                         index=["moving_left", "moving_right", "all"])
+    assert summarise_drops(drops) == ("knocking out `sub` costs the most, 30.0 points of top-1 over all classes "
+                                      "and 50.0 on *moving_left*; `sub t+1` costs the least (-1.0 points).")
