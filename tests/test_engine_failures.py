@@ -302,7 +302,7 @@ def _fail_at(monkeypatch, name: str, writer_of: dict[str, str]) -> None:
             raise _full_disk_error("python")
         original_meta(directory, meta)
 
-    monkeypatch.setattr("atm_core.engine.trainer.write_meta", write_meta)
+    monkeypatch.setattr(checkpoint, "write_meta", write_meta)
     assert name in writer_of
 
 
@@ -356,20 +356,18 @@ def test_a_full_disk_while_safetensors_writes_ends_training_in_one_line(bench, t
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_a_save_stops_after_it_naming_the_checkpoint_and_the_resume_is_exact(
         bench, tmp_path, monkeypatch, capsys, signum):
-    from atm_core.engine import trainer
-
     extra = ["train.save_every_steps=1", "train.ema=true", "train.ema_decay=0.9"]
     reference = train(load_config(PARAMS / "synthetic_base.yaml", tiny_overrides(bench, tmp_path / "a", *extra)))
     out = tmp_path / "b"
     args = ["--config", str(PARAMS / "synthetic_base.yaml"), *tiny_overrides(bench, out, *extra)]
-    original = trainer.write_meta
+    original = checkpoint.write_meta
 
     def signalled_meta(directory: Path, meta: dict) -> None:
         if meta["batches_total"] == 4:  # the save after the first batch of epoch 2
             os.kill(os.getpid(), signum)  # the handler notes it; the save goes on
         original(directory, meta)
 
-    monkeypatch.setattr(trainer, "write_meta", signalled_meta)
+    monkeypatch.setattr(checkpoint, "write_meta", signalled_meta)
     with pytest.raises(SystemExit) as stopped:
         train_cli.main(args)
     assert stopped.value.code == 128 + signum

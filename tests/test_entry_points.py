@@ -12,7 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ["atm_core.train", "atm_core.evaluate", "atm_core.reproduce", "atm_core.card",
-            "atm_core.data.prepare", "atm_core.data.synthetic", "atm_core.data.preflight"]
+            "atm_core.data.prepare", "atm_core.data.synthetic", "atm_core.data.preflight", "atm_core.predict"]
 
 
 def test_every_command_of_the_docs_is_tested_here():
@@ -38,6 +38,7 @@ def test_help(module, capsys):
     ("atm_core.data.synthetic", ["--out", "{tmp}/file"], "error: --out {tmp}/file is a file, not a folder"),
     ("atm_core.data.prepare", ["ssv2", "--videos", "{tmp}", "--out", "{tmp}"],
      "error: give --annotations DIR (or --reference-lists with --labels)"),
+    ("atm_core.predict", ["{tmp}/file"], "error: the following arguments are required: --checkpoint"),
 ])
 def test_a_call_that_cannot_run_is_refused_in_one_line(module, args, says, tmp_path, capsys):
     (tmp_path / "file").write_text("")

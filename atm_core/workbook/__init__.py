@@ -63,6 +63,7 @@ from .tables import (
     tables_markdown,
     write_tables,
 )
+from .opened import drawn_runs, evaluated_run
 from .testing import evaluate_views
 from .training import committed_checkpoint, ensure_trained, load_trained, prepare_data, run_variant
 from .variants import (
@@ -82,6 +83,7 @@ from .variants import (
 )
 
 __all__ = [
+    "MissingMetrics",
     "PAPER_RESULTS",
     "QUICK_DATA",
     "QUICK_OVERRIDES",
@@ -90,9 +92,8 @@ __all__ = [
     "TRACK_TITLES",
     "VARIANTS",
     "VARIANT_KEYS",
-    "WORK_DIR",
-    "MissingMetrics",
     "Variant",
+    "WORK_DIR",
     "benchmark_clip",
     "build_seed_table",
     "build_table",
@@ -105,9 +106,11 @@ __all__ = [
     "config_track",
     "describe_setup",
     "direction_report",
+    "drawn_runs",
     "ensure_trained",
     "enter_project_root",
     "evaluate_views",
+    "evaluated_run",
     "export_checkpoint",
     "export_run",
     "feature_map_captions",
