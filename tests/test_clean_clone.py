@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from atm_core import reproduce
+from atm_core import jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 # train.ipynb trains its default variant with the full recipe (into a scratch folder): minutes, not seconds
@@ -25,7 +25,7 @@ def test_notebook_with_its_defaults_leaves_git_status_clean(notebook, tmp_path, 
     assert git("status", "--porcelain", "--untracked-files=all", cwd=clone) == ""
     monkeypatch.setenv("PYTHONPATH", str(clone))  # the kernel imports the clone's atm_core
     out = tmp_path / "executed" / f"{notebook}.ipynb"  # outside the clone
-    failure = reproduce.execute(clone / "notebooks" / f"{notebook}.ipynb", out, {}, cwd=clone, log_output=False)
+    failure = jobs.execute(clone / "notebooks" / f"{notebook}.ipynb", out, {}, cwd=clone, log_output=False)
     assert failure is None, str(failure)
     changed = git("status", "--porcelain", "--untracked-files=all", cwd=clone)
     assert changed == "", f"{notebook}.ipynb with its defaults changed the clone:\n{changed}"
