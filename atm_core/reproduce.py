@@ -297,7 +297,8 @@ def train_runs(runs: Sequence[tuple[str, int]], common: Mapping, results: str | 
     failures. What ablation.ipynb calls."""
     root, results = project_root(), Path(results)
     for group in by_track(key for key, _ in runs).values():
-        prepare_data(variant_config(group[0], common["work_dir"], common["quick"], common["data_root"]))
+        prepare_data(variant_config(group[0], work_dir=common["work_dir"], quick=common["quick"],
+                                    data_root=common["data_root"]))
     threads = cluster.cpus if cluster is not None else side_by_side(parallel)[1]
     jobs = seed_jobs(runs, common, threads)
     timings: dict[str, float] = {}
