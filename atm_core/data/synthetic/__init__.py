@@ -33,7 +33,6 @@ from .tracks import (
     benchmark_track,
     class_clip,
     pair_clips,
-    write_class_video,
 )
 from .writer import (
     SPEC_FILE,
@@ -42,6 +41,7 @@ from .writer import (
     generate_benchmark,
     spec_differences,
     track_settings,
+    write_class_video,
     write_frames,
     write_mp4,
 )

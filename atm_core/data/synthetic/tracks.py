@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -62,12 +61,3 @@ def class_clip(track: str, class_name: str, seed: int = 0, size: int = 96, num_f
         raise ValueError(f"unknown class {class_name!r} of the {track} track; classes: {list(kind.classes)}")
     label = kind.classes.index(class_name)
     return pair_clips(track, label // 2, np.random.default_rng(seed), size, num_frames)[label % 2][1]
-
-
-def write_class_video(track: str, class_name: str, path: str | Path, seed: int = 0) -> Path:
-    """:func:`class_clip` written to the ``.mp4`` file ``path``: a benchmark video to look at (or
-    feed a model) without the benchmark on disk."""
-    from .writer import write_mp4
-
-    write_mp4(path, class_clip(track, class_name, seed))
-    return Path(path)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .tracks import TRACK_ROOTS, benchmark_track, pair_clips
+from .tracks import TRACK_ROOTS, benchmark_track, class_clip, pair_clips
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +224,10 @@ def ensure_benchmark(root: str | Path, settings: dict, *, create: bool = False,
         shutil.rmtree(root)
     generate_benchmark(root, **kwargs, workers=workers)
     return True
+
+
+def write_class_video(track: str, class_name: str, path: str | Path, seed: int = 0) -> Path:
+    """:func:`class_clip` written to the ``.mp4`` file ``path``: a benchmark video to look at (or
+    feed a model) without the benchmark on disk."""
+    write_mp4(path, class_clip(track, class_name, seed))
+    return Path(path)
