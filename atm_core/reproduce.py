@@ -3,6 +3,7 @@
     python -m atm_core.reproduce            # everything (make reproduce); its time: results/runs/timings.json
     python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path
     python -m atm_core.reproduce --seeds 3  # every variant with 3 training seeds: mean ± spread
+    python -m atm_core.reproduce --data-seed 1 --only atm_mul_sub tsn  # on another draw of the benchmark
 
 Steps: write the benchmark data, then with papermill execute ``notebooks/train.ipynb`` once per
 variant (TSN, TSM, TokenShift, TokenT1D and ATM with each op set, all with the same recipe),
@@ -14,6 +15,11 @@ small artefacts (config, metrics, evaluation, class names) are copied to
 ``results/runs/<variant>/`` and best weights, with their recipe and model card, to
 ``results/checkpoints/<recipe>/`` (~1 MB each),
 from which the evaluate and visualise notebooks run in a fresh clone without training.
+
+``--data-seed N`` trains the chosen variants on the benchmark drawn again with
+``data.generate.seed=N`` (the recipes unchanged, never tuned on it) into
+``results/data_seeds/seed_<N>/`` and writes only their table; the main job's table note then
+quotes each row's top-1 on those draws beside its own.
 
 A notebook that fails keeps its partly executed copy, outputs and error included; the runner names the notebook and the cell,
 carries on with the other steps and exits non-zero at the end.
@@ -41,21 +47,23 @@ from pathlib import Path
 from .engine.builders import atm_options
 from .jobs import EXECUTORS, Cluster, Failure, Job, check_kernel, execute_job, make_cluster, run_job, run_on_cluster
 from .engine.runtime import relaunch_with_tuned_malloc
-from .workbook.project import RESULTS_DIR, WORK_DIR, enter_project_root, project_root
+from .workbook.project import DATA_SEEDS_DIR, RESULTS_DIR, WORK_DIR, enter_project_root, project_root
 from .workbook.runs import MissingMetrics, export_checkpoint, export_run
 from .workbook.tables import seed_run_name
 from .workbook.training import committed_checkpoint, prepare_data
 from .workbook.variants import VARIANT_KEYS, by_track, variant, variant_config
 
-def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1, threads: int | None = None) -> list[Job]:
+def training_jobs(keys: Sequence[str], common: Mapping, seeds: int = 1, threads: int | None = None,
+                  overrides: Sequence[str] = ()) -> list[Job]:
     """One train.ipynb run per variant and training seed (runs ``seed_run_name(key, seed)``),
-    with ``train.threads = threads`` when given."""
-    return seed_jobs([(key, seed) for key in keys for seed in range(seeds)], common, threads)
+    with ``train.threads = threads`` when given and ``overrides`` last."""
+    return seed_jobs([(key, seed) for key in keys for seed in range(seeds)], common, threads, overrides)
 
 
-def seed_jobs(runs: Sequence[tuple[str, int]], common: Mapping, threads: int | None = None) -> list[Job]:
+def seed_jobs(runs: Sequence[tuple[str, int]], common: Mapping, threads: int | None = None,
+              overrides: Sequence[str] = ()) -> list[Job]:
     """One train.ipynb run per ``(variant, training seed)``, see :func:`training_jobs`."""
-    extra = [] if threads is None else [f"train.threads={threads}"]
+    extra = ([] if threads is None else [f"train.threads={threads}"]) + list(overrides)
     return [Job("train", f"train_{seed_run_name(key, seed)}",
                 {**common, "variant": key, "name": seed_run_name(key, seed),
                  "overrides": [f"train.seed={seed}", *extra], "progress": False})
@@ -151,11 +159,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny data and one short epoch (tests)")
     parser.add_argument("--only", nargs="+", choices=VARIANT_KEYS, metavar="VARIANT",
                         help=f"train these variants only (default: all of {', '.join(VARIANT_KEYS)})")
-    parser.add_argument("--results", default=RESULTS_DIR, help="output folder (default: results)")
-    parser.add_argument("--work", default=WORK_DIR, help="training runs with checkpoints")
+    parser.add_argument("--results", default=None,
+                        help=f"output folder (default: {RESULTS_DIR}; with --data-seed N: {DATA_SEEDS_DIR}/seed_<N>)")
+    parser.add_argument("--work", default=None,
+                        help=f"training runs with checkpoints (default: {WORK_DIR}; with --data-seed N: {WORK_DIR}_data_seed_<N>)")
     parser.add_argument("--data", default=None,
                         help="benchmark folder of the shapes track, the other tracks' beside it as <DATA>_<track> "
-                             "(default: the recipes' data.root)")
+                             "(default: the recipes' data.root; with --data-seed N: data/synthetic_seed<N>)")
+    parser.add_argument("--data-seed", type=int, default=None, metavar="N",
+                        help="train on the benchmark drawn again with data.generate.seed=N (same recipes) and "
+                             "write only the table; the main job's table note quotes it")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
                         help="train every variant with train.seed 0..N-1; the table reports mean ± spread")
     parser.add_argument("--jobs", type=int, default=0, metavar="N",
@@ -176,6 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.executor == "local" and (args.partition or args.gpus_per_run):
         parser.error("--partition and --gpus-per-run need --executor slurm")
+    if args.data_seed is not None and (args.data_seed < 0 or args.skip_training):
+        parser.error(f"--data-seed {args.data_seed}: needs a seed >= 0 and training (no --skip-training)")
+    redrawn = args.data_seed is not None
+    args.results = args.results or (f"{DATA_SEEDS_DIR}/seed_{args.data_seed}" if redrawn else RESULTS_DIR)
+    args.work = args.work or (f"{WORK_DIR}_data_seed_{args.data_seed}" if redrawn else WORK_DIR)
+    args.data = args.data or (f"data/synthetic_seed{args.data_seed}" if redrawn else None)
+    data_overrides = [f"data.generate.seed={args.data_seed}"] if redrawn else []
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
@@ -191,7 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     clean_outputs(results)
     for track, group in by_track(keys).items():
         tic = time.perf_counter()
-        data = prepare_data(variant_config(group[0], work_dir=args.work, quick=args.quick, data_root=args.data))
+        data = prepare_data(variant_config(group[0], work_dir=args.work, quick=args.quick, data_root=args.data,
+                                           overrides=data_overrides))
         timings[f"data_{track}"] = time.perf_counter() - tic
         print(f"benchmark data of the {track} track ready ({data}) in {timings[f'data_{track}']:.0f} s", flush=True)
 
@@ -201,10 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parallel, threads = side_by_side(args.jobs)
     cluster = cluster_from_args(args)
     if cluster is None:
-        jobs = training_jobs(keys, common, args.seeds, threads)
+        jobs = training_jobs(keys, common, args.seeds, threads, data_overrides)
         print(f"training {len(jobs)} run(s), {parallel} at a time, {threads} thread(s) each", flush=True)
     else:
-        jobs = training_jobs(keys, common, args.seeds, cluster.cpus)
+        jobs = training_jobs(keys, common, args.seeds, cluster.cpus, data_overrides)
         print(f"training {len(jobs)} run(s) as {cluster.kind} jobs, {cluster.cpus} core(s) and "
               f"{cluster.gpus} GPU(s) each; logs in {cluster.folder}", flush=True)
     if args.skip_training:
@@ -216,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for job, failure in zip(jobs, outcomes):
         key, name = job.parameters["variant"], job.parameters["name"]
         if failure is None:
-            failure = export_trained(Path(args.work) / name, results, name, key, args.skip_training)
+            failure = export_trained(Path(args.work) / name, results, name, key, args.skip_training,
+                                     checkpoint=not redrawn)
         if failure is not None:
             failures.append(failure)
             failed.add(key)
@@ -224,14 +246,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not trained:
         print("no variant trained: skipping the tables and figures", file=sys.stderr)
     with ThreadPoolExecutor(1) as card_writer:  # the card reads no run: it is written meanwhile
-        card = card_writer.submit(timed, write_model_card, results, args.quick)
-        if trained:  # the summary (results.ipynb, last) shows what the others wrote
+        card = None if redrawn else card_writer.submit(timed, write_model_card, results, args.quick)
+        if trained and redrawn:  # the table only: the main job's note quotes it
+            failures += [f for f in run_jobs(report_jobs(trained, common, args.seeds)[:1], results, root, timings)
+                         if f is not None]
+        elif trained:  # the summary (results.ipynb, last) shows what the others wrote
             *readers, summary = report_jobs(trained, common, args.seeds)
             outcomes = run_jobs(readers, results, root, timings, parallel) + [run_job(summary, results, root, timings)]
             failures += [failure for failure in outcomes if failure is not None]
-        failure, timings["model_card"] = card.result()
-    if failure is not None:
-        failures.append(failure)
+        if card is not None:
+            failure, timings["model_card"] = card.result()
+            failures += [failure] if failure is not None else []
 
     minutes = (time.perf_counter() - started) / 60
     timings["total"] = minutes * 60
@@ -255,13 +280,14 @@ def timed(step: Callable[..., Failure | None], *args) -> tuple[Failure | None, f
     return step(*args), time.perf_counter() - tic
 
 
-def export_trained(run_dir: Path, results: Path, name: str, key: str, with_run: bool) -> Failure | None:
+def export_trained(run_dir: Path, results: Path, name: str, key: str, with_run: bool,
+                   checkpoint: bool = True) -> Failure | None:
     """Copy run ``name``'s small artefacts into ``results`` when ``with_run`` (train.ipynb exports
-    them itself), and the best weights of variant ``key``'s seed-0 run."""
+    them itself), and with ``checkpoint`` the best weights of variant ``key``'s seed-0 run."""
     try:
         if with_run:
             export_run(run_dir, results / "runs" / name)
-        if name == key:
+        if checkpoint and name == key:
             export_checkpoint(run_dir, committed_checkpoint(key, results))
     except MissingMetrics as e:
         return Failure(run_dir, results / "runs" / name, str(e))

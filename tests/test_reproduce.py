@@ -142,6 +142,31 @@ def test_seed_spreads_are_read_from_a_seeds_run_and_name_a_different_recipe(tmp_
     assert workbook.seed_spreads(tmp_path / "nowhere", {"atm_mul_sub": row}) == []
 
 
+def test_other_data_draws_are_quoted_beside_the_row(tmp_path):
+    row = fake_run(tmp_path / "results" / "runs" / "atm_mul_sub", "atm_mul_sub", 80.0)
+    draws = tmp_path / "data_seeds"
+    for seed, top1 in ((2, 41.5), (1, 67.25)):
+        run = fake_run(draws / f"seed_{seed}" / "runs" / "atm_mul_sub", "atm_mul_sub", top1,
+                       data_root=tmp_path / f"data{seed}")
+        load_config(run / "config.yaml", [f"data.generate.seed={seed}"]).to_yaml(run / "config.yaml")
+    (draws / "seed_x").mkdir()  # not a draw: ignored
+    sentences = workbook.data_seed_results(draws, {"atm_mul_sub": row, "tsn": row})
+    assert len(sentences) == 1  # no tsn run on another draw
+    assert sentences[0].startswith("ATM(mul, sub): 67.2 % on data seed 1, 41.5 % on data seed 2 "
+                                   "(this row: 80.0 % on data seed 0")
+    assert sentences[0].endswith("; same recipe")  # data.root and data.generate are what a draw changes
+    other = draws / "seed_1" / "runs" / "atm_mul_sub"
+    load_config(other / "config.yaml", ["optim.epochs=9"]).to_yaml(other / "config.yaml")
+    assert "differ from this row's in optim.epochs" in workbook.data_seed_results(draws, {"atm_mul_sub": row})[0]
+    assert workbook.data_seed_results(tmp_path / "nowhere", {"atm_mul_sub": row}) == []
+    setup = {"model": "atm_vit_tiny_patch8_64", "frames": 8, "epochs": 4, "batch": 32, "threads": 1,
+             "videos": 300, "views": 1, "sampling": "one per segment", "data_seed": 0}
+    assert "No other draw of the benchmark has been measured" in workbook.table_notes(setup)
+    quoted = workbook.table_notes(setup, draws=sentences)
+    assert "6 time-reversal pairs) (drawn with data seed 0)" in quoted
+    assert "never used to choose them): ATM(mul, sub): 67.2 % on data seed 1" in quoted
+
+
 def test_export_copies_artefacts_and_class_names_without_checkpoints(tmp_path):
     data = tmp_path / "data"
     run = fake_run(tmp_path / "run", "tsn", 50.0, data_root=data)
@@ -484,6 +509,31 @@ def test_runner_carries_on_after_a_refused_run(quick_job, tmp_path):
     table = pd.read_csv(tmp_path / "results" / "tables" / "ablation.csv")
     assert table.variant.tolist() == ["tsn"]  # the refused run is left out, the rest goes on
     assert (tmp_path / "results" / "runs" / "results.ipynb").is_file()
+
+
+@pytest.mark.slow
+def test_data_seed_trains_on_another_draw_and_writes_its_table_only(quick_job, tmp_path):
+    tmp, _ = quick_job
+    results = tmp_path / "results"
+    cwd = os.getcwd()
+    try:
+        code = reproduce.main(["--quick", "--data-seed", "1", "--only", "tsn", "--jobs", "1", "--results",
+                               str(results), "--work", str(tmp_path / "work"), "--data", str(tmp_path / "data")])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    assert json.loads((tmp_path / "data" / "benchmark.json").read_text())["seed"] == 1
+    first = (tmp / "data" / "train.txt").read_text().split()[0]  # the same file name, another clip
+    assert (tmp_path / "data" / first).read_bytes() != (tmp / "data" / first).read_bytes()
+    assert load_config(results / "runs" / "tsn" / "config.yaml").data.generate["seed"] == 1
+    assert sorted(p.name for p in (results / "runs").glob("*.ipynb")) == ["ablation.ipynb", "train_tsn.ipynb"]
+    assert not (results / "checkpoints").exists() and not (results / "model_card.md").exists()
+    assert "(drawn with data seed 1)" in (results / "tables" / "ablation.md").read_text()
+    (tmp_path / "draws").mkdir()
+    results.rename(tmp_path / "draws" / "seed_1")
+    sentence, = workbook.data_seed_results(tmp_path / "draws", {"tsn": tmp / "results" / "runs" / "tsn"})
+    top1 = json.loads((tmp_path / "draws" / "seed_1" / "runs" / "tsn" / "eval" / "summary.json").read_text())["top1"]
+    assert sentence.startswith(f"TSN: {top1:.1f} % on data seed 1 (this row: ") and sentence.endswith("; same recipe")
 
 
 def test_readme_table_is_replaced_between_markers(tmp_path):

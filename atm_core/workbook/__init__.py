@@ -54,6 +54,7 @@ from .runs import (
 from .tables import (
     build_seed_table,
     build_table,
+    data_seed_results,
     describe_setup,
     markdown_table,
     model_stats,
@@ -104,6 +105,7 @@ __all__ = [
     "committed_checkpoint",
     "config_label",
     "config_track",
+    "data_seed_results",
     "describe_setup",
     "direction_report",
     "drawn_runs",

@@ -99,7 +99,7 @@ def describe_setup(run_dirs: str | Path | list[str | Path]) -> dict:
                 "one per segment, at random in training and centred in validation")
     return {"model": cfg.model.name, "models": models, "track": config_track(cfg),
             "frames": cfg.data.num_frames, "epochs": cfg.optim.epochs, "batch": cfg.train.batch_size,
-            "threads": cfg.train.threads, "seed": cfg.train.seed, "videos": summary["num_videos"], "views": summary.get("views", 1),
+            "threads": cfg.train.threads, "seed": cfg.train.seed, "data_seed": data_seed(cfg), "videos": summary["num_videos"], "views": summary.get("views", 1),
             "sampling": sampling,
             "held_out": cfg.data.test_list is not None and cfg.data.test_list != cfg.data.val_list}
 
@@ -141,6 +141,17 @@ def _flat_config(run_dir: Path) -> dict:
             for key, value in values.items() if f"{section}.{key}" not in RUN_SPECIFIC}
 
 
+def recipe_differences(row_dir: str | Path, other_dir: str | Path, allowed: Sequence[str] = ()) -> list[str]:
+    """The recipe keys, other than ``allowed`` and the run-specific ones, in which the runs in
+    ``row_dir`` and ``other_dir`` differ."""
+    ours, theirs = _flat_config(Path(row_dir)), _flat_config(Path(other_dir))
+    return sorted(k for k in ours.keys() | theirs.keys() if k not in allowed and ours.get(k) != theirs.get(k))
+
+
+def _recipe_clause(differ: Sequence[str], same: str) -> str:
+    return f"; those runs differ from this row's in {', '.join(differ)}" if differ else f"; {same}"
+
+
 def seed_spreads(seeds_dir: str | Path, rows: Mapping[str, str | Path]) -> list[str]:
     """What a seeds run (``python -m atm_core.reproduce --seeds N --results <seeds_dir>``) measured
     for the table's rows ``key -> run directory``: one sentence per row with runs of two or more
@@ -154,19 +165,48 @@ def seed_spreads(seeds_dir: str | Path, rows: Mapping[str, str | Path]) -> list[
         if len(seed_dirs) < 2:
             continue
         top1 = [read_run(d)["summary"]["top1"] for d in seed_dirs]
-        ours, theirs = _flat_config(Path(row_dir)), _flat_config(seed_dirs[0])
-        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
-        recipe = (f"; those runs differ from this row's in {', '.join(differ)}" if differ
-                  else "; same recipe and data as this row")
+        recipe = _recipe_clause(recipe_differences(row_dir, seed_dirs[0]), "same recipe and data as this row")
         sentences.append(f"{config_label(read_run(seed_dirs[0])['config'])}: "
                          f"{' / '.join(f'{v:.1f}' for v in top1)} % over training seeds 0..{len(top1) - 1} "
                          f"(mean {np.mean(top1):.1f} ± {np.std(top1, ddof=1):.1f}, `{seeds_dir}`){recipe}")
     return sentences
 
 
-def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads: Sequence[str] = ()) -> str:
-    """What the table is, in words: data, budget, chance level, which split, and the seed spread:
-    over the table's own ``seeds``, else the sentences of :func:`seed_spreads`."""
+DATA_DRAW_KEYS = ("data.root", "data.generate")  # what a run on another draw of the benchmark changes
+
+
+def data_seed(cfg: Config) -> int | None:
+    """The seed the built-in benchmark of ``cfg`` is drawn with (None for other datasets)."""
+    return None if cfg.data.generate is None else cfg.data.generate.get("seed", 0)
+
+
+def data_seed_results(data_seeds_dir: str | Path, rows: Mapping[str, str | Path]) -> list[str]:
+    """What runs on other draws of the benchmark (``python -m atm_core.reproduce --data-seed N``,
+    each in ``<data_seeds_dir>/seed_<N>``) measured for the table's rows ``key -> run directory``:
+    one sentence per row with such runs, each draw's top-1 beside the row's own, and the recipe
+    keys besides the data in which those runs differ from the row's."""
+    draws = sorted((d for d in Path(data_seeds_dir).glob("seed_*") if d.name.removeprefix("seed_").isdigit()),
+                   key=lambda d: int(d.name.removeprefix("seed_")))
+    sentences = []
+    for key, row_dir in rows.items():
+        found = [d / "runs" / key for d in draws if (d / "runs" / key / "eval" / "summary.json").is_file()]
+        if not found:
+            continue
+        row = read_run(row_dir)
+        measured = [read_run(d) for d in found]
+        each = ", ".join(f"{run['summary']['top1']:.1f} % on data seed {data_seed(run['config'])}" for run in measured)
+        differ = sorted({k for d in found for k in recipe_differences(row_dir, d, DATA_DRAW_KEYS)})
+        sentences.append(f"{config_label(row['config'])}: {each} (this row: {row['summary']['top1']:.1f} % on "
+                         f"data seed {data_seed(row['config'])}, `{data_seeds_dir}`)"
+                         + _recipe_clause(differ, "same recipe"))
+    return sentences
+
+
+def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads: Sequence[str] = (),
+                draws: Sequence[str] = ()) -> str:
+    """What the table is, in words: data, budget, chance level, which split, the seed spread (over
+    the table's own ``seeds``, else the sentences of :func:`seed_spreads`) and the results on other
+    draws of the data (the sentences of :func:`data_seed_results`)."""
     if setup.get("held_out"):
         split = (f"top-1 / top-5 on {setup['videos']} held-out test videos (clips of their own, "
                  "never seen in training nor in checkpoint selection), of the checkpoint with the "
@@ -183,11 +223,16 @@ def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads:
                     "No spread over training seeds has been measured for these rows.")
         spread = ("One training seed per row: rows a few points apart are not ranked by it. " + measured
                   + " `python -m atm_core.reproduce --seeds N` reports mean ± spread.")
+    redrawn = ("Other draws of the benchmark (written again with another data.generate.seed; the same "
+               "recipes, never used to choose them): " + "; ".join(draws) + "." if draws else
+               "No other draw of the benchmark has been measured for these rows.")
+    redrawn += " `python -m atm_core.reproduce --data-seed N` trains on one."
+    drawn = "" if setup.get("data_seed") is None else f" (drawn with data seed {setup['data_seed']})"
     others = [m for m in setup.get("models", [setup["model"]]) if m != setup["model"]]
     backbones = f"`{setup['model']}`" + "".join(f" (the -ResNet rows: `{m}`)" for m in others)
     text = (
         f"Measured on the **{TRACK_TITLES[track]} of the built-in CPU benchmark** "
-        "(`atm_core.data.synthetic`: 12 classes in 6 time-reversal pairs), **not** on "
+        f"(`atm_core.data.synthetic`: 12 classes in 6 time-reversal pairs){drawn}, **not** on "
         "Something-Something or Kinetics: it says whether a temporal mechanism works, not what it "
         "scores on real video. " + TRACK_DESCRIPTIONS[track] +
         f" Every row: {backbones}, {setup['frames']} frames ({setup['sampling']}), "
@@ -198,7 +243,7 @@ def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads:
         "CPU thread(s), without per-epoch validation; run time adds the per-epoch validation and the final "
         "evaluation (not the start-up). Fixed seeds: a rerun on the same machine gives the same "
         "accuracies; on other hardware expect differences of a few points (floating-point order). "
-        + spread
+        + spread + " " + redrawn
     )
     if quick:
         text = ("**Quick mode (tiny data, one short epoch): these numbers only show that the "
