@@ -78,8 +78,8 @@ def render(rows: list[dict[str, Any]]) -> str:
         "Registered video models at their defaults (`timm.create_model(name)`; a setting in brackets after the name replaces its default): frames, input size, "
         "temporal module, ATM ops and position, classes. Parameters and fvcore G(MAC) per clip "
         "(one clip of `frames` frames; 1 MAC = one multiply-add). \"attn\" = the `QK^T` and `AV` "
-        "products of attention, which fvcore skips unless given a handle. \"no ATM\" = the same model "
-        "with `atm_ops=()`. Regenerate: `python -m atm_core.card`.",
+        "products of attention, which fvcore skips unless given a handle. \"no ATM\" = the same model without "
+        "its ATM blocks (their parameters and multiply-adds left out). Regenerate: `python -m atm_core.card`.",
         "",
         "| model | backbone | temporal | ATM (after blocks/stages) | frames | input | classes | params | "
         "params no ATM | G(MAC) | G(MAC) no attn | G(MAC) no ATM | G(MAC) no ATM, no attn | ATM G(MAC) |",
