@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import statistics
 import sys
 from collections.abc import Callable
@@ -342,8 +341,6 @@ def main() -> None:
     record = {
         "title": "ATM(mul, sub) block: cpu_fast and plain implementations vs the naive reference "
                  "formulation (CPU, fp32)",
-        "command": common.command(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": common.machine(applied),
         "load": [load_start, common.load_average()],
         "tables": [

@@ -7,6 +7,7 @@ of them (``benchmarks/report.py``), so no figure in that file is ever typed by h
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
@@ -145,11 +146,14 @@ def command() -> str:
 
 
 def save(name: str, record: dict) -> Path:
-    """Write ``results/bench/<name>.json`` and regenerate ``results/benchmarks.md``."""
+    """Write ``record`` (its title first, then the command line and date of this run) to
+    ``results/bench/<name>.json`` and regenerate ``results/benchmarks.md``."""
     from report import write_report  # benchmarks/ is on sys.path when a script runs
 
     RECORDS.mkdir(parents=True, exist_ok=True)
     path = RECORDS / f"{name}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    stamped = {"title": record["title"], "command": command(),
+               "date": datetime.datetime.now().isoformat(timespec="seconds"), **record}
+    path.write_text(json.dumps(stamped, indent=2) + "\n")
     write_report()
     return path

@@ -13,7 +13,6 @@ Writes results/bench/data_loader.json and regenerates results/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import tempfile
 import time
 from pathlib import Path
@@ -119,8 +118,6 @@ def main() -> None:
     missing = sorted({"decord", "torchcodec"} - set(names))
     record = {
         "title": "Data loading: decord, torchcodec and PyAV on 240p VP9 webm and H.264 mp4",
-        "command": common.command(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": common.machine(applied),
         "load": [load_start, common.load_average()],
         "tables": [{

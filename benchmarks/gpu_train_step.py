@@ -16,7 +16,6 @@ the GPU figures are recorded as not measured.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 import tempfile
 import time
@@ -155,8 +154,6 @@ def not_measured(args, applied: dict, reason: str) -> None:
     last = f"not measured: {reason}; loader_clips_per_s_per_core={loader:.1f}"
     common.save(args.name, {
         "title": "Training step on one GPU (bf16, SDPA), eager and torch.compile",
-        "command": common.command(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": common.machine(applied),
         "tables": [{"title": LOADER_TITLE, "columns": ["clips/s per core"], "rows": [[loader]]}],
         "notes": [f"No GPU figures: {reason}. The loader figure is this machine's CPU; run this "
@@ -202,8 +199,6 @@ def main() -> None:
             f"cores_per_gpu={cores:.1f}")
     common.save(args.name, {
         "title": "Training step on one GPU (bf16, SDPA), eager and torch.compile",
-        "command": common.command(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": machine,
         "tables": [
             {"title": f"{device}: measured bf16 matmul rate {peak:.0f} TFLOP/s; model "

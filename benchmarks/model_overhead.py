@@ -11,7 +11,6 @@ printed beside it. The last line is the ratio.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from pathlib import Path
 
@@ -76,8 +75,6 @@ def main() -> None:
     last = f"atm_forward_overhead={ratio - 1:.2%} ratio_with_over_without={ratio:.3f}"
     record = {
         "title": "ATM(mul, sub) in the 8-frame ViT-B/16 forward (CPU, fp32, inference)",
-        "command": common.command(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": common.machine(applied),
         "load": [load_start, common.load_average()],
         "tables": [{

@@ -13,7 +13,6 @@ results/bench/prepare_probe.json and regenerates results/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import tempfile
 import time
 from pathlib import Path
@@ -94,8 +93,6 @@ def main() -> None:
             f"ssv2_core_hours={SSV2_VIDEOS / webm_one / 3600:.2f}")
     record = {
         "title": "prepare / preflight: probing rate (open, decode first and last frame, count)",
-        "command": common.command(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": common.machine(applied),
         "load": [load_start, common.load_average()],
         "tables": [{

@@ -16,7 +16,6 @@ is the summary.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
@@ -102,8 +101,6 @@ def main() -> None:
     print(summary)
     common.save(args.name, {
         "title": "Two trainings on 2 cores: one after the other (2 threads) vs side by side (1 thread each)",
-        "command": common.command(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {**common.machine(applied), "threads": "2 (sequential) / 1 per job (side by side)"},
         "load": [load_start, common.load_average()],
         "tables": [{"title": f"Wall time of two jobs, first step to last (s, medians of {args.repeats} "

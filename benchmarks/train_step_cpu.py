@@ -26,7 +26,6 @@ path.
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -197,8 +196,6 @@ def main() -> None:
             f"share_of_peak_atm_mul_sub={one_thread(share, 'atm_mul_sub')}")
     common.save(args.name, {
         "title": "Training step of the main job's models on the CPU: committed path and default",
-        "command": common.command(),
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": common.machine(applied),
         "load": [load_start, common.load_average()],
         "tables": [{
