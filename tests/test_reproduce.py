@@ -163,7 +163,7 @@ def test_other_data_draws_are_quoted_beside_the_row(tmp_path):
              "videos": 300, "views": 1, "sampling": "one per segment", "data_seed": 0}
     assert "No other draw of the benchmark has been measured" in workbook.table_notes(setup)
     quoted = workbook.table_notes(setup, draws=sentences)
-    assert "6 time-reversal pairs) (drawn with data seed 0)" in quoted
+    assert "6 time-reversal pairs, drawn with data seed 0)" in quoted
     assert "never used to choose them): ATM(mul, sub): 67.2 % on data seed 1" in quoted
 
 
@@ -528,7 +528,7 @@ def test_data_seed_trains_on_another_draw_and_writes_its_table_only(quick_job, t
     assert load_config(results / "runs" / "tsn" / "config.yaml").data.generate["seed"] == 1
     assert sorted(p.name for p in (results / "runs").glob("*.ipynb")) == ["ablation.ipynb", "train_tsn.ipynb"]
     assert not (results / "checkpoints").exists() and not (results / "model_card.md").exists()
-    assert "(drawn with data seed 1)" in (results / "tables" / "ablation.md").read_text()
+    assert "pairs, drawn with data seed 1)" in (results / "tables" / "ablation.md").read_text()
     (tmp_path / "draws").mkdir()
     results.rename(tmp_path / "draws" / "seed_1")
     sentence, = workbook.data_seed_results(tmp_path / "draws", {"tsn": tmp / "results" / "runs" / "tsn"})

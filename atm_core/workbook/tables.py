@@ -227,12 +227,12 @@ def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads:
                "recipes, never used to choose them): " + "; ".join(draws) + "." if draws else
                "No other draw of the benchmark has been measured for these rows.")
     redrawn += " `python -m atm_core.reproduce --data-seed N` trains on one."
-    drawn = "" if setup.get("data_seed") is None else f" (drawn with data seed {setup['data_seed']})"
+    drawn = "" if setup.get("data_seed") is None else f", drawn with data seed {setup['data_seed']}"
     others = [m for m in setup.get("models", [setup["model"]]) if m != setup["model"]]
     backbones = f"`{setup['model']}`" + "".join(f" (the -ResNet rows: `{m}`)" for m in others)
     text = (
         f"Measured on the **{TRACK_TITLES[track]} of the built-in CPU benchmark** "
-        f"(`atm_core.data.synthetic`: 12 classes in 6 time-reversal pairs){drawn}, **not** on "
+        f"(`atm_core.data.synthetic`: 12 classes in 6 time-reversal pairs{drawn}), **not** on "
         "Something-Something or Kinetics: it says whether a temporal mechanism works, not what it "
         "scores on real video. " + TRACK_DESCRIPTIONS[track] +
         f" Every row: {backbones}, {setup['frames']} frames ({setup['sampling']}), "
