@@ -102,11 +102,16 @@ def longest_first(jobs: Sequence[Job]) -> list[Job]:
     return sorted(jobs, key=lambda job: -training_cost(job))
 
 
+def table_job(trained: Sequence[str], common: Mapping, seeds: int = 1) -> Job:
+    """ablation.ipynb writing the table of the trained runs (it trains nothing)."""
+    return Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False,
+                                        "seeds": seeds, "save_tables": True})
+
+
 def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
     """Notebooks that read the trained runs: the table, evaluations, feature maps (independent of
     each other), then the summary, which shows the table and the feature maps."""
-    jobs = [Job("ablation", "ablation", {**common, "variants": list(trained), "train_missing": False,
-                                         "seeds": seeds, "save_tables": True})]
+    jobs = [table_job(trained, common, seeds)]
     for key in ("tsn", "atm_mul_sub", "textures_atm_mul_sub"):  # the last two: what each ATM part carries
         if key in trained:
             jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key, "save_figures": True}))
@@ -248,8 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ThreadPoolExecutor(1) as card_writer:  # the card reads no run: it is written meanwhile
         card = None if redrawn else card_writer.submit(timed, write_model_card, results, args.quick)
         if trained and redrawn:  # the table only: the main job's note quotes it
-            failures += [f for f in run_jobs(report_jobs(trained, common, args.seeds)[:1], results, root, timings)
-                         if f is not None]
+            failure = run_job(table_job(trained, common, args.seeds), results, root, timings)
+            failures += [failure] if failure is not None else []
         elif trained:  # the summary (results.ipynb, last) shows what the others wrote
             *readers, summary = report_jobs(trained, common, args.seeds)
             outcomes = run_jobs(readers, results, root, timings, parallel) + [run_job(summary, results, root, timings)]

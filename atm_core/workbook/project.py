@@ -6,7 +6,7 @@ from pathlib import Path
 
 WORK_DIR = "runs/reproduce"  # training runs with checkpoints: <WORK_DIR>/<variant>/
 RESULTS_DIR = "results"  # tables, figures and the runs' small artefacts
-DATA_SEEDS_DIR = "results/data_seeds"  # runs on other draws of the benchmark: <DATA_SEEDS_DIR>/seed_<N>/
+DATA_SEEDS_DIR = f"{RESULTS_DIR}/data_seeds"  # runs on other draws of the benchmark: <DATA_SEEDS_DIR>/seed_<N>/
 
 
 def project_root(start: str | Path | None = None) -> Path:
