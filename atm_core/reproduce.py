@@ -4,6 +4,8 @@
     python -m atm_core.reproduce --quick    # tiny data, a few steps, the same code path
     python -m atm_core.reproduce --seeds 3  # every variant with 3 training seeds: mean ± spread
     python -m atm_core.reproduce --data-seed 1 --only atm_mul_sub tsn  # on another draw of the benchmark
+    python -m atm_core.reproduce --seeds 3 --only atm_mul_sub --table-only \
+        --set train.mixed_precision=no --results results/seeds_fp32  # a changed recipe, its table
 
 Steps: write the benchmark data, then with papermill execute ``notebooks/train.ipynb`` once per
 variant (TSN, TSM, TokenShift, TokenT1D and ATM with each op set, all with the same recipe),
@@ -19,7 +21,10 @@ from which the evaluate and visualise notebooks run in a fresh clone without tra
 ``--data-seed N`` trains the chosen variants on the benchmark drawn again with
 ``data.generate.seed=N`` (the recipes unchanged, never tuned on it) into
 ``results/data_seeds/seed_<N>/`` and writes only their table; the main job's table note then
-quotes each row's top-1 on those draws beside its own.
+quotes each row's top-1 on those draws beside its own. ``--table-only`` writes only the table of
+any run (no checkpoints, evaluations or figures), and ``--set KEY=VALUE`` changes every training's
+recipe; the main job's note quotes the spreads of seeds runs in ``results/seeds*/`` and names the
+recipe keys in which they differ from its rows.
 
 A notebook that fails keeps its partly executed copy, outputs and error included; the runner names the notebook and the cell,
 carries on with the other steps and exits non-zero at the end.
@@ -167,7 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--results", default=None,
                         help=f"output folder (default: {RESULTS_DIR}; with --data-seed N: {DATA_SEEDS_DIR}/seed_<N>)")
     parser.add_argument("--work", default=None,
-                        help=f"training runs with checkpoints (default: {WORK_DIR}; with --data-seed N: {WORK_DIR}_data_seed_<N>)")
+                        help=f"training runs with checkpoints (default: {WORK_DIR}; with --data-seed N: "
+                             f"{WORK_DIR}_data_seed_<N>; with --set: {WORK_DIR}_<name of --results>)")
     parser.add_argument("--data", default=None,
                         help="benchmark folder of the shapes track, the other tracks' beside it as <DATA>_<track> "
                              "(default: the recipes' data.root; with --data-seed N: data/synthetic_seed<N>)")
@@ -176,6 +182,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "write only the table; the main job's table note quotes it")
     parser.add_argument("--seeds", type=int, default=1, metavar="N",
                         help="train every variant with train.seed 0..N-1; the table reports mean ± spread")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="recipe overrides for every training (e.g. train.mixed_precision=no); "
+                             "not with the default --results")
+    parser.add_argument("--table-only", action="store_true",
+                        help="write only the table of the trained runs (as --data-seed does): no "
+                             "checkpoints, evaluations, figures or model card")
     parser.add_argument("--jobs", type=int, default=0, metavar="N",
                         help="training runs side by side (default: one per CPU core, one thread each), "
                              "the cores shared among them")
@@ -197,10 +209,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data_seed is not None and (args.data_seed < 0 or args.skip_training):
         parser.error(f"--data-seed {args.data_seed}: needs a seed >= 0 and training (no --skip-training)")
     redrawn = args.data_seed is not None
+    if args.overrides and args.results in (None, RESULTS_DIR) and not redrawn:
+        parser.error("--set changes the recipes: write their results elsewhere with --results DIR")
+    table_only = redrawn or args.table_only
     args.results = args.results or (f"{DATA_SEEDS_DIR}/seed_{args.data_seed}" if redrawn else RESULTS_DIR)
-    args.work = args.work or (f"{WORK_DIR}_data_seed_{args.data_seed}" if redrawn else WORK_DIR)
+    args.work = args.work or (f"{WORK_DIR}_data_seed_{args.data_seed}" if redrawn else
+                              f"{WORK_DIR}_{Path(args.results).name}" if args.overrides else WORK_DIR)
     args.data = args.data or (f"data/synthetic_seed{args.data_seed}" if redrawn else None)
-    data_overrides = [f"data.generate.seed={args.data_seed}"] if redrawn else []
+    overrides = ([f"data.generate.seed={args.data_seed}"] if redrawn else []) + list(args.overrides)
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     started = time.perf_counter()
@@ -217,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for track, group in by_track(keys).items():
         tic = time.perf_counter()
         data = prepare_data(variant_config(group[0], work_dir=args.work, quick=args.quick, data_root=args.data,
-                                           overrides=data_overrides))
+                                           overrides=overrides))
         timings[f"data_{track}"] = time.perf_counter() - tic
         print(f"benchmark data of the {track} track ready ({data}) in {timings[f'data_{track}']:.0f} s", flush=True)
 
@@ -227,10 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parallel, threads = side_by_side(args.jobs)
     cluster = cluster_from_args(args)
     if cluster is None:
-        jobs = training_jobs(keys, common, args.seeds, threads, data_overrides)
+        jobs = training_jobs(keys, common, args.seeds, threads, overrides)
         print(f"training {len(jobs)} run(s), {parallel} at a time, {threads} thread(s) each", flush=True)
     else:
-        jobs = training_jobs(keys, common, args.seeds, cluster.cpus, data_overrides)
+        jobs = training_jobs(keys, common, args.seeds, cluster.cpus, overrides)
         print(f"training {len(jobs)} run(s) as {cluster.kind} jobs, {cluster.cpus} core(s) and "
               f"{cluster.gpus} GPU(s) each; logs in {cluster.folder}", flush=True)
     if args.skip_training:
@@ -243,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         key, name = job.parameters["variant"], job.parameters["name"]
         if failure is None:
             failure = export_trained(Path(args.work) / name, results, name, key, args.skip_training,
-                                     checkpoint=not redrawn)
+                                     checkpoint=not table_only)
         if failure is not None:
             failures.append(failure)
             failed.add(key)
@@ -251,8 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not trained:
         print("no variant trained: skipping the tables and figures", file=sys.stderr)
     with ThreadPoolExecutor(1) as card_writer:  # the card reads no run: it is written meanwhile
-        card = None if redrawn else card_writer.submit(timed, write_model_card, results, args.quick)
-        if trained and redrawn:  # the table only: the main job's note quotes it
+        card = None if table_only else card_writer.submit(timed, write_model_card, results, args.quick)
+        if trained and table_only:  # the main job's note quotes it
             failure = run_job(table_job(trained, common, args.seeds), results, root, timings)
             failures += [failure] if failure is not None else []
         elif trained:  # the summary (results.ipynb, last) shows what the others wrote

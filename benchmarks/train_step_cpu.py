@@ -9,11 +9,16 @@ recipes 8) of 8 frames at 64^2, on random clips:
 
   committed  the path the main job ran before this benchmark existed: eager, fp32,
              ``model.atm.impl=cpu_fast`` (what ``auto`` chose on the CPU then);
-  default    what a recipe runs now: eager, fp32, ``model.atm.impl=auto``.
+  default    what a recipe runs now: eager, ``model.atm.impl=auto``, and the recipe's
+             ``train.mixed_precision=auto`` decided for this CPU (bf16 autocast where it computes
+             bf16 natively, else fp32).
 
 Both are built from the same code with the same seed and weights. Before anything is timed, the
 two are compared on one batch: logits and every parameter gradient (max abs difference over the
-largest magnitude, at most ``TOLERANCE``). Then, at each thread count, the two steps alternate
+largest magnitude, at most ``TOLERANCE`` per tensor where both run fp32); where the default runs
+bf16, whose 8-bit mantissa moves single gradient entries by up to tenths of their tensor's largest
+magnitude, the logits within ``BF16_LOGITS`` and the cosine between the two whole gradients at
+least ``BF16_COSINE``. Then, at each thread count, the two steps alternate
 (A, B, B, A, ...) with a 2048^3 fp32 GEMM (the faster of MKL sgemm and oneDNN) timed in the same
 repeats, and the table gives the median step time, clips/s, the step's GMAC/s (3 x fvcore's
 forward MACs of one clip, the ATM blocks on their plain path, times the clips per second) and that
@@ -44,6 +49,7 @@ from atm_core.macs import mac_count
 from atm_core.engine.builders import build_model
 from atm_core.engine.config import Config, load_config
 from atm_core.engine.optim import build_optimizer
+from atm_core.engine.runtime import resolve_precision
 
 PARAMS = common.ROOT / "params"
 MODELS = {  # label -> recipe, the main job's trainings (the texture track at its batch of 8)
@@ -56,23 +62,32 @@ MODELS = {  # label -> recipe, the main job's trainings (the texture track at it
     "textures_atm_mul_sub": "synthetic_textures_atm_mul_sub",
 }
 TOLERANCE = 1e-4  # fp32 paths: max abs difference over the largest magnitude
+BF16_LOGITS, BF16_COSINE = 0.02, 0.97  # bf16 default against the fp32 committed path
 FRAMES, SIZE, CLASSES = 8, 64, 12
 
 
 @dataclass(frozen=True)
 class StepPath:
-    """How a step is computed: the ATM kernel choice (``model.atm.impl``)."""
+    """How a step is computed: the ATM kernel choice (``model.atm.impl``) and the precision
+    (``train.mixed_precision``; None: the recipe's)."""
 
     name: str
     atm_impl: str
+    precision: str | None
 
 
-COMMITTED = StepPath("committed", "cpu_fast")
-DEFAULT = StepPath("default", "auto")
+COMMITTED = StepPath("committed", "cpu_fast", "no")
+DEFAULT = StepPath("default", "auto", None)
 
 
 def recipe(label: str, path: StepPath) -> Config:
-    return load_config(PARAMS / f"{MODELS[label]}.yaml", [f"model.atm.impl={path.atm_impl}"])
+    precision = [] if path.precision is None else [f"train.mixed_precision={path.precision}"]
+    return resolve_precision(load_config(PARAMS / f"{MODELS[label]}.yaml",
+                                         [f"model.atm.impl={path.atm_impl}", *precision]))
+
+
+def autocast(cfg: Config) -> torch.autocast:
+    return torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.mixed_precision == "bf16")
 
 
 def build(label: str, path: StepPath, state: dict | None = None) -> tuple[nn.Module, torch.optim.Optimizer, Config]:
@@ -92,7 +107,9 @@ def batch(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def loss_of(model: nn.Module, cfg: Config, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(clips), labels, label_smoothing=cfg.loss.label_smoothing)
+    with autocast(cfg):  # as Accelerate runs the forward; the loss in fp32
+        logits = model(clips)
+    return F.cross_entropy(logits.float(), labels, label_smoothing=cfg.loss.label_smoothing)
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Config,
@@ -109,17 +126,19 @@ def relative_gap(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
 
 
-def compare(label: str) -> float:
-    """The largest relative gap between the two paths' logits and gradients on one batch;
-    raises if it exceeds ``TOLERANCE``."""
+def compare(label: str) -> dict:
+    """The two paths on one batch: ``worst`` (the largest relative gap of the logits or any
+    gradient), ``logits`` (the logits' gap) and ``cosine`` (between the whole gradients); raises
+    where they differ by more than their precision allows (module docstring)."""
     reference, _, cfg = build(label, COMMITTED)
-    candidate, _, _ = build(label, DEFAULT, reference.state_dict())
+    candidate, _, candidate_cfg = build(label, DEFAULT, reference.state_dict())
     clips, labels = batch(cfg)
     gaps = {}
     outputs = {}
-    for name, model in (("committed", reference), ("default", candidate)):
+    for name, model, model_cfg in (("committed", reference, cfg), ("default", candidate, candidate_cfg)):
         torch.manual_seed(1)
-        logits = model(clips)
+        with autocast(model_cfg):
+            logits = model(clips).float()
         F.cross_entropy(logits, labels, label_smoothing=cfg.loss.label_smoothing).backward()
         outputs[name] = logits.detach()
     gaps["logits"] = relative_gap(outputs["default"], outputs["committed"])
@@ -127,10 +146,18 @@ def compare(label: str) -> float:
         if p.grad is not None:
             gaps[name] = relative_gap(q.grad, p.grad)
     worst = max(gaps, key=gaps.get)
-    if gaps[worst] > TOLERANCE:
+    pairs = [(p.grad.flatten(), q.grad.flatten()) for p, q in zip(reference.parameters(), candidate.parameters())
+             if p.grad is not None]
+    cosine = float(F.cosine_similarity(torch.cat([p for p, _ in pairs]), torch.cat([q for _, q in pairs]), dim=0))
+    if candidate_cfg.train.mixed_precision == "bf16":
+        if gaps["logits"] > BF16_LOGITS or cosine < BF16_COSINE:
+            raise AssertionError(f"{label}: the bf16 default differs from the committed fp32 path: "
+                                 f"logits by {gaps['logits']:.2e} of their largest magnitude (at most "
+                                 f"{BF16_LOGITS:g}), gradient cosine {cosine:.4f} (at least {BF16_COSINE:g})")
+    elif gaps[worst] > TOLERANCE:
         raise AssertionError(f"{label}: default path differs from the committed one in {worst} by "
                              f"{gaps[worst]:.2e} of its largest magnitude (tolerance {TOLERANCE:g})")
-    return gaps[worst]
+    return {"worst": gaps[worst], "logits": gaps["logits"], "cosine": cosine}
 
 
 def measure(label: str, threads: int, repeats: int, gemm: dict[str, Callable[[], object]],
@@ -142,7 +169,8 @@ def measure(label: str, threads: int, repeats: int, gemm: dict[str, Callable[[],
         steps[path.name] = train_step(model, optimizer, cfg, *batch(cfg))
     times = common.interleaved({**steps, **gemm}, repeats)
     gemm_rates = [max(gemm_macs / times[name][r] for name in gemm) / 1e9 for r in range(repeats)]
-    return {"batch": cfg.train.batch_size, "times": times, "gemm_gmac_s": gemm_rates}
+    return {"batch": cfg.train.batch_size, "precision": cfg.train.mixed_precision, "times": times,
+            "gemm_gmac_s": gemm_rates}
 
 
 def shares(times: list[float], gemm_rates: list[float], gmac_per_step: float) -> float:
@@ -180,11 +208,12 @@ def main() -> None:
             committed, default = common.median(t["committed"]), common.median(t["default"])
             speedup[label, threads] = common.paired_ratio(t["committed"], t["default"])
             share[label, threads] = shares(t["default"], r["gemm_gmac_s"], gmac_step)
-            rows.append([label, threads, r["batch"], committed, default, speedup[label, threads],
+            rows.append([label, threads, r["batch"], r["precision"], committed, default,
+                         speedup[label, threads],
                          r["batch"] / default, gmac_step / default,
                          f"{shares(t['committed'], r['gemm_gmac_s'], gmac_step):.1%}",
                          f"{share[label, threads]:.1%}", common.median(r["gemm_gmac_s"]),
-                         f"{gap:.1e}"])
+                         f"{gap['worst']:.1e}", f"{gap['logits']:.1e}", f"{gap['cosine']:.5f}"])
             print(rows[-1], flush=True)
 
     def one_thread(values: dict, label: str) -> str:
@@ -202,20 +231,28 @@ def main() -> None:
             "title": f"One training step (forward, cross-entropy, backward, clipping, AdamW) at the "
                      f"recipe's batch of 8-frame 64^2 clips; median of {args.repeats} interleaved "
                      f"repeats",
-            "columns": ["model", "threads", "batch", "committed step (s)", "default step (s)",
+            "columns": ["model", "threads", "batch", "default precision", "committed step (s)",
+                        "default step (s)",
                         "speed-up", "clips/s", "GMAC/s", "share of peak, committed",
-                        "share of peak, default", "fp32 GEMM GMAC/s", "max gap"],
+                        "share of peak, default", "fp32 GEMM GMAC/s", "max gap", "logits gap",
+                        "gradient cosine"],
             "rows": rows,
         }],
         "notes": [
             "committed: eager, fp32, model.atm.impl=cpu_fast (the main job's path before this "
-            "benchmark); default: eager, fp32, model.atm.impl=auto.",
+            "benchmark); default: eager, model.atm.impl=auto, train.mixed_precision=auto as "
+            "decided on this CPU (default precision: bf16 = bf16 autocast, no = fp32).",
+            "share of peak is against the fp32 GEMM rate for both paths, also where the default "
+            "runs bf16 products.",
             "GMAC/s: 3 x fvcore's forward MACs of one clip (ATM blocks counted on their plain path) "
             "times clips per second; share of peak: that over the faster fp32 2048^3 GEMM (MKL "
             "sgemm or oneDNN 1x1 conv) timed in the same repeats.",
             f"max gap: the largest difference between the two paths' logits or any parameter "
             f"gradient on one batch, over that tensor's largest magnitude (checked <= "
-            f"{TOLERANCE:g} before timing).",
+            f"{TOLERANCE:g} before timing where both run fp32); logits gap: the same for the "
+            f"logits; gradient cosine: between the two paths' whole gradients. Where the default "
+            f"runs bf16, the logits gap is checked <= {BF16_LOGITS:g} and the cosine >= "
+            f"{BF16_COSINE:g} instead.",
             "speed-up: median over repeats of committed / default step time within the repeat.",
         ],
         "summary": last,

@@ -408,6 +408,22 @@ def test_grad_checkpointing_gives_the_same_output_and_gradients():
         torch.testing.assert_close(p.grad, grads[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_cpu_bf16_attention_runs_the_math_kernel_and_matches_fp32():
+    model = tiny(temporal="tokent1d", atm=dict(ops=["mul", "sub"])).eval()
+    flash_allowed = []
+    model.backbone.blocks[0].attn.register_forward_hook(
+        lambda *_: flash_allowed.append(torch.backends.cuda.flash_sdp_enabled()))
+    x = clips()
+    with torch.no_grad():
+        full = model(x)
+        with torch.autocast("cpu", torch.bfloat16):
+            half = model(x)
+    assert flash_allowed == [True, False]  # PyTorch's choice in fp32, the math kernel under bf16
+    assert torch.backends.cuda.flash_sdp_enabled()  # restored after the forward
+    assert half.dtype == torch.bfloat16
+    assert (half.float() - full).abs().max() <= 0.05 * full.abs().max()
+
+
 def test_backward_reaches_every_parameter():
     model = tiny(temporal="tokent1d").train()
     _perturb_atm(model)  # with zero projections nothing flows into the ATM convolutions

@@ -100,7 +100,9 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 16  # videos per device per step
     grad_accum: int = 1
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # auto: bf16 where the hardware computes it natively (engine.runtime.native_bf16), else no;
+    # decided when the run starts and written into its config.yaml as what ran
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "no"
     ema: bool = False
     ema_decay: float = 0.9998
     eval_every: int = 1  # epochs

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, ConfigError, apply_overrides, as_config
+from .runtime import resolve_precision
 from .tracking import read_metrics
 
 
@@ -58,13 +59,14 @@ def launch_training(cfg: Config | str | Path | dict, num_processes: int = 1,
 
     ``train.batch_size`` is per process, as with ``accelerate launch``: the global batch is
     ``num_processes`` times it. ``mixed_precision``
-    (``no``, ``bf16``, ``fp16``) overrides ``train.mixed_precision``. One process trains in this
+    (``auto``, ``no``, ``bf16``, ``fp16``) overrides ``train.mixed_precision``. One process trains in this
     process; more fork workers, so CUDA must not be initialised here before the call."""
     from .trainer import train
 
     cfg = as_config(cfg)
     if mixed_precision is not None:
         cfg = apply_overrides(copy.deepcopy(cfg), [f"train.mixed_precision={mixed_precision}"])
+    resolve_precision(cfg)  # the launched processes all run what this machine chose
     if num_processes < 1:
         raise ConfigError(f"num_processes={num_processes}: need at least one process")
     if num_processes == 1:

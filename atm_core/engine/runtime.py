@@ -37,6 +37,25 @@ def relaunch_with_tuned_malloc(cpu_only: bool = True) -> None:
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], tuned_malloc_env())
 
 
+def native_bf16() -> bool:
+    """Whether this machine's training device computes bf16 products in hardware: a CUDA GPU
+    with bf16 support, or a CPU with AVX512-BF16 or AMX tiles (elsewhere PyTorch emulates bf16 on
+    the CPU, slower than fp32)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    return any(getattr(torch.cpu, probe, lambda: False)()
+               for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+
+
+def resolve_precision(cfg: Config) -> Config:
+    """``cfg`` with ``train.mixed_precision=auto`` replaced by what this machine runs: ``bf16``
+    where :func:`native_bf16`, else ``no``. Written into ``cfg`` itself, so that the run's
+    ``config.yaml`` records the precision it trained in."""
+    if cfg.train.mixed_precision == "auto":
+        cfg.train.mixed_precision = "bf16" if native_bf16() else "no"
+    return cfg
+
+
 def make_accelerator(cfg: Config, trackers: bool = False) -> Accelerator:
     """Mixed precision and gradient accumulation from the config. Batches are split across
     processes (``split_batches``): the loaders hold the global batch, so a run on N processes
@@ -45,18 +64,27 @@ def make_accelerator(cfg: Config, trackers: bool = False) -> Accelerator:
     Without a GPU the Accelerator is told so (``cpu=True``): only then does Accelerate join the
     processes started by ``accelerate launch`` into a gloo (multi-CPU) group. With ``trackers``, it
     runs the experiment trackers ``train.log_with`` names, TensorBoard's under
-    ``<train.output_dir>/tensorboard``."""
+    ``<train.output_dir>/tensorboard``. ``train.mixed_precision=auto`` is decided here
+    (:func:`resolve_precision`) and the choice printed."""
+    asked = cfg.train.mixed_precision
+    resolve_precision(cfg)
     if cfg.train.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     out = Path(cfg.train.output_dir)
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
-                       gradient_accumulation_steps=cfg.train.grad_accum,
-                       dataloader_config=DataLoaderConfiguration(split_batches=True),
-                       log_with=list(cfg.train.log_with) if trackers and cfg.train.log_with else None,
-                       project_config=ProjectConfiguration(project_dir=str(out),
-                                                           logging_dir=str(out / "tensorboard")))
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.train.mixed_precision,
+                              gradient_accumulation_steps=cfg.train.grad_accum,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              log_with=list(cfg.train.log_with) if trackers and cfg.train.log_with else None,
+                              project_config=ProjectConfiguration(project_dir=str(out),
+                                                                  logging_dir=str(out / "tensorboard")))
+    if asked == "auto":
+        device = "GPU" if torch.cuda.is_available() else "CPU"
+        native = "native" if cfg.train.mixed_precision == "bf16" else "no native"
+        accelerator.print(f"train.mixed_precision=auto: {cfg.train.mixed_precision} on this {device} "
+                          f"({native} bf16)")
+    return accelerator
 
 
 def release_accelerator() -> None:

@@ -18,6 +18,7 @@ backbone's parameter names are the same in every variant and one checkpoint load
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional
 
 import torch
@@ -26,6 +27,7 @@ from timm.models.eva import Eva, EvaBlock
 from timm.models.eva import checkpoint_filter_fn as eva_filter_fn
 from timm.models.vision_transformer import Block, VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_filter_fn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.checkpoint import checkpoint
 
 from ..temporal import TSM, TEMPORAL_MODULES, TokenShift, TokenT1D
@@ -67,6 +69,17 @@ def tokens_to_map(tokens: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """``(N, C, h, w)`` -> ``(N, h*w, C)``, the inverse of :func:`tokens_to_map`."""
     return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
+
+
+def attention_kernels(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """The attention kernels for ``x``: on the CPU under bf16 autocast only SDPA's math kernel,
+    whose backward on short token sequences runs much faster there than the CPU flash kernel's
+    bf16 backward (``benchmarks/train_step_cpu.py`` times both paths); elsewhere PyTorch's
+    choice."""
+    if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") \
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
 
 
 def attention_half(block: nn.Module, x: torch.Tensor, rope: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -182,13 +195,14 @@ class VideoViT(VideoClassifier):
 
     def forward_frames(self, frames: torch.Tensor) -> torch.Tensor:
         x, rope = self.embed(frames)
-        for index in range(self.depth):
-            if self.atm is not None and index == self.atm_after_blocks:
-                x = self.apply_atm(x)
-            if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
-                x = checkpoint(self.run_block, index, x, rope, use_reentrant=False)
-            else:
-                x = self.run_block(index, x, rope)
+        with attention_kernels(x):
+            for index in range(self.depth):
+                if self.atm is not None and index == self.atm_after_blocks:
+                    x = self.apply_atm(x)
+                if self.grad_checkpointing and self.training and not torch.jit.is_scripting():
+                    x = checkpoint(self.run_block, index, x, rope, use_reentrant=False)
+                else:
+                    x = self.run_block(index, x, rope)
         x = self.backbone.forward_head(self.backbone.norm(x), pre_logits=True)
         return self.proj(x)
 

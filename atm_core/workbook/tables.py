@@ -92,7 +92,9 @@ def describe_setup(run_dirs: str | Path | list[str | Path]) -> dict:
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     run = read_run(run_dirs[0])
     cfg, summary = run["config"], run["summary"]
-    models = list(dict.fromkeys(read_run(d)["config"].model.name for d in run_dirs))
+    configs = [read_run(d)["config"] for d in run_dirs]
+    models = list(dict.fromkeys(c.model.name for c in configs))
+    precisions = list(dict.fromkeys(c.train.mixed_precision for c in configs))
     options = {**dataclasses.asdict(PRESETS[cfg.data.dataset]), **cfg.data.options}
     sampling = (f"taken {options['dense_stride']} frames apart from a random window in training, "
                 "the centred one in validation" if options["sampling"] == "dense" else
@@ -100,7 +102,7 @@ def describe_setup(run_dirs: str | Path | list[str | Path]) -> dict:
     return {"model": cfg.model.name, "models": models, "track": config_track(cfg),
             "frames": cfg.data.num_frames, "epochs": cfg.optim.epochs, "batch": cfg.train.batch_size,
             "threads": cfg.train.threads, "seed": cfg.train.seed, "data_seed": data_seed(cfg), "videos": summary["num_videos"], "views": summary.get("views", 1),
-            "sampling": sampling,
+            "sampling": sampling, "precisions": precisions,
             "held_out": cfg.data.test_list is not None and cfg.data.test_list != cfg.data.val_list}
 
 
@@ -170,6 +172,25 @@ def seed_spreads(seeds_dir: str | Path, rows: Mapping[str, str | Path]) -> list[
                          f"{' / '.join(f'{v:.1f}' for v in top1)} % over training seeds 0..{len(top1) - 1} "
                          f"(mean {np.mean(top1):.1f} ± {np.std(top1, ddof=1):.1f}, `{seeds_dir}`){recipe}")
     return sentences
+
+
+def quoted_spreads(quoted_dir: str | Path, rows: Mapping[str, str | Path]) -> list[str]:
+    """:func:`seed_spreads` of every seeds run under ``quoted_dir`` (``seeds/``, and
+    ``seeds_<name>/`` for runs of a changed recipe, e.g. another precision), in name order."""
+    runs = sorted(d for d in Path(quoted_dir).glob("seeds*") if d.is_dir())
+    return [sentence for seeds_dir in runs for sentence in seed_spreads(seeds_dir, rows)]
+
+
+def precision_note(precisions: Sequence[str]) -> str:
+    """The sentence on the rows' ``train.mixed_precision`` (as their runs recorded it)."""
+    if list(precisions) == ["bf16"]:
+        return ("Precision: bf16 autocast (bf16 products, fp32 weights and optimiser): the recipes' "
+                "train.mixed_precision=auto chose it because this CPU computes bf16 natively; on a "
+                "CPU that does not it trains in fp32 and gives other numbers (seeds runs that differ "
+                "in train.mixed_precision, quoted below, measure that difference).")
+    if list(precisions) == ["no"]:
+        return "Precision: fp32 (train.mixed_precision=no, or auto on a CPU without native bf16)."
+    return f"Precision differs between rows: train.mixed_precision {', '.join(precisions)}."
 
 
 DATA_DRAW_KEYS = ("data.root", "data.generate")  # what a run on another draw of the benchmark changes
@@ -243,6 +264,7 @@ def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads:
         "CPU thread(s), without per-epoch validation; run time adds the per-epoch validation and the final "
         "evaluation (not the start-up). Fixed seeds: a rerun on the same machine gives the same "
         "accuracies; on other hardware expect differences of a few points (floating-point order). "
+        + (precision_note(setup["precisions"]) + " " if "precisions" in setup else "")
         + spread + " " + redrawn
     )
     if quick:
