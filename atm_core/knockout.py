@@ -22,7 +22,7 @@ weights are read at every call on both).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +33,7 @@ from torch import nn
 
 from .atm import ATMBlock
 from .data.presets import HOOKS
+from .engine.runtime import inference_autocast
 
 FULL = "full model"
 
@@ -122,25 +123,28 @@ def eval_clips(cfg, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, li
 
 
 @torch.no_grad()
-def predict_labels(model: nn.Module, clips: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """The arg-max class of every clip ``(N, T, 3, S, S)``."""
+def predict_labels(model: nn.Module, clips: torch.Tensor, batch_size: int = 32,
+                   autocast: AbstractContextManager | None = None) -> torch.Tensor:
+    """The arg-max class of every clip ``(N, T, 3, S, S)``, under ``autocast`` when given."""
     model.eval()
     device = next(model.parameters()).device
-    return torch.cat([model(clips[i:i + batch_size].to(device)).argmax(-1).cpu()
-                      for i in range(0, len(clips), batch_size)])
+    with autocast or nullcontext():
+        return torch.cat([model(clips[i:i + batch_size].to(device)).argmax(-1).cpu()
+                          for i in range(0, len(clips), batch_size)])
 
 
 def knockout_predictions(model: nn.Module, clips: torch.Tensor, labels: torch.Tensor,
-                         parts: Sequence[Part] | None = None, batch_size: int = 32) -> dict[str, pd.DataFrame]:
+                         parts: Sequence[Part] | None = None, batch_size: int = 32,
+                         autocast: AbstractContextManager | None = None) -> dict[str, pd.DataFrame]:
     """Predictions (``label``, ``pred``, ``correct`` per clip, as in ``predictions.csv``) of the
     full model (key :data:`FULL`) and with each part knocked out (key: the part's name)."""
     def frame(pred: torch.Tensor) -> pd.DataFrame:
         return pd.DataFrame({"label": labels.numpy(), "pred": pred.numpy(), "correct": (pred == labels).numpy()})
 
-    found = {FULL: frame(predict_labels(model, clips, batch_size))}
+    found = {FULL: frame(predict_labels(model, clips, batch_size, autocast))}
     for part in parts if parts is not None else model_parts(model):
         with knocked_out(model, part):
-            found[part.name] = frame(predict_labels(model, clips, batch_size))
+            found[part.name] = frame(predict_labels(model, clips, batch_size, autocast))
     return found
 
 
@@ -186,9 +190,11 @@ class Contributions:
 
 def contributions(model: nn.Module, cfg, split: str = "test", offsets: bool = True) -> Contributions:
     """Knock out every part of ``model`` (see :func:`model_parts`) on one view of every video of
-    ``cfg``'s ``split``."""
+    ``cfg``'s ``split``, in the precision the run trained in (``train.mixed_precision``)."""
     clips, labels, classes = eval_clips(cfg, split)
-    predictions = knockout_predictions(model, clips, labels, model_parts(model, offsets), cfg.eval.batch_size)
+    autocast = inference_autocast(cfg, next(model.parameters()).device)
+    predictions = knockout_predictions(model, clips, labels, model_parts(model, offsets), cfg.eval.batch_size,
+                                       autocast)
     reversal = reversal_confusions(predictions, classes) if HOOKS[cfg.data.dataset].reversal_pairs else None
     return Contributions(class_accuracy(predictions, classes), top1_drops(predictions, classes), reversal)
 

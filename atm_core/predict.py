@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .engine.config import Config, ConfigError
+from .engine.runtime import inference_autocast
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")  # a folder of these is one video (a frame folder)
@@ -151,7 +152,8 @@ def predict_videos(inputs: Iterable[str | Path], checkpoint: str | Path, topk: i
                    recipe: Config | str | Path | None = None, device: str | torch.device | None = None) -> Predictions:
     """Top-``topk`` classes of every video ``inputs`` name (see :func:`expand_inputs`), with the
     model of ``checkpoint`` (built from ``recipe``, a file or a configuration, for a checkpoint
-    that carries none); figures of the ATM feature maps to ``figure_dir`` when given."""
+    that carries none), in the precision it trained in; figures of the ATM feature maps to
+    ``figure_dir`` when given."""
     from .data.errors import DataError
     from .engine.described import load_model
 
@@ -162,6 +164,7 @@ def predict_videos(inputs: Iterable[str | Path], checkpoint: str | Path, topk: i
     if figure_dir is not None:
         check_drawable(model)
     dataset, views, (mean, std) = views_dataset(loaded.cfg, videos, views)
+    autocast = inference_autocast(loaded.cfg, device)  # the precision the run trained in
     k = min(topk, len(loaded.classes))
     result = Predictions(str(checkpoint), loaded.card, views)
     for index, video in enumerate(videos):
@@ -170,7 +173,8 @@ def predict_videos(inputs: Iterable[str | Path], checkpoint: str | Path, topk: i
         except DataError as e:
             result.unreadable.append((str(video), str(e).removeprefix(f"{video}: ")))
             continue
-        probs = model(clips.to(device)).float().softmax(-1).mean(0).cpu()
+        with autocast:
+            probs = model(clips.to(device)).float().softmax(-1).mean(0).cpu()
         values, labels = probs.topk(k)
         result.predictions.append(Prediction(str(video), [(loaded.classes[int(i)], float(p))
                                                           for p, i in zip(values, labels)]))

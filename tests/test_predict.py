@@ -33,7 +33,8 @@ def run(tmp_path_factory) -> Path:
     train(load_config(ROOT / "params" / "synthetic_atm_sub.yaml", [
         f"data.root={tmp / 'bench'}", f"train.output_dir={tmp / 'run'}", "data.generate=null",
         "data.num_workers=0", "data.test_list=val.txt", "optim.epochs=1", "optim.warmup_epochs=0",
-        "train.batch_size=8", "train.threads=1", "eval.batch_size=12", "eval.after_train=false"]))
+        "train.batch_size=8", "train.threads=1", "eval.batch_size=12", "eval.after_train=false",
+        "train.mixed_precision=no"]))  # fp32: the checks below compare with an fp32 computation
     return tmp / "run"
 
 

@@ -142,6 +142,37 @@ def test_seed_spreads_are_read_from_a_seeds_run_and_name_a_different_recipe(tmp_
     assert workbook.seed_spreads(tmp_path / "nowhere", {"atm_mul_sub": row}) == []
 
 
+def test_every_seeds_run_is_quoted_with_the_keys_its_recipe_changed(tmp_path):
+    row = fake_run(tmp_path / "results" / "runs" / "atm_mul_sub", "atm_mul_sub", 80.0)
+    load_config(row / "config.yaml", ["train.mixed_precision=bf16"]).to_yaml(row / "config.yaml")
+    for folder, precision, top1s in (("seeds", "bf16", (81.0, 83.0)), ("seeds_fp32", "no", (70.0, 74.0))):
+        for seed, top1 in enumerate(top1s):
+            run = fake_run(tmp_path / "results" / folder / "runs" / workbook.seed_run_name("atm_mul_sub", seed),
+                           "atm_mul_sub", top1)
+            load_config(run / "config.yaml", [f"train.mixed_precision={precision}"]).to_yaml(run / "config.yaml")
+    (tmp_path / "results" / "seeds_notes.md").write_text("a file, not a seeds run")
+    same, fp32 = workbook.quoted_spreads(tmp_path / "results", {"atm_mul_sub": row})
+    assert same.startswith("ATM(mul, sub): 81.0 / 83.0 %") and same.endswith("same recipe and data as this row")
+    assert fp32.startswith("ATM(mul, sub): 70.0 / 74.0 %") and "`" + str(tmp_path / "results" / "seeds_fp32") in fp32
+    assert fp32.endswith("those runs differ from this row's in train.mixed_precision")
+    assert workbook.quoted_spreads(tmp_path / "nowhere", {"atm_mul_sub": row}) == []
+
+
+def test_notes_say_which_precision_the_rows_trained_in(tmp_path):
+    runs = [fake_run(tmp_path / key, key, 50.0) for key in ("tsn", "atm_mul_sub")]
+    setup = {"model": "atm_vit_tiny_patch8_64", "frames": 8, "epochs": 4, "batch": 32, "threads": 1,
+             "videos": 300, "views": 1, "sampling": "one per segment"}
+    for precisions, expected in ((["bf16", "bf16"], "Precision: bf16 autocast"),
+                                 (["no", "no"], "Precision: fp32"),
+                                 (["bf16", "no"], "Precision differs between rows: train.mixed_precision bf16, no.")):
+        for run, precision in zip(runs, precisions):
+            load_config(run / "config.yaml", [f"train.mixed_precision={precision}"]).to_yaml(run / "config.yaml")
+        described = workbook.describe_setup(runs)
+        assert described["precisions"] == list(dict.fromkeys(precisions))
+        assert expected in workbook.table_notes({**setup, "precisions": described["precisions"]})
+    assert "Precision" not in workbook.table_notes(setup)  # a table without the runs' precisions says nothing
+
+
 def test_other_data_draws_are_quoted_beside_the_row(tmp_path):
     row = fake_run(tmp_path / "results" / "runs" / "atm_mul_sub", "atm_mul_sub", 80.0)
     draws = tmp_path / "data_seeds"
@@ -534,6 +565,30 @@ def test_data_seed_trains_on_another_draw_and_writes_its_table_only(quick_job, t
     sentence, = workbook.data_seed_results(tmp_path / "draws", {"tsn": tmp / "results" / "runs" / "tsn"})
     top1 = json.loads((tmp_path / "draws" / "seed_1" / "runs" / "tsn" / "eval" / "summary.json").read_text())["top1"]
     assert sentence.startswith(f"TSN: {top1:.1f} % on data seed 1 (this row: ") and sentence.endswith("; same recipe")
+
+
+@pytest.mark.slow
+def test_changed_recipe_runs_write_their_table_only_and_need_their_own_folder(quick_job, tmp_path, capsys):
+    tmp, _ = quick_job
+    with pytest.raises(SystemExit):
+        reproduce.main(["--quick", "--set", "train.mixed_precision=no"])
+    assert "--set changes the recipes: write their results elsewhere" in capsys.readouterr().err
+    results = tmp_path / "seeds_fp32"
+    cwd = os.getcwd()
+    try:
+        code = reproduce.main(["--quick", "--seeds", "2", "--only", "tsn", "--jobs", "1", "--table-only",
+                               "--set", "train.mixed_precision=no", "loss.label_smoothing=0.2", "--results", str(results),
+                               "--work", str(tmp_path / "work"), "--data", str(tmp / "data")])
+    finally:
+        os.chdir(cwd)
+    assert code == 0
+    for name in ("tsn", "tsn_seed1"):
+        cfg = load_config(results / "runs" / name / "config.yaml")
+        assert cfg.train.mixed_precision == "no" and cfg.loss.label_smoothing == 0.2
+    assert sorted(p.name for p in (results / "runs").glob("*.ipynb")) == [
+        "ablation.ipynb", "train_tsn.ipynb", "train_tsn_seed1.ipynb"]
+    assert not (results / "checkpoints").exists() and not (results / "model_card.md").exists()
+    assert "over 2 training seeds" in (results / "tables" / "ablation.md").read_text()
 
 
 def test_readme_table_is_replaced_between_markers(tmp_path):

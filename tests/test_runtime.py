@@ -63,3 +63,12 @@ def test_auto_precision_reaches_the_accelerator_and_is_printed(monkeypatch, tmp_
     finally:
         runtime.release_accelerator()
     assert "train.mixed_precision=auto: bf16 on this CPU (native bf16)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("precision, enabled", [("bf16", True), ("no", False)])
+def test_inference_runs_in_the_precision_the_run_recorded(precision, enabled):
+    model = torch.nn.Linear(4, 3)
+    cfg = load_config(None, [f"train.mixed_precision={precision}"])
+    with runtime.inference_autocast(cfg, "cpu"):
+        out = model(torch.randn(2, 4))
+    assert out.dtype == (torch.bfloat16 if enabled else torch.float32)

@@ -56,6 +56,15 @@ def resolve_precision(cfg: Config) -> Config:
     return cfg
 
 
+def inference_autocast(cfg: Config, device: torch.device | str) -> torch.autocast:
+    """Autocast for a forward outside the Accelerator (knockouts, predictions) in ``cfg``'s
+    ``train.mixed_precision`` as :func:`make_accelerator` would run it: the precision a run
+    recorded, so that such forwards score as its evaluation did."""
+    precision = resolve_precision(cfg).train.mixed_precision
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(torch.device(device).type, dtype, enabled=precision != "no")
+
+
 def make_accelerator(cfg: Config, trackers: bool = False) -> Accelerator:
     """Mixed precision and gradient accumulation from the config. Batches are split across
     processes (``split_batches``): the loaders hold the global batch, so a run on N processes
