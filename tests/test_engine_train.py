@@ -85,7 +85,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(bench, tmp_path):
 def test_persistent_worker_with_cached_frames_trains_like_in_process_loading(bench, tmp_path):
     # the CPU recipe's loader (one persistent worker, decoded videos cached in it after epoch 1)
     # must hand the model the same clips, with the same augmentation, in every epoch
-    extra = ["model.temporal=tokent1d", "model.atm.ops=[sub]"]
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[sub]", "train.mixed_precision=no"]  # fp32 rounding below
     runs = {"in_process": ["data.num_workers=0", "data.options.cache_frames=false"],
             "worker": ["data.num_workers=1", "data.options.cache_frames=false"],
             "worker_cached": ["data.num_workers=1", "data.options.cache_frames=true"]}
@@ -107,8 +107,9 @@ def test_persistent_worker_with_cached_frames_trains_like_in_process_loading(ben
 @pytest.mark.slow
 def test_two_processes_match_one_process(bench, tmp_path):
     # without ATM and the conv stem the model has no BatchNorm, so the only difference is the
-    # order of the gradient sums
-    extra = ["model.temporal=tokent1d", "model.atm.ops=[]", "model.conv_stem=[]", "eval.batch_size=3"]
+    # order of the gradient sums (in fp32: bf16 would round each process's half batch on its own)
+    extra = ["model.temporal=tokent1d", "model.atm.ops=[]", "model.conv_stem=[]", "eval.batch_size=3",
+             "train.mixed_precision=no"]
     one = tiny_overrides(bench, tmp_path / "one", *extra)
     train(load_config(PARAMS / "synthetic_base.yaml", one))
     two = tiny_overrides(bench, tmp_path / "two", *extra, "train.batch_size=4")
