@@ -49,7 +49,7 @@ from atm_core.macs import mac_count
 from atm_core.engine.builders import build_model
 from atm_core.engine.config import Config, load_config
 from atm_core.engine.optim import build_optimizer
-from atm_core.engine.runtime import resolve_precision
+from atm_core.engine.runtime import inference_autocast, resolve_precision
 
 PARAMS = common.ROOT / "params"
 MODELS = {  # label -> recipe, the main job's trainings (the texture track at its batch of 8)
@@ -86,10 +86,6 @@ def recipe(label: str, path: StepPath) -> Config:
                                          [f"model.atm.impl={path.atm_impl}", *precision]))
 
 
-def autocast(cfg: Config) -> torch.autocast:
-    return torch.autocast("cpu", torch.bfloat16, enabled=cfg.train.mixed_precision == "bf16")
-
-
 def build(label: str, path: StepPath, state: dict | None = None) -> tuple[nn.Module, torch.optim.Optimizer, Config]:
     """The recipe's model (seed 0, or ``state``'s weights) in train mode and its AdamW."""
     cfg = recipe(label, path)
@@ -107,7 +103,7 @@ def batch(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def loss_of(model: nn.Module, cfg: Config, clips: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    with autocast(cfg):  # as Accelerate runs the forward; the loss in fp32
+    with inference_autocast(cfg, "cpu"):  # as Accelerate runs the forward; the loss in fp32
         logits = model(clips)
     return F.cross_entropy(logits.float(), labels, label_smoothing=cfg.loss.label_smoothing)
 
@@ -137,7 +133,7 @@ def compare(label: str) -> dict:
     outputs = {}
     for name, model, model_cfg in (("committed", reference, cfg), ("default", candidate, candidate_cfg)):
         torch.manual_seed(1)
-        with autocast(model_cfg):
+        with inference_autocast(model_cfg, "cpu"):
             logits = model(clips).float()
         F.cross_entropy(logits, labels, label_smoothing=cfg.loss.label_smoothing).backward()
         outputs[name] = logits.detach()

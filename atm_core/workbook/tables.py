@@ -90,9 +90,9 @@ def describe_setup(run_dirs: str | Path | list[str | Path]) -> dict:
     """The settings every row of a table shares, read from its first run directory, and the
     backbones of all of them (``models``, in order of appearance)."""
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
-    run = read_run(run_dirs[0])
-    cfg, summary = run["config"], run["summary"]
-    configs = [read_run(d)["config"] for d in run_dirs]
+    runs = [read_run(d) for d in run_dirs]
+    cfg, summary = runs[0]["config"], runs[0]["summary"]
+    configs = [run["config"] for run in runs]
     models = list(dict.fromkeys(c.model.name for c in configs))
     precisions = list(dict.fromkeys(c.train.mixed_precision for c in configs))
     options = {**dataclasses.asdict(PRESETS[cfg.data.dataset]), **cfg.data.options}
