@@ -318,18 +318,28 @@ def export_trained(run_dir: Path, results: Path, name: str, key: str, with_run: 
 def run_jobs(jobs: Sequence[Job], results: Path, root: Path, timings: dict[str, float],
              parallel: int = 1) -> list[Failure | None]:
     """Execute independent ``jobs``, ``parallel`` at a time (each notebook in a process of its
-    own, the longest first; their cell output is not interleaved into the log then), failures in
-    job order."""
+    own with its share of the cores, :func:`limit_threads`; the longest first; their cell output
+    is not interleaved into the log then), failures in job order."""
     if parallel <= 1:
         return [run_job(job, results, root, timings) for job in jobs]
     import multiprocessing
 
-    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+    threads = side_by_side(parallel)[1]
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=limit_threads, initargs=(threads,)) as pool:
         futures = {job.name: pool.submit(execute_job, job, results, root, False) for job in longest_first(jobs)}
         outcomes = [futures[job.name].result() for job in jobs]
     for job, (_, seconds) in zip(jobs, outcomes):
         timings[job.name] = seconds
     return [failure for failure, _ in outcomes]
+
+
+def limit_threads(threads: int) -> None:
+    """Give the notebook kernels this process starts ``threads`` intra-op threads (they inherit
+    its environment): notebooks side by side that each took every core would slow each other
+    down far more than they gain. A run's own ``train.threads`` still applies to its training."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
 
 
 def cluster_from_args(args: argparse.Namespace) -> Cluster | None:

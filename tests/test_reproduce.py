@@ -171,6 +171,12 @@ def test_notes_say_which_precision_the_rows_trained_in(tmp_path):
         assert described["precisions"] == list(dict.fromkeys(precisions))
         assert expected in workbook.table_notes({**setup, "precisions": described["precisions"]})
     assert "Precision" not in workbook.table_notes(setup)  # a table without the runs' precisions says nothing
+    bf16 = {**setup, "precisions": ["bf16"]}
+    fp32_seeds = "ATM(mul, sub): 70.0 / 74.0 % (...); those runs differ from this row's in train.mixed_precision"
+    assert "quoted below" in workbook.table_notes(bf16, spreads=[fp32_seeds])
+    assert "quoted below" in workbook.table_notes(bf16, draws=[fp32_seeds])
+    same_recipe = "ATM(mul, sub): 81.0 / 83.0 % (...); same recipe and data as this row"
+    assert "quoted below" not in workbook.table_notes(bf16, spreads=[same_recipe])  # nothing below measures it
 
 
 def test_other_data_draws_are_quoted_beside_the_row(tmp_path):
@@ -367,11 +373,13 @@ def test_the_longest_runs_start_first():
 
 
 def test_side_by_side_failures_come_back_in_job_order(tmp_path):
-    """The mul run is submitted first, but each outcome is reported against its own job."""
+    """The mul run is submitted first, but each outcome is reported against its own job; each
+    kernel has its share of the cores."""
     nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     params = new_code_cell("variant = ''\nname = ''")
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, new_code_cell("if variant == 'tsn':\n    raise RuntimeError(f'refused {name}')")]
+    threads = new_code_cell("import torch\nopen(f'{name}.threads', 'w').write(str(torch.get_num_threads()))")
+    nb.cells = [params, threads, new_code_cell("if variant == 'tsn':\n    raise RuntimeError(f'refused {name}')")]
     (tmp_path / "notebooks").mkdir()
     nbformat.write(nb, tmp_path / "notebooks" / "train.ipynb")
     jobs = reproduce.training_jobs(["tsn", "atm_mul"], {})
@@ -382,6 +390,8 @@ def test_side_by_side_failures_come_back_in_job_order(tmp_path):
     assert refused is not None and refused.error == "RuntimeError: refused tsn"
     assert refused.output == tmp_path / "results" / "runs" / "train_tsn.ipynb"
     assert set(timings) == {"train_tsn", "train_atm_mul"}
+    shared = reproduce.side_by_side(2)[1]
+    assert [(tmp_path / f"{name}.threads").read_text() for name in ("tsn", "atm_mul")] == [str(shared)] * 2
 
 
 def test_kernel_runs_this_interpreter():

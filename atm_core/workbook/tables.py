@@ -181,18 +181,21 @@ def quoted_spreads(quoted_dir: str | Path, rows: Mapping[str, str | Path]) -> li
     return [sentence for seeds_dir in runs for sentence in seed_spreads(seeds_dir, rows)]
 
 
-def precision_note(precisions: Sequence[str]) -> str:
-    """The sentence on the rows' ``train.mixed_precision`` (as their runs recorded it)."""
+def precision_note(precisions: Sequence[str], compared: bool = False) -> str:
+    """The sentence on the rows' ``train.mixed_precision`` (as their runs recorded it); with
+    ``compared``, the note also quotes runs that differ from the rows in it."""
     if list(precisions) == ["bf16"]:
         return ("Precision: bf16 autocast (bf16 products, fp32 weights and optimiser): the recipes' "
                 "train.mixed_precision=auto chose it because this CPU computes bf16 natively; on a "
-                "CPU that does not it trains in fp32 and gives other numbers (seeds runs that differ "
-                "in train.mixed_precision, quoted below, measure that difference).")
+                "CPU that does not it trains in fp32 and gives other numbers"
+                + (" (the runs quoted below that differ in train.mixed_precision measure that "
+                   "difference)." if compared else "."))
     if list(precisions) == ["no"]:
         return "Precision: fp32 (train.mixed_precision=no, or auto on a CPU without native bf16)."
     return f"Precision differs between rows: train.mixed_precision {', '.join(precisions)}."
 
 
+PRECISION_KEY = "train.mixed_precision"
 DATA_DRAW_KEYS = ("data.root", "data.generate")  # what a run on another draw of the benchmark changes
 
 
@@ -264,7 +267,8 @@ def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads:
         "CPU thread(s), without per-epoch validation; run time adds the per-epoch validation and the final "
         "evaluation (not the start-up). Fixed seeds: a rerun on the same machine gives the same "
         "accuracies; on other hardware expect differences of a few points (floating-point order). "
-        + (precision_note(setup["precisions"]) + " " if "precisions" in setup else "")
+        + (precision_note(setup["precisions"], any(PRECISION_KEY in s for s in (*spreads, *draws))) + " "
+           if "precisions" in setup else "")
         + spread + " " + redrawn
     )
     if quick:
