@@ -113,16 +113,18 @@ def table_job(trained: Sequence[str], common: Mapping, seeds: int = 1) -> Job:
                                         "seeds": seeds, "save_tables": True})
 
 
-def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1) -> list[Job]:
+def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1, threads: int | None = None) -> list[Job]:
     """Notebooks that read the trained runs: the table, evaluations, feature maps (independent of
-    each other), then the summary, which shows the table and the feature maps."""
+    each other), then the summary, which shows the table and the feature maps. Those that run
+    models do so on ``train.threads = threads`` when given (else the recipe's)."""
+    model_runs = {**common, "save_figures": True, "overrides": [] if threads is None else [f"train.threads={threads}"]}
     jobs = [table_job(trained, common, seeds)]
     for key in ("tsn", "atm_mul_sub", "textures_atm_mul_sub"):  # the last two: what each ATM part carries
         if key in trained:
-            jobs.append(Job("evaluate", f"evaluate_{key}", {**common, "variant": key, "save_figures": True}))
+            jobs.append(Job("evaluate", f"evaluate_{key}", {**model_runs, "variant": key}))
     atm = [key for key in trained if variant(key).ops]
     if atm:
-        jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**common, "variants": atm, "save_figures": True}))
+        jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**model_runs, "variants": atm}))
     jobs.append(Job("results", "results", {**common, "variants": list(trained), "save_figures": True}))
     return jobs
 
@@ -272,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             failure = run_job(table_job(trained, common, args.seeds), results, root, timings)
             failures += [failure] if failure is not None else []
         elif trained:  # the summary (results.ipynb, last) shows what the others wrote
-            *readers, summary = report_jobs(trained, common, args.seeds)
+            *readers, summary = report_jobs(trained, common, args.seeds, threads)
             outcomes = run_jobs(readers, results, root, timings, parallel) + [run_job(summary, results, root, timings)]
             failures += [failure for failure in outcomes if failure is not None]
         if card is not None:

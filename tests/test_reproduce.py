@@ -354,6 +354,20 @@ def test_training_runs_side_by_side_share_the_cores():
                                                         ["train.seed=1", "train.threads=3"]]
 
 
+def test_report_notebooks_that_run_models_take_the_runners_threads():
+    import papermill as pm
+
+    jobs = {job.name: job for job in reproduce.report_jobs(["tsn", "atm_mul_sub"], {"quick": True}, threads=1)}
+    assert [name for name, job in jobs.items() if job.parameters.get("overrides")] == [
+        "evaluate_tsn", "evaluate_atm_mul_sub", "visualize_arithmetic"]
+    assert all(jobs[name].parameters["overrides"] == ["train.threads=1"] for name in
+               ("evaluate_tsn", "evaluate_atm_mul_sub", "visualize_arithmetic"))
+    for job in jobs.values():  # papermill would inject a parameter the notebook does not declare unnoticed
+        declared = pm.inspect_notebook(str(ROOT / "notebooks" / f"{job.notebook}.ipynb"))
+        assert set(job.parameters) <= set(declared), (job.name, set(job.parameters) - set(declared))
+    assert reproduce.report_jobs(["tsn"], {})[1].parameters["overrides"] == []  # no threads given: the recipe's
+
+
 def test_the_longest_runs_start_first():
     keys = ["tsn", "atm_sub", "atm_mul", "resnet_tsn", "textures_tsn", "textures_atm_mul_sub"]
     jobs = reproduce.training_jobs(keys, {}) + reproduce.report_jobs(["tsn"], {})
