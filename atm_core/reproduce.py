@@ -53,7 +53,7 @@ from .engine.builders import atm_options
 from .jobs import EXECUTORS, Cluster, Failure, Job, check_kernel, execute_job, make_cluster, run_job, run_on_cluster
 from .engine.runtime import relaunch_with_tuned_malloc
 from .workbook.project import DATA_SEEDS_DIR, RESULTS_DIR, WORK_DIR, enter_project_root, project_root
-from .workbook.runs import MissingMetrics, export_checkpoint, export_run
+from .workbook.runs import TIMINGS, MissingMetrics, export_checkpoint, export_run
 from .workbook.tables import seed_run_name
 from .workbook.training import committed_checkpoint, prepare_data
 from .workbook.variants import VARIANT_KEYS, by_track, variant, variant_config
@@ -129,6 +129,12 @@ def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1, threads
     return jobs
 
 
+def recorded_timings(results_dir: Path) -> dict[str, float]:
+    """The seconds per step that the last run of the main job wrote into ``results_dir``."""
+    path = results_dir / TIMINGS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def clean_outputs(results_dir: Path) -> None:
     """Remove what a previous run of the main job wrote (not other owners' files)."""
     for name in ("runs", "tables", "figures", "checkpoints"):
@@ -194,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="training runs side by side (default: one per CPU core, one thread each), "
                              "the cores shared among them")
     parser.add_argument("--skip-training", action="store_true",
-                        help="reuse the training runs already in --work; rebuild tables and figures")
+                        help="reuse the training runs already in --work; rebuild tables, evaluations and "
+                             "figures in place (the training reports and the job's recorded times stay)")
     cluster = parser.add_argument_group("cluster", "training notebooks as cluster jobs through submitit")
     cluster.add_argument("--executor", choices=EXECUTORS, default="local",
                          help="local: this machine, --jobs at a time (default); slurm: one Slurm job per "
@@ -229,15 +236,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     common = {"quick": args.quick, "work_dir": args.work, "results_dir": str(results),
               "data_root": args.data}
     failures: list[Failure] = []
-    timings: dict[str, float] = {}
-
-    clean_outputs(results)
+    if args.skip_training:  # a rebuild overwrites what it remakes and keeps the training reports and times
+        timings = recorded_timings(results)
+    else:
+        clean_outputs(results)
+        timings = {}
     for track, group in by_track(keys).items():
         tic = time.perf_counter()
         data = prepare_data(variant_config(group[0], work_dir=args.work, quick=args.quick, data_root=args.data,
                                            overrides=overrides))
-        timings[f"data_{track}"] = time.perf_counter() - tic
-        print(f"benchmark data of the {track} track ready ({data}) in {timings[f'data_{track}']:.0f} s", flush=True)
+        seconds = time.perf_counter() - tic
+        if not args.skip_training:
+            timings[f"data_{track}"] = seconds
+        print(f"benchmark data of the {track} track ready ({data}) in {seconds:.0f} s", flush=True)
 
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: need at least one seed")
@@ -282,13 +293,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures += [failure] if failure is not None else []
 
     minutes = (time.perf_counter() - started) / 60
-    timings["total"] = minutes * 60
+    timings["rebuild" if args.skip_training else "total"] = minutes * 60  # a rebuild keeps the job's total
     (results / "runs").mkdir(parents=True, exist_ok=True)
-    (results / "runs" / "timings.json").write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1))
+    (results / TIMINGS).write_text(json.dumps({k: round(v, 1) for k, v in timings.items()}, indent=1))
     table_md = results / "tables" / "ablation.md"
-    if not args.quick and args.only is None and not failures and results.resolve() == (root / RESULTS_DIR).resolve():
-        update_readme(root / "README.md", table_md, minutes)
-    print(f"\nmain job finished in {minutes:.1f} min; results in {results}/", flush=True)
+    if (not args.quick and args.only is None and not failures and "total" in timings
+            and results.resolve() == (root / RESULTS_DIR).resolve()):
+        update_readme(root / "README.md", table_md, timings["total"] / 60)
+    print(f"\n{'rebuild' if args.skip_training else 'main job'} finished in {minutes:.1f} min; "
+          f"results in {results}/", flush=True)
     if failures:
         print(f"{len(failures)} step(s) failed:", file=sys.stderr)
         for failure in failures:

@@ -2,6 +2,7 @@
 the quick main job end to end through papermill."""
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -194,7 +195,8 @@ def test_other_data_draws_are_quoted_beside_the_row(tmp_path):
     assert sentences[0].endswith("; same recipe")  # data.root and data.generate are what a draw changes
     other = draws / "seed_1" / "runs" / "atm_mul_sub"
     load_config(other / "config.yaml", ["optim.epochs=9"]).to_yaml(other / "config.yaml")
-    assert "differ from this row's in optim.epochs" in workbook.data_seed_results(draws, {"atm_mul_sub": row})[0]
+    assert workbook.data_seed_results(draws, {"atm_mul_sub": row})[0].endswith(
+        "; on data seed 1 the recipe differs from this row's in optim.epochs")  # seed 2 is the row's recipe
     assert workbook.data_seed_results(tmp_path / "nowhere", {"atm_mul_sub": row}) == []
     setup = {"model": "atm_vit_tiny_patch8_64", "frames": 8, "epochs": 4, "batch": 32, "threads": 1,
              "videos": 300, "views": 1, "sampling": "one per segment", "data_seed": 0}
@@ -554,6 +556,8 @@ def test_runner_carries_on_after_a_refused_run(quick_job, tmp_path):
     broken = work / "tsm"
     broken.mkdir(exist_ok=True)
     (broken / "config.yaml").write_text((work / "tsn" / "config.yaml").read_text())
+    shutil.copytree(tmp / "results", tmp_path / "results")  # rebuilt in place
+    recorded = json.loads((tmp / "results" / "runs" / "timings.json").read_text())
     cwd = os.getcwd()
     try:
         code = reproduce.main(["--quick", "--skip-training", "--only", "tsn", "tsm", "--results",
@@ -564,6 +568,13 @@ def test_runner_carries_on_after_a_refused_run(quick_job, tmp_path):
     table = pd.read_csv(tmp_path / "results" / "tables" / "ablation.csv")
     assert table.variant.tolist() == ["tsn"]  # the refused run is left out, the rest goes on
     assert (tmp_path / "results" / "runs" / "results.ipynb").is_file()
+    # the rebuild keeps the training reports and the job's times, and records its own
+    assert (tmp_path / "results" / "runs" / "train_tsn.ipynb").read_bytes() == \
+        (tmp / "results" / "runs" / "train_tsn.ipynb").read_bytes()
+    timings = json.loads((tmp_path / "results" / "runs" / "timings.json").read_text())
+    assert {k: timings[k] for k in ("total", "train_tsn", "data_shapes")} == \
+        {k: recorded[k] for k in ("total", "train_tsn", "data_shapes")}
+    assert timings["rebuild"] > 0 and "rebuild" not in recorded
 
 
 @pytest.mark.slow

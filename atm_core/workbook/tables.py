@@ -207,8 +207,8 @@ def data_seed(cfg: Config) -> int | None:
 def data_seed_results(data_seeds_dir: str | Path, rows: Mapping[str, str | Path]) -> list[str]:
     """What runs on other draws of the benchmark (``python -m atm_core.reproduce --data-seed N``,
     each in ``<data_seeds_dir>/seed_<N>``) measured for the table's rows ``key -> run directory``:
-    one sentence per row with such runs, each draw's top-1 beside the row's own, and the recipe
-    keys besides the data in which those runs differ from the row's."""
+    one sentence per row with such runs, each draw's top-1 beside the row's own, and for each
+    draw whose run differs from the row's in recipe keys besides the data, those keys."""
     draws = sorted((d for d in Path(data_seeds_dir).glob("seed_*") if d.name.removeprefix("seed_").isdigit()),
                    key=lambda d: int(d.name.removeprefix("seed_")))
     sentences = []
@@ -219,10 +219,14 @@ def data_seed_results(data_seeds_dir: str | Path, rows: Mapping[str, str | Path]
         row = read_run(row_dir)
         measured = [read_run(d) for d in found]
         each = ", ".join(f"{run['summary']['top1']:.1f} % on data seed {data_seed(run['config'])}" for run in measured)
-        differ = sorted({k for d in found for k in recipe_differences(row_dir, d, DATA_DRAW_KEYS)})
+        differing: dict[tuple[str, ...], list[str]] = {}  # recipe keys -> the draws whose runs differ in them
+        for path, run in zip(found, measured):
+            if keys := tuple(recipe_differences(row_dir, path, DATA_DRAW_KEYS)):
+                differing.setdefault(keys, []).append(str(data_seed(run["config"])))
+        recipe = "".join(f"; on data seed {', '.join(seeds)} the recipe differs from this row's in {', '.join(keys)}"
+                         for keys, seeds in differing.items()) or "; same recipe"
         sentences.append(f"{config_label(row['config'])}: {each} (this row: {row['summary']['top1']:.1f} % on "
-                         f"data seed {data_seed(row['config'])}, `{data_seeds_dir}`)"
-                         + _recipe_clause(differ, "same recipe"))
+                         f"data seed {data_seed(row['config'])}, `{data_seeds_dir}`){recipe}")
     return sentences
 
 
