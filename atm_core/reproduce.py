@@ -53,7 +53,7 @@ from .engine.builders import atm_options
 from .jobs import EXECUTORS, Cluster, Failure, Job, check_kernel, execute_job, make_cluster, run_job, run_on_cluster
 from .engine.runtime import relaunch_with_tuned_malloc
 from .workbook.project import DATA_SEEDS_DIR, RESULTS_DIR, WORK_DIR, enter_project_root, project_root
-from .workbook.runs import TIMINGS, MissingMetrics, export_checkpoint, export_run
+from .workbook.runs import TIMINGS, MissingMetrics, export_checkpoint, export_run, read_timings
 from .workbook.tables import seed_run_name
 from .workbook.training import committed_checkpoint, prepare_data
 from .workbook.variants import VARIANT_KEYS, by_track, variant, variant_config
@@ -127,12 +127,6 @@ def report_jobs(trained: Sequence[str], common: Mapping, seeds: int = 1, threads
         jobs.append(Job("visualize_arithmetic", "visualize_arithmetic", {**model_runs, "variants": atm}))
     jobs.append(Job("results", "results", {**common, "variants": list(trained), "save_figures": True}))
     return jobs
-
-
-def recorded_timings(results_dir: Path) -> dict[str, float]:
-    """The seconds per step that the last run of the main job wrote into ``results_dir``."""
-    path = results_dir / TIMINGS
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def clean_outputs(results_dir: Path) -> None:
@@ -237,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "data_root": args.data}
     failures: list[Failure] = []
     if args.skip_training:  # a rebuild overwrites what it remakes and keeps the training reports and times
-        timings = recorded_timings(results)
+        timings = read_timings(results)
     else:
         clean_outputs(results)
         timings = {}

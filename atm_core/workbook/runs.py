@@ -106,11 +106,17 @@ def read_run(run_dir: str | Path) -> dict:
 TIMINGS = "runs/timings.json"  # under the results folder: seconds per step of the main job
 
 
+def read_timings(results_dir: str | Path) -> dict[str, float]:
+    """The seconds per step that the last run of the main job wrote under ``results_dir``."""
+    path = Path(results_dir) / TIMINGS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def report_time(step: str, *, results_dir: str | Path) -> str:
     """One sentence: how long the main job's step ``step`` (a notebook run: ``results``,
     ``train_<variant>``, ...) took, read from its timings under ``results_dir``."""
     path = Path(results_dir) / TIMINGS
-    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings = read_timings(results_dir)
     if step not in timings:
         return f"_No timing of `{step}` in `{path}` yet (the main job writes it)._"
     return f"_The main job ran `{step}` in {timings[step]:.0f} s (`{path}`)._"
