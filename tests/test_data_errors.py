@@ -211,3 +211,22 @@ def test_a_failed_decode_leaves_no_decoder_threads_that_a_forked_worker_would_wa
     if child.is_alive():
         child.kill()
     assert child.exitcode == 0
+
+
+def _read_into(path: Path, out: Path) -> None:
+    np.save(out, PyAVVideo(path).read(range(8)))
+
+
+def test_a_process_forked_after_a_read_reads_the_same_frames(root, tmp_path):
+    """PyAV (from 18.1.1) keeps a multi-threaded swscale context per thread for the life of the
+    process; a process forked after a conversion inherits it without its threads and its first
+    conversion waits forever (DataLoader workers and accelerate's notebook launcher fork)."""
+    expected = PyAVVideo(root / "good0.mp4").read(range(8))
+    child = multiprocessing.get_context("fork").Process(
+        target=_read_into, args=(root / "good0.mp4", tmp_path / "child.npy"))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0, "the forked reader did not finish"
+    np.testing.assert_array_equal(np.load(tmp_path / "child.npy"), expected)

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .errors import DataError
-from .readers import FrameFolder, open_video, read_clip
+from .readers import FrameFolder, open_video, read_clip, rgb24_converter
 
 SERIAL_BELOW = 64  # fewer sources than this are probed in-process: a pool costs more to start
 
@@ -102,6 +102,7 @@ def _extract(video: Path, target: Path, spec: Extraction) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     count = 0
+    to_rgb = rgb24_converter()
     try:
         with av.open(str(video)) as container:
             if not container.streams.video:
@@ -109,7 +110,7 @@ def _extract(video: Path, target: Path, spec: Extraction) -> int:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                image = frame.to_image()
+                image = Image.fromarray(to_rgb(frame).to_ndarray())
                 if spec.short_side is not None:
                     w, h = image.size
                     scale = spec.short_side / min(w, h)

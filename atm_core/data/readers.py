@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from .errors import DataError
@@ -162,6 +163,15 @@ class TorchCodecVideo(_FrameSource):
         return frames
 
 
+def rgb24_converter() -> Callable[[av.VideoFrame], av.VideoFrame]:
+    """A conversion of decoded frames to rgb24 that owns its swscale context and scales on the
+    calling thread. ``frame.to_ndarray(format=...)`` would use the context PyAV (from 18.1.1) keeps
+    per thread for the life of the process, with slice threads of its own: a process forked
+    afterwards (a DataLoader worker, accelerate's notebook launcher) inherits that context without
+    its threads, and its first conversion waits for them forever."""
+    return functools.partial(VideoReformatter().reformat, format="rgb24", threads=1)
+
+
 class PyAVVideo(_FrameSource):
     """A video file read with PyAV: frames are decoded in order up to the last one requested."""
 
@@ -206,13 +216,14 @@ class PyAVVideo(_FrameSource):
         """
         decoded: dict[int, np.ndarray] = {}
         count = 0
+        to_rgb = rgb24_converter()
         try:
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for frame in container.decode(stream):
                     if count in wanted:
-                        decoded[count] = frame.to_ndarray(format="rgb24")
+                        decoded[count] = to_rgb(frame).to_ndarray()
                     count += 1
                     if count > last:
                         break
