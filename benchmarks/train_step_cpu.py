@@ -4,8 +4,8 @@
 
 One training step as the trainer runs it (forward, label-smoothed cross-entropy, backward,
 gradient clipping at 1.0, AdamW step, gradients cleared) of each model of the main job, built
-from its recipe (``params/synthetic_*.yaml``) at the recipe's batch size (32 clips, the texture
-recipes 8) of 8 frames at 64^2, on random clips:
+from its recipe (``params/synthetic_*.yaml``) at the recipe's batch size (``train.batch_size``) of
+8 frames at 64^2, on random clips:
 
   committed  the path the main job ran before this benchmark existed: eager, fp32,
              ``model.atm.impl=cpu_fast`` (what ``auto`` chose on the CPU then);
@@ -52,7 +52,7 @@ from atm_core.engine.optim import build_optimizer
 from atm_core.engine.runtime import inference_autocast, resolve_precision
 
 PARAMS = common.ROOT / "params"
-MODELS = {  # label -> recipe, the main job's trainings (the texture track at its batch of 8)
+MODELS = {  # label -> recipe, the main job's trainings
     "tsn": "synthetic_tsn",
     "atm_sub": "synthetic_atm_sub",
     "atm_mul": "synthetic_atm_mul",
