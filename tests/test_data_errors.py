@@ -186,6 +186,18 @@ def test_frames_of_a_folder_with_mixed_sizes_are_refused(tmp_path):
         ds[0]
 
 
+def exit_code_of_forked(target, *args, timeout: float) -> int | None:
+    """Run ``target(*args)`` in a forked process; its exit code (``None``: still running at
+    ``timeout`` seconds, then killed)."""
+    child = multiprocessing.get_context("fork").Process(target=target, args=args)
+    child.start()
+    child.join(timeout=timeout)
+    if child.is_alive():
+        child.kill()
+        return None
+    return child.exitcode
+
+
 def _drop_and_collect(kept: list) -> None:
     kept.clear()
     gc.collect()
@@ -205,12 +217,7 @@ def test_a_failed_decode_leaves_no_decoder_threads_that_a_forked_worker_would_wa
     assert kept
     threads = [(p / "comm").read_text().strip() for p in Path("/proc/self/task").iterdir()]
     assert not [name for name in threads if name.startswith("av:")]
-    child = multiprocessing.get_context("fork").Process(target=_drop_and_collect, args=(kept,))
-    child.start()
-    child.join(timeout=30)
-    if child.is_alive():
-        child.kill()
-    assert child.exitcode == 0
+    assert exit_code_of_forked(_drop_and_collect, kept, timeout=30) == 0
 
 
 def _read_into(path: Path, out: Path) -> None:
@@ -222,11 +229,6 @@ def test_a_process_forked_after_a_read_reads_the_same_frames(root, tmp_path):
     process; a process forked after a conversion inherits it without its threads and its first
     conversion waits forever (DataLoader workers and accelerate's notebook launcher fork)."""
     expected = PyAVVideo(root / "good0.mp4").read(range(8))
-    child = multiprocessing.get_context("fork").Process(
-        target=_read_into, args=(root / "good0.mp4", tmp_path / "child.npy"))
-    child.start()
-    child.join(timeout=60)
-    if child.is_alive():
-        child.kill()
-    assert child.exitcode == 0, "the forked reader did not finish"
+    assert exit_code_of_forked(_read_into, root / "good0.mp4", tmp_path / "child.npy", timeout=60) == 0, \
+        "the forked reader did not finish"
     np.testing.assert_array_equal(np.load(tmp_path / "child.npy"), expected)
