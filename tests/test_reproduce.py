@@ -203,7 +203,7 @@ def test_other_data_draws_are_quoted_beside_the_row(tmp_path):
     assert "No other draw of the benchmark has been measured" in workbook.table_notes(setup)
     quoted = workbook.table_notes(setup, draws=sentences)
     assert "6 time-reversal pairs, drawn with data seed 0)" in quoted
-    assert "never used to choose them): ATM(mul, sub): 67.2 % on data seed 1" in quoted
+    assert "the draws whose validation clips chose it): ATM(mul, sub): 67.2 % on data seed 1" in quoted
 
 
 def test_export_copies_artefacts_and_class_names_without_checkpoints(tmp_path):

@@ -251,8 +251,10 @@ def table_notes(setup: Mapping, *, quick: bool = False, seeds: int = 1, spreads:
                     "No spread over training seeds has been measured for these rows.")
         spread = ("One training seed per row: rows a few points apart are not ranked by it. " + measured
                   + " `python -m atm_core.reproduce --seeds N` reports mean ± spread.")
-    redrawn = ("Other draws of the benchmark (written again with another data.generate.seed; the same "
-               "recipes, never used to choose them): " + "; ".join(draws) + "." if draws else
+    redrawn = ("Other draws of the benchmark (written again with another data.generate.seed, trained "
+               "with the same recipes; their test clips were read for this note only, and a recipe's "
+               "header names the draws whose validation clips chose it): " + "; ".join(draws) + "."
+               if draws else
                "No other draw of the benchmark has been measured for these rows.")
     redrawn += " `python -m atm_core.reproduce --data-seed N` trains on one."
     drawn = "" if setup.get("data_seed") is None else f", drawn with data seed {setup['data_seed']}"
